@@ -1,0 +1,346 @@
+"""Bench files: what a bench is made of and how to reach each device (data, validated).
+
+A bench file names the TPM (a TCTI string, or the swtpm emulator), the UICC (a PC/SC reader
+by exact name, ``re:`` regex or index, or the virtual card), the modem (a pyserial URL, or the
+emulated modem on a pty), the secrets by reference, and the network topology options.
+It is kept apart from the drivers, which talk to the devices (labgrid's resource/driver split).
+
+Loading reports every problem, one line each, naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_BENCH = Path(__file__).resolve().parent.parent / "lab_config" / "emulated.yaml"
+BENCH_ENV = "MCIM_HIL_BENCH"
+
+TPM_EMULATORS = ("swtpm",)
+UICC_EMULATORS = ("vuicc",)
+MODEM_EMULATORS = ("at-pty",)
+UICC_PROFILES = ("sysmo-isim-sja2",)
+TCTI_NAMES = ("device", "swtpm", "mssim", "tabrmd")
+
+
+class BenchFileError(Exception):
+    """A bench file is malformed; ``problems`` holds one line per problem."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A secret given by reference: an environment variable or a file, never inline.
+
+    ADM keys follow pySim: 8 ASCII digits, or 16 hex characters given as raw bytes.
+    """
+
+    key: str                 # where it is declared, e.g. "uicc.secrets.adm1"
+    env: str | None = None
+    file: Path | None = None
+
+    def describe(self) -> str:
+        return f"env {self.env}" if self.env else f"file {self.file}"
+
+    def resolve_text(self) -> str:
+        if self.env:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise SecretUnavailable(f"{self.key}: environment variable {self.env} is not set")
+            return value.strip()
+        assert self.file is not None
+        try:
+            return self.file.read_text().strip()
+        except OSError as exc:
+            raise SecretUnavailable(f"{self.key}: cannot read secret file {self.file}: {exc.strerror}") from exc
+
+    def resolve_key(self) -> bytes:
+        """The secret as the bytes a card expects (ADM/PIN: ASCII digits padded to 8 with FF)."""
+        text = self.resolve_text()
+        if re.fullmatch(r"[0-9A-Fa-f]{16}", text):
+            return bytes.fromhex(text)
+        if re.fullmatch(r"[0-9]{4,8}", text):
+            return text.encode("ascii").ljust(8, b"\xff")
+        raise SecretUnavailable(
+            f"{self.key} ({self.describe()}): expected 4-8 decimal digits or 16 hex characters")
+
+    def __repr__(self) -> str:  # never the value
+        return f"SecretRef({self.key}: {self.describe()})"
+
+
+class SecretUnavailable(Exception):
+    """A referenced secret cannot be read; the message names the reference, never the value."""
+
+
+@dataclass(frozen=True)
+class TpmResource:
+    tcti: str | None = None          # e.g. "device:/dev/tpmrm0"; None with an emulator
+    emulator: str | None = None      # "swtpm"
+    state_dir: Path | None = None    # swtpm: keep the TPM identity between runs
+
+
+@dataclass(frozen=True)
+class UiccResource:
+    reader: str | int | None = None  # exact name, "re:<regex>", or index; None with an emulator
+    emulator: str | None = None      # "vuicc"
+    profile: str = "sysmo-isim-sja2"
+    shared: bool = True              # PC/SC share mode: shared lets an engineer attach tools too
+    via_modem: bool = False          # reach the card through the modem's AT+CSIM instead of a reader
+    card_state: Path | None = None   # vuicc: where the virtual card keeps its content
+    iccid: str | None = None         # vuicc: the factory ICCID
+    adm1: SecretRef | None = None
+    pin1: SecretRef | None = None
+
+
+@dataclass(frozen=True)
+class ModemResource:
+    port: str | None = None          # pyserial URL: /dev/ttyUSB2, socket://, rfc2217://...
+    emulator: str | None = None      # "at-pty"
+    baudrate: int = 115200
+    timeout: float = 5.0
+    imei: str | None = None          # at-pty: the emulated module's IMEI
+
+
+@dataclass(frozen=True)
+class TopologyOptions:
+    """The seeds' alternative topologies (seed 000 end notes)."""
+
+    ro_colocated_with_vno: bool = False
+    pva_dpf_hosted_by_sho: bool = False
+    vno_is_sho: bool = False
+
+
+@dataclass(frozen=True)
+class Bench:
+    path: Path
+    name: str
+    tpm: TpmResource | None
+    uicc: UiccResource | None
+    modem: ModemResource | None
+    topology: TopologyOptions = field(default_factory=TopologyOptions)
+
+    @property
+    def emulated(self) -> bool:
+        return any(r is not None and r.emulator for r in (self.tpm, self.uicc, self.modem))
+
+    def devices(self) -> list[str]:
+        return [n for n in ("tpm", "uicc", "modem") if getattr(self, n) is not None]
+
+
+def bench_path(arg: str | os.PathLike[str] | None = None) -> Path:
+    """The bench file to use: the argument, else $MCIM_HIL_BENCH, else lab_config/emulated.yaml."""
+    if arg:
+        return Path(arg)
+    env = os.environ.get(BENCH_ENV)
+    return Path(env) if env else DEFAULT_BENCH
+
+
+class _Section:
+    """Reads one mapping of the bench file, collecting problems instead of stopping at the first."""
+
+    def __init__(self, data: Any, where: str, problems: list[str]) -> None:
+        self.where = where
+        self.problems = problems
+        self.seen: set[str] = set()
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            problems.append(f"{where}: expected a mapping, got {type(data).__name__}")
+            data = {}
+        self.data: dict[str, Any] = data
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def get(self, name: str, types: tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+        self.seen.add(name)
+        if name not in self.data or self.data[name] is None:
+            if required:
+                self.problems.append(f"{self.key(name)}: missing")
+            return default
+        value = self.data[name]
+        if bool not in types and isinstance(value, bool):
+            ok = False
+        else:
+            ok = isinstance(value, types)
+        if not ok:
+            want = " or ".join(t.__name__ for t in types)
+            self.problems.append(f"{self.key(name)}: expected {want}, got {type(value).__name__} ({value!r})")
+            return default
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str | None = None) -> str | None:
+        value = self.get(name, (str,), default)
+        if value is not None and value not in choices:
+            self.problems.append(f"{self.key(name)}: {value!r} is not one of {', '.join(choices)}")
+            return default
+        return value
+
+    def secret(self, name: str, base: Path) -> SecretRef | None:
+        self.seen.add(name)
+        if name not in self.data or self.data[name] is None:
+            return None
+        value = self.data[name]
+        where = self.key(name)
+        if not isinstance(value, dict):
+            # Deliberately do not echo the value: it may be a secret written inline.
+            self.problems.append(f"{where}: secrets are given by reference ({{env: VAR}} or {{file: PATH}}), never inline")
+            return None
+        unknown = set(value) - {"env", "file"}
+        if unknown or len(value) != 1:
+            self.problems.append(f"{where}: give exactly one of env or file")
+            return None
+        if "env" in value:
+            return SecretRef(where, env=str(value["env"]))
+        path = Path(str(value["file"]))
+        return SecretRef(where, file=path if path.is_absolute() else base / path)
+
+    def finish(self) -> None:
+        for extra in sorted(set(self.data) - self.seen):
+            self.problems.append(f"{self.key(str(extra))}: unknown key")
+
+
+def _path(value: str | None, base: Path) -> Path | None:
+    if value is None:
+        return None
+    p = Path(os.path.expanduser(value))
+    return p if p.is_absolute() else base / p
+
+
+def _one_of(sec: _Section, real: str, real_value: Any, emulator: Any) -> None:
+    if real_value is None and emulator is None:
+        sec.problems.append(f"{sec.where}: give either {real} (a real device) or emulator")
+    elif real_value is not None and emulator is not None:
+        sec.problems.append(f"{sec.where}: give {real} or emulator, not both")
+
+
+def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True) -> Bench:
+    """Load and validate a bench file. With ``probe``, real devices named in it must exist
+    (a serial device node, a TPM device node, a PC/SC reader)."""
+    p = bench_path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise BenchFileError(p, [f"cannot read bench file: {exc.strerror}"]) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise BenchFileError(p, [f"not valid YAML{at}: {getattr(exc, 'problem', exc)}"]) from exc
+
+    problems: list[str] = []
+    base = p.resolve().parent
+    top = _Section(raw, "", problems)
+    name = top.get("name", (str,), p.stem)
+
+    tpm = uicc = modem = None
+    if "tpm" in top.data:
+        s = _Section(top.get("tpm", (dict,), {}), "tpm", problems)
+        tcti = s.get("tcti", (str,))
+        emulator = s.choice("emulator", TPM_EMULATORS)
+        _one_of(s, "tcti", tcti, emulator)
+        if tcti is not None and tcti.split(":", 1)[0] not in TCTI_NAMES:
+            problems.append(f"tpm.tcti: {tcti!r}: TCTI name must be one of {', '.join(TCTI_NAMES)}")
+        tpm = TpmResource(tcti=tcti, emulator=emulator, state_dir=_path(s.get("state_dir", (str,)), base))
+        s.finish()
+    if "uicc" in top.data:
+        s = _Section(top.get("uicc", (dict,), {}), "uicc", problems)
+        reader = s.get("reader", (str, int))
+        emulator = s.choice("emulator", UICC_EMULATORS)
+        via_modem = s.get("via_modem", (bool,), False)
+        if not via_modem:
+            _one_of(s, "reader", reader, emulator)
+        if isinstance(reader, str) and reader.startswith("re:"):
+            try:
+                re.compile(reader[3:])
+            except re.error as exc:
+                problems.append(f"uicc.reader: bad regular expression: {exc}")
+        sec = _Section(s.get("secrets", (dict,), {}), "uicc.secrets", problems)
+        adm1, pin1 = sec.secret("adm1", base), sec.secret("pin1", base)
+        sec.finish()
+        uicc = UiccResource(
+            reader=reader, emulator=emulator,
+            profile=s.choice("profile", UICC_PROFILES, "sysmo-isim-sja2") or "sysmo-isim-sja2",
+            shared=s.get("shared", (bool,), True), via_modem=via_modem,
+            card_state=_path(s.get("card_state", (str,)), base),
+            iccid=s.get("iccid", (str,)), adm1=adm1, pin1=pin1)
+        if uicc.iccid is not None and not re.fullmatch(r"[0-9]{18,20}", uicc.iccid):
+            problems.append("uicc.iccid: expected 18 to 20 digits")
+        s.finish()
+    if "modem" in top.data:
+        s = _Section(top.get("modem", (dict,), {}), "modem", problems)
+        port = s.get("port", (str,))
+        emulator = s.choice("emulator", MODEM_EMULATORS)
+        _one_of(s, "port", port, emulator)
+        modem = ModemResource(port=port, emulator=emulator,
+                              baudrate=s.get("baudrate", (int,), 115200),
+                              timeout=float(s.get("timeout", (int, float), 5.0)),
+                              imei=s.get("imei", (str,)))
+        s.finish()
+    s = _Section(top.get("topology", (dict,), {}), "topology", problems)
+    topology = TopologyOptions(
+        ro_colocated_with_vno=s.get("ro_colocated_with_vno", (bool,), False),
+        pva_dpf_hosted_by_sho=s.get("pva_dpf_hosted_by_sho", (bool,), False),
+        vno_is_sho=s.get("vno_is_sho", (bool,), False))
+    s.finish()
+    top.finish()
+
+    if uicc is not None and uicc.via_modem and modem is None:
+        problems.append("uicc.via_modem: the bench has no modem to reach the card through")
+    if tpm is None and uicc is None and modem is None:
+        problems.append("the bench names no device (tpm, uicc, modem)")
+    if problems:
+        raise BenchFileError(p, problems)
+
+    bench = Bench(path=p, name=name, tpm=tpm, uicc=uicc, modem=modem, topology=topology)
+    if probe:
+        absent = probe_devices(bench)
+        if absent:
+            raise BenchFileError(p, absent)
+    return bench
+
+
+def probe_devices(bench: Bench) -> list[str]:
+    """One line per real device the bench names that is not there."""
+    absent: list[str] = []
+    if bench.tpm and bench.tpm.tcti and bench.tpm.tcti.startswith("device:"):
+        node = bench.tpm.tcti.split(":", 1)[1] or "/dev/tpmrm0"
+        if not os.path.exists(node):
+            absent.append(f"tpm.tcti: {node} does not exist")
+    if bench.modem and bench.modem.port and "://" not in bench.modem.port:
+        if not os.path.exists(bench.modem.port):
+            absent.append(f"modem.port: {bench.modem.port} does not exist")
+    if bench.uicc and bench.uicc.reader is not None and not bench.uicc.via_modem:
+        names = _pcsc_readers()
+        if names is None:
+            absent.append("uicc.reader: cannot list PC/SC readers: is pcscd running? (start it with `sudo pcscd`)")
+        elif not _reader_matches(bench.uicc.reader, names):
+            present = ", ".join(repr(n) for n in names) or "none"
+            absent.append(f"uicc.reader: no reader matches {bench.uicc.reader!r}; readers present: {present}")
+    return absent
+
+
+def _pcsc_readers() -> list[str] | None:
+    try:
+        from smartcard.System import readers
+        return [str(r) for r in readers()]
+    except Exception:  # pcscd absent or not answering
+        return None
+
+
+def _reader_matches(spec: str | int, names: list[str]) -> bool:
+    if isinstance(spec, int):
+        return 0 <= spec < len(names)
+    if spec.startswith("re:"):
+        return any(re.search(spec[3:], n) for n in names)
+    return spec in names

@@ -1,0 +1,107 @@
+"""The mcim-hil command line.
+
+    mcim-hil bench check [--bench FILE]   open every device and print what it is
+    mcim-hil bench up [--bench FILE]      start the emulated bench and keep it up
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from contextlib import ExitStack
+from typing import Callable
+
+from .bench import BenchFileError, SecretUnavailable, bench_path, load_bench
+from .emulated import EmulatedBench
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mcim-hil", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser("bench", help="check or bring up a bench")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    for name, helptext in (("check", "open every device and print one table"),
+                           ("up", "start the emulated bench and keep it up until SIGINT/SIGTERM")):
+        p = bench_sub.add_parser(name, help=helptext)
+        p.add_argument("--bench", metavar="FILE", help="bench file (default: $MCIM_HIL_BENCH or lab_config/emulated.yaml)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "bench" and args.bench_command == "check":
+            return bench_check(args.bench)
+        if args.command == "bench" and args.bench_command == "up":
+            return bench_up(args.bench)
+    except BenchFileError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except SecretUnavailable as exc:
+        print(f"{bench_path(args.bench)}: {exc}", file=sys.stderr)
+        return 2
+    parser.error("unknown command")
+    return 2
+
+
+def bench_up(path: str | None) -> int:
+    bench = load_bench(path)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with EmulatedBench(bench) as endpoints:
+        for line in endpoints.lines():
+            print(line)
+        print(f"# bench {bench.name} up in {endpoints.startup_s:.2f} s; SIGINT or SIGTERM stops it", flush=True)
+        stop.wait()
+    return 0
+
+
+def bench_check(path: str | None) -> int:
+    from .devices import open_devices
+    bench = load_bench(path)
+    rows: list[tuple[str, str, str]] = []
+    failed: list[str] = []
+
+    def probe(device: str, fn: Callable[[], list[tuple[str, str]]]) -> None:
+        try:
+            for key, value in fn():
+                rows.append((device, key, value))
+        except Exception as exc:  # one device failing must not hide the others
+            rows.append((device, "FAILED", str(exc)))
+            failed.append(device)
+
+    with ExitStack() as stack:
+        emulated = stack.enter_context(EmulatedBench(bench))
+        for device in bench.devices():
+            def one(device: str = device) -> list[tuple[str, str]]:
+                devices = open_devices(bench, emulated, stack, only=(device,))
+                return _describe(device, devices, emulated)
+            probe(device, one)
+    _print_table(bench.name, rows)
+    if failed:
+        print(f"bench check failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _describe(device: str, devices, endpoints) -> list[tuple[str, str]]:
+    if device == "tpm":
+        tpm = devices.tpm
+        info = tpm.info()
+        ek = tpm.ek()
+        return [("tcti", tpm.tcti), ("manufacturer", f"{info.manufacturer} ({info.vendor})"),
+                ("firmware", info.firmware),
+                ("EK", "present, " + ("certificate in NV" if ek.certificate is not None else "no certificate"))]
+    if device == "uicc":
+        uicc = devices.uicc
+        return [("reader", uicc.transport.name), ("ATR", uicc.atr.hex()),
+                ("ICCID", uicc.read_iccid()), ("IMSI", uicc.read_imsi())]
+    ident = devices.modem.identity()
+    return [("port", devices.modem.port), ("manufacturer", ident.manufacturer), ("model", ident.model),
+            ("revision", ident.revision), ("IMEI", ident.imei)]
+
+
+def _print_table(name: str, rows: list[tuple[str, str, str]]) -> None:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(("DEVICE", "PROPERTY", "VALUE"))]
+    print(f"bench: {name}")
+    for row in [("DEVICE", "PROPERTY", "VALUE"), *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Sets up what is missing on a Debian machine for mcim-hil, idempotently:
+# Debian packages, the vpcd reader slots, pcscd, and the virtual environment (.venv).
+# Uses sudo when not root. Quiet when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(swtpm swtpm-tools pcscd vsmartcard-vpcd libtss2-dev libpcsclite-dev pkg-config
+      tpm2-tools pcsc-tools python3-venv python3-dev gcc swig)
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@";
+  elif sudo -n true 2>/dev/null; then sudo "$@";
+  else say "need root for: $*  (run as root, or give sudo without a password)"; return 1; fi
+}
+
+# 1. Debian packages
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# 2. Extra vpcd readers (8 virtual slots), so several emulated benches can run side by side.
+conf=/etc/reader.conf.d/mcim-hil-vpcd
+restart_pcscd=0
+if ! cmp -s scripts/mcim-hil-vpcd.conf "$conf"; then
+  say "installing $conf (extra vpcd reader slots)"
+  as_root install -m 0644 scripts/mcim-hil-vpcd.conf "$conf"
+  restart_pcscd=1
+fi
+
+# 3. pcscd (one system daemon; it reads reader.conf.d at start)
+if [ "$restart_pcscd" -eq 1 ] && pgrep -x pcscd >/dev/null; then
+  say "restarting pcscd to load the new readers"
+  as_root pkill -x pcscd || true
+  for _ in $(seq 50); do pgrep -x pcscd >/dev/null || break; sleep 0.1; done
+fi
+if ! pgrep -x pcscd >/dev/null; then
+  say "starting pcscd"
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    as_root systemctl start pcscd.socket pcscd.service || as_root pcscd
+  else
+    as_root pcscd
+  fi
+fi
+
+# 4. The virtual environment with the project installed (editable, so the checkout is what runs)
+py=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$py" -m venv .venv
+fi
+stamp=.venv/.mcim-hil-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  say "installing mcim-hil and its Python dependencies into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e .
+  touch "$stamp"
+fi
