@@ -103,7 +103,7 @@ class EmulatedBench:
                              k=secrets.token_bytes(16), opc=secrets.token_bytes(16),
                              adm1=res.adm1.resolve_key(),
                              pin1=res.pin1.resolve_key() if res.pin1 else b"1234")
-        card = VirtualUicc(state, claim.slot.port)
+        card = VirtualUicc(state, claim.slot.port, reader=claim.slot.reader)
         self._stack.append(card)
         card.start()
         self.endpoints.uicc_reader = claim.slot.reader

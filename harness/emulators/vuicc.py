@@ -1,0 +1,1171 @@
+"""A virtual UICC behind the real pcscd: the vpcd card side, a T=0 USIM with Milenage.
+
+The card is vpcd's TCP client (facts/pcsc.md): every message both ways is a 2-byte
+big-endian length then the payload; a 1-byte payload from vpcd is a control byte
+(0 power off, 1 power on, 2 reset, 4 get ATR), anything longer a command APDU that
+gets response data + SW1 SW2 back. So pyscard reaches it through pcscd exactly as it
+reaches a card in a reader.
+
+The card follows TS 102 221 / TS 31.102 for a subset of commands (SELECT, STATUS,
+READ/UPDATE BINARY and RECORD, VERIFY, CHANGE/DISABLE/ENABLE PIN, AUTHENTICATE,
+GET RESPONSE, TERMINAL PROFILE) and behaves as a T=0 card when its ATR offers T=0
+(the sysmoISIM-SJA2 ATR offers only T=0): case-4 answers are '61xx' + GET RESPONSE,
+a wrong Le on a case-2 command is answered '6Cxx'. With an ATR offering only T=1 the
+response comes with the command (and a short READ BINARY ends '6282').
+
+PIN counters: a wrong VERIFY answers '63Cx' with x the tries left ('63C0' on the try
+that blocks), a blocked PIN answers '6983'; an empty VERIFY answers '63Cx', or '9000'
+once verified. Verification is lost on power off and reset. PIN values live in
+DF.SYSTEM (EF.CHV1 6F01, EF.ADM1 6F0A); an ADM write there resets that PIN's counter.
+
+Its content lives in a JSON state file (vuicc_fs) rewritten atomically on every
+change (UPDATE, PIN counter, SQN array), so a restart keeps it as a real card would.
+
+Run one card per vpcd slot:
+
+    python -m mcim_hil.emulators.vuicc --state card.json --port 35963
+
+or from Python with ``VirtualUicc(state_file, port)``. The emulator never logs APDU
+data, keys or PINs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Callable
+
+from mcim_hil.aka.auc import AkaVerdict, usim_check
+from mcim_hil.aka.milenage import Milenage, c2_sres, c3_kc, opc_from_op
+from mcim_hil.emulators.vuicc_fs import (
+    ADM1,
+    ADM1_AC,
+    ALWAYS,
+    ARR_RULES,
+    AUTH_ALGO_MASK,
+    AUTH_CFG_MILENAGE,
+    AUTH_CFG_OPC,
+    AUTH_CFG_RES4,
+    FID_ARR,
+    FID_CURRENT_ADF,
+    FID_MF,
+    NEVER,
+    PIN1,
+    PIN1_AC,
+    PIN_FILES,
+    PIN_LEN,
+    SJA2_ATR,
+    UST_GSM_ACCESS,
+    CardFile,
+    CardState,
+    CardStateError,
+    DedicatedFile,
+    ElementaryFile,
+    factory_state,
+    milenage_params,
+    pad_pin,
+    sqn_file_update,
+    sqn_state_from_file,
+    ust_has,
+)
+
+__all__ = [
+    "SJA2_ATR",
+    "UiccCard",
+    "VirtualUicc",
+    "VirtualUiccError",
+    "create_card_file",
+    "reader_for_port",
+    "serve",
+]
+
+# --- status words (TS 102 221 10.2.1, TS 31.102 7.3) ----------------------------------
+SW_OK = 0x9000
+SW_EOF = 0x6282
+SW_MEMORY_PROBLEM = 0x6581
+SW_WRONG_LENGTH = 0x6700
+SW_CHANNEL_NOT_SUPPORTED = 0x6881
+SW_WRONG_STRUCTURE = 0x6981
+SW_SECURITY = 0x6982
+SW_BLOCKED = 0x6983
+SW_CONDITIONS = 0x6985
+SW_NO_EF = 0x6986
+SW_WRONG_DATA = 0x6A80
+SW_NOT_FOUND = 0x6A82
+SW_RECORD_NOT_FOUND = 0x6A83
+SW_BAD_P1P2 = 0x6A86
+SW_REF_NOT_FOUND = 0x6A88
+SW_WRONG_P1P2 = 0x6B00
+SW_BAD_INS = 0x6D00
+SW_BAD_CLA = 0x6E00
+SW_TECHNICAL = 0x6F00
+SW_AUTH_MAC = 0x9862  # TS 31.102 7.3: authentication error, incorrect MAC
+
+# --- instructions (TS 102 221 10.1.2, TS 31.102 7.1) ---------------------------------
+INS_SELECT = 0xA4
+INS_STATUS = 0xF2
+INS_READ_BINARY = 0xB0
+INS_UPDATE_BINARY = 0xD6
+INS_READ_RECORD = 0xB2
+INS_UPDATE_RECORD = 0xDC
+INS_VERIFY = 0x20
+INS_CHANGE_PIN = 0x24
+INS_DISABLE_PIN = 0x26
+INS_ENABLE_PIN = 0x28
+INS_AUTHENTICATE = 0x88
+INS_GET_RESPONSE = 0xC0
+INS_TERMINAL_PROFILE = 0x10
+INS_MANAGE_CHANNEL = 0x70
+
+INS_CLA_80 = {INS_STATUS, INS_TERMINAL_PROFILE}  # TS 102 221 10.1.1: CLA '8X'
+INS_CLA_00 = {INS_SELECT, INS_READ_BINARY, INS_UPDATE_BINARY, INS_READ_RECORD,
+              INS_UPDATE_RECORD, INS_VERIFY, INS_CHANGE_PIN, INS_DISABLE_PIN,
+              INS_ENABLE_PIN, INS_AUTHENTICATE, INS_MANAGE_CHANNEL}
+INS_OUTGOING = {INS_READ_BINARY, INS_READ_RECORD, INS_STATUS, INS_GET_RESPONSE}  # case 2
+
+# vpcd control bytes (facts/pcsc.md)
+VPCD_POWER_OFF, VPCD_POWER_ON, VPCD_RESET, VPCD_GET_ATR = 0, 1, 2, 4
+
+AUTH_CONTEXT_GSM = 0x80  # TS 31.102 7.1.2: P2 b8=1, b3..b1 000 GSM
+AUTH_CONTEXT_3G = 0x81  # 001 3G
+TAG_AUTH_OK = 0xDB
+TAG_SYNC_FAILURE = 0xDC
+USIM_AID_PREFIX = bytes.fromhex("a0000000871002")  # RID + USIM application code
+
+
+class VirtualUiccError(Exception):
+    """The virtual card could not be created, started or stopped."""
+
+
+class _Status(Exception):
+    """Ends a command with a status word and no data."""
+
+    def __init__(self, sw: int) -> None:
+        super().__init__(f"{sw:04X}")
+        self.sw = sw
+
+
+@dataclass(frozen=True, repr=False)
+class Command:
+    """A command APDU as the card sees it (short length fields only)."""
+
+    cla: int
+    ins: int
+    p1: int
+    p2: int
+    data: bytes
+    le: int | None  # 1..256, None when absent
+
+    def __repr__(self) -> str:  # data may carry a PIN or a key: never shown
+        return f"Command({self.cla:02X} {self.ins:02X} {self.p1:02X} {self.p2:02X}, lc={len(self.data)})"
+
+
+def parse_command(raw: bytes) -> Command:
+    """Split a command APDU (or a T=0 TPDU) into header, data and Le (ISO 7816-3 12.1)."""
+    if len(raw) < 4:
+        raise _Status(SW_WRONG_LENGTH)
+    cla, ins, p1, p2 = raw[0], raw[1], raw[2], raw[3]
+    if len(raw) == 4:
+        return Command(cla, ins, p1, p2, b"", None)
+    p3 = raw[4]
+    if len(raw) == 5:
+        if ins in INS_OUTGOING:
+            return Command(cla, ins, p1, p2, b"", p3 or 256)
+        if p3:  # Lc announced but no data
+            raise _Status(SW_WRONG_LENGTH)
+        return Command(cla, ins, p1, p2, b"", None)
+    if p3 == 0:  # extended lengths are not supported
+        raise _Status(SW_WRONG_LENGTH)
+    if len(raw) == 5 + p3:
+        return Command(cla, ins, p1, p2, bytes(raw[5:]), None)
+    if len(raw) == 6 + p3:
+        return Command(cla, ins, p1, p2, bytes(raw[5:-1]), raw[-1] or 256)
+    raise _Status(SW_WRONG_LENGTH)
+
+
+def atr_protocols(atr: bytes) -> set[int]:
+    """The protocols T=n an ATR offers (ISO 7816-3 8.2); T=0 when none is indicated."""
+    protocols: set[int] = set()
+    if len(atr) < 2:
+        return {0}
+    i, y = 2, atr[1] >> 4  # i: the first interface byte after T0
+    while y & 0x8:  # TDi present
+        i += bin(y & 0x7).count("1")  # skip TAi, TBi, TCi
+        if i >= len(atr):
+            break
+        td = atr[i]
+        i += 1
+        protocols.add(td & 0x0F)
+        y = td >> 4
+    protocols.discard(15)  # T=15 is global parameters, not a protocol
+    return protocols or {0}
+
+
+def _sw(sw: int) -> bytes:
+    return sw.to_bytes(2, "big")
+
+
+def _tlv(tag: int, value: bytes) -> bytes:
+    return bytes([tag, len(value)]) + value
+
+
+# --- the card ---------------------------------------------------------------------
+
+
+class UiccCard:
+    """The card's logic: turns command APDUs into responses, keeps its state file current.
+
+    ``save`` is called after every change of persistent content (UPDATE, PIN counters,
+    SQN array). The session (selection, verified PINs, pending response) is lost on
+    power off and reset, as on a real card.
+    """
+
+    def __init__(self, state: CardState, save: Callable[[CardState], None]) -> None:
+        self.state = state
+        self._save = save
+        self.t0 = 0 in atr_protocols(state.atr)
+        self._handlers = self._handler_table()
+        self.reset()
+
+    def __repr__(self) -> str:
+        return f"UiccCard({self.state!r})"
+
+    @property
+    def atr(self) -> bytes:
+        return self.state.atr
+
+    def reset(self) -> None:
+        """Power on / warm reset: MF selected, no PIN verified, no application active."""
+        self.current_df: DedicatedFile = self.state.mf
+        self.current_ef: ElementaryFile | None = None
+        self.current_adf: DedicatedFile | None = None
+        self.record: int = 0
+        self.verified: set[int] = set()
+        self.pending = b""
+
+    def _persist(self) -> None:
+        try:
+            self._save(self.state)
+        except OSError as exc:
+            raise _Status(SW_MEMORY_PROBLEM) from exc
+
+    # --- transmission (T=0 rules) ---------------------------------------------------
+
+    def process(self, raw: bytes) -> bytes:
+        """One command APDU in, response data + SW1 SW2 out."""
+        try:
+            cmd = parse_command(raw)
+            self._check_class(cmd)
+            if cmd.ins == INS_GET_RESPONSE:
+                return self._get_response(cmd)
+            self.pending = b""
+            data, sw = self._dispatch(cmd)
+        except _Status as st:
+            return _sw(st.sw)
+        return self._deliver(cmd, data, sw)
+
+    def _deliver(self, cmd: Command, data: bytes, sw: int) -> bytes:
+        if not data:
+            return _sw(sw)
+        if not self.t0:  # T=1: the response travels with the command
+            return data[: cmd.le or 256] + _sw(sw)
+        if cmd.ins in INS_OUTGOING and not cmd.data:
+            le = cmd.le or 256
+            if le != len(data):
+                return _sw(0x6C00 | (len(data) & 0xFF))  # ISO 7816-3 10.3.3: wrong Le
+            return data + _sw(sw)
+        self.pending = data  # case 4 under T=0: '61xx', then GET RESPONSE
+        return _sw(0x6100 | (len(data) & 0xFF))
+
+    def _get_response(self, cmd: Command) -> bytes:
+        if cmd.p1 or cmd.p2:
+            raise _Status(SW_WRONG_P1P2)
+        if not self.pending:
+            raise _Status(SW_CONDITIONS)
+        le = cmd.le or 256
+        avail = len(self.pending)
+        if le > avail:
+            return _sw(0x6C00 | (avail & 0xFF))
+        out, self.pending = self.pending[:le], self.pending[le:]
+        if self.pending:
+            return out + _sw(0x6100 | (len(self.pending) & 0xFF))
+        return out + _sw(SW_OK)
+
+    def _check_class(self, cmd: Command) -> None:
+        if cmd.cla & 0x03 or cmd.cla & 0x40:
+            raise _Status(SW_CHANNEL_NOT_SUPPORTED)  # only the basic channel
+        if cmd.cla not in (0x00, 0x80):
+            raise _Status(SW_BAD_CLA)
+        if cmd.ins == INS_GET_RESPONSE:
+            return
+        if cmd.ins in INS_CLA_80:
+            if cmd.cla != 0x80:
+                raise _Status(SW_BAD_CLA)
+        elif cmd.ins in INS_CLA_00:
+            if cmd.cla != 0x00:
+                raise _Status(SW_BAD_CLA)
+        else:
+            raise _Status(SW_BAD_INS)
+
+    def _dispatch(self, cmd: Command) -> tuple[bytes, int]:
+        return self._handlers[cmd.ins](cmd)
+
+    def _handler_table(self) -> dict[int, Callable[[Command], tuple[bytes, int]]]:
+        return {
+            INS_SELECT: self._select,
+            INS_STATUS: self._status,
+            INS_READ_BINARY: self._read_binary,
+            INS_UPDATE_BINARY: self._update_binary,
+            INS_READ_RECORD: self._read_record,
+            INS_UPDATE_RECORD: self._update_record,
+            INS_VERIFY: self._verify,
+            INS_CHANGE_PIN: self._change_pin,
+            INS_DISABLE_PIN: self._disable_pin,
+            INS_ENABLE_PIN: self._enable_pin,
+            INS_AUTHENTICATE: self._authenticate,
+            INS_TERMINAL_PROFILE: self._terminal_profile,
+            INS_MANAGE_CHANNEL: self._manage_channel,
+        }
+
+    # --- access conditions ----------------------------------------------------------
+
+    def _granted(self, level: str) -> bool:
+        if level == ALWAYS:
+            return True
+        if level == PIN1_AC:
+            return not self.state.pins[PIN1].enabled or PIN1 in self.verified
+        if level == ADM1_AC:
+            return ADM1 in self.verified
+        return False  # NEVER
+
+    def _require(self, level: str) -> None:
+        if not self._granted(level):
+            raise _Status(SW_SECURITY)
+
+    # --- SELECT (TS 102 221 11.1.1) -------------------------------------------------
+
+    def _select(self, cmd: Command) -> tuple[bytes, int]:
+        answer = cmd.p2 & 0x1C
+        if answer not in (0x00, 0x04, 0x0C):  # FCI (taken as FCP), FCP, no data
+            raise _Status(SW_BAD_P1P2)
+        session, occurrence = cmd.p2 & 0x60, cmd.p2 & 0x03
+        if (session or occurrence) and cmd.p1 != 0x04:
+            raise _Status(SW_BAD_P1P2)
+        if cmd.p1 == 0x00:
+            target = self._by_fid(self._fid(cmd.data))
+        elif cmd.p1 == 0x01:
+            target = self._child_df(self._fid(cmd.data))
+        elif cmd.p1 == 0x03:
+            if cmd.data:
+                raise _Status(SW_WRONG_LENGTH)
+            target = self.current_df.parent
+            if target is None:
+                raise _Status(SW_NOT_FOUND)
+        elif cmd.p1 == 0x04:
+            if session == 0x40:  # termination of the application session
+                self._terminate(cmd.data)
+                return b"", SW_OK
+            if session or occurrence:
+                raise _Status(SW_NOT_FOUND if occurrence else SW_BAD_P1P2)
+            target = self._by_aid(cmd.data)
+        elif cmd.p1 in (0x08, 0x09):
+            target = self._by_path(cmd.data, from_mf=cmd.p1 == 0x08)
+        else:
+            raise _Status(SW_BAD_P1P2)
+        self._make_current(target)
+        if answer == 0x0C:
+            return b"", SW_OK
+        return self._fcp(target), SW_OK
+
+    @staticmethod
+    def _fid(data: bytes) -> int:
+        if len(data) != 2:
+            raise _Status(SW_WRONG_LENGTH)
+        return int.from_bytes(data, "big")
+
+    def _by_fid(self, fid: int) -> CardFile:
+        # TS 102 221 8.4.1: MF, current DF, its children, its parent, the parent's DFs, '7FFF'
+        if fid == FID_MF:
+            return self.state.mf
+        if fid == FID_CURRENT_ADF:
+            if self.current_adf is None:
+                raise _Status(SW_NOT_FOUND)
+            return self.current_adf
+        df = self.current_df
+        if df.fid == fid:
+            return df
+        child = self._plain_child(df, fid)
+        if child is not None:
+            return child
+        parent = df.parent
+        if parent is not None:
+            if parent.fid == fid:
+                return parent
+            sibling = self._plain_child(parent, fid)
+            if isinstance(sibling, DedicatedFile):
+                return sibling
+        raise _Status(SW_NOT_FOUND)
+
+    @staticmethod
+    def _plain_child(df: DedicatedFile, fid: int) -> CardFile | None:
+        # ADFs are reached by AID (or '7FFF' once active), not by a plain FID
+        child = df.child(fid)
+        if isinstance(child, DedicatedFile) and child.aid:
+            return None
+        return child
+
+    def _child_df(self, fid: int) -> DedicatedFile:
+        child = self._plain_child(self.current_df, fid)
+        if not isinstance(child, DedicatedFile):
+            raise _Status(SW_NOT_FOUND)
+        return child
+
+    def _by_aid(self, aid: bytes) -> DedicatedFile:
+        if not 1 <= len(aid) <= 16:
+            raise _Status(SW_WRONG_LENGTH)
+        for adf in self.state.adfs():
+            assert adf.aid is not None
+            if adf.aid.startswith(aid):  # a partial (right-truncated) AID selects too
+                return adf
+        raise _Status(SW_NOT_FOUND)
+
+    def _terminate(self, aid: bytes) -> None:
+        adf = self.current_adf
+        if adf is None or adf.aid is None or (aid and not adf.aid.startswith(aid)):
+            raise _Status(SW_NOT_FOUND)
+        self.current_adf = None
+        self._make_current(self.state.mf)
+
+    def _by_path(self, data: bytes, *, from_mf: bool) -> CardFile:
+        if not data or len(data) % 2:
+            raise _Status(SW_WRONG_LENGTH)
+        fids = [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
+        node: CardFile = self.state.mf if from_mf else self.current_df
+        if from_mf and fids[0] == FID_MF:  # tolerate a path that names the MF
+            fids = fids[1:]
+        for fid in fids:
+            if not isinstance(node, DedicatedFile):
+                raise _Status(SW_NOT_FOUND)
+            if fid == FID_CURRENT_ADF:
+                if self.current_adf is None:
+                    raise _Status(SW_NOT_FOUND)
+                node = self.current_adf
+                continue
+            child = self._plain_child(node, fid)
+            if child is None:
+                raise _Status(SW_NOT_FOUND)
+            node = child
+        return node
+
+    def _make_current(self, target: CardFile) -> None:
+        if isinstance(target, DedicatedFile):
+            self.current_df, self.current_ef = target, None
+            if target.aid:
+                self.current_adf = target
+        else:
+            assert isinstance(target, ElementaryFile) and target.parent is not None
+            self.current_df, self.current_ef = target.parent, target
+        self.record = 0
+
+    # --- FCP (TS 102 221 11.1.1.3) --------------------------------------------------
+
+    def _fcp(self, f: CardFile) -> bytes:
+        if isinstance(f, DedicatedFile):
+            body = _tlv(0x82, b"\x78\x21")  # DF, shareable
+            body += _tlv(0x83, f.fid.to_bytes(2, "big"))
+            if f.aid:
+                body += _tlv(0x84, f.aid)
+            body += _tlv(0x8A, b"\x05")  # operational state: activated
+            body += _tlv(0x8B, FID_ARR.to_bytes(2, "big") + bytes([ARR_RULES[(ALWAYS, ADM1_AC)]]))
+            body += self._pin_status_template()
+        else:
+            assert isinstance(f, ElementaryFile)
+            if f.structure == "transparent":
+                body = _tlv(0x82, b"\x41\x21")  # shareable working EF, transparent
+            else:
+                body = _tlv(0x82, b"\x42\x21" + f.record_len.to_bytes(2, "big")
+                            + bytes([len(f.records)]))  # linear fixed
+            body += _tlv(0x83, f.fid.to_bytes(2, "big"))
+            body += _tlv(0x8A, b"\x05")
+            rule = ARR_RULES.get((f.read, f.update), ARR_RULES[(NEVER, ADM1_AC)])
+            body += _tlv(0x8B, FID_ARR.to_bytes(2, "big") + bytes([rule]))
+            body += _tlv(0x80, f.size.to_bytes(2, "big"))
+            body += _tlv(0x88, bytes([f.sfi << 3]) if f.sfi is not None else b"")
+        return _tlv(0x62, body)
+
+    def _pin_status_template(self) -> bytes:
+        # TS 102 221 9.5.2: PS_DO bitmap (b8 = first key reference enabled), then the references
+        ps = 0
+        refs = b""
+        for bit, ref in zip((0x80, 0x40), (PIN1, ADM1)):
+            if self.state.pins[ref].enabled:
+                ps |= bit
+            refs += _tlv(0x83, bytes([ref]))
+        return _tlv(0xC6, _tlv(0x90, bytes([ps])) + refs)
+
+    # --- STATUS (TS 102 221 11.1.2) --------------------------------------------------
+
+    def _status(self, cmd: Command) -> tuple[bytes, int]:
+        if cmd.p1 not in (0x00, 0x01, 0x02):
+            raise _Status(SW_BAD_P1P2)
+        if cmd.p2 == 0x0C:
+            return b"", SW_OK
+        if cmd.p2 == 0x00:
+            return self._fcp(self.current_df), SW_OK
+        if cmd.p2 == 0x01:
+            if self.current_adf is None:
+                return b"", SW_OK
+            assert self.current_adf.aid is not None
+            return _tlv(0x84, self.current_adf.aid), SW_OK
+        raise _Status(SW_BAD_P1P2)
+
+    # --- transparent EFs (TS 102 221 11.1.3, 11.1.4) ----------------------------------
+
+    def _transparent(self, cmd: Command) -> tuple[ElementaryFile, int]:
+        if cmd.p1 & 0x80:  # b8=1: SFI in b5..b1, offset in P2
+            if cmd.p1 & 0x60:
+                raise _Status(SW_BAD_P1P2)
+            ef = self._ef_by_sfi(cmd.p1 & 0x1F)
+            offset = cmd.p2
+        else:
+            ef = self._current_ef()
+            offset = (cmd.p1 << 8) | cmd.p2
+        if ef.structure != "transparent":
+            raise _Status(SW_WRONG_STRUCTURE)
+        return ef, offset
+
+    def _current_ef(self) -> ElementaryFile:
+        if self.current_ef is None:
+            raise _Status(SW_NO_EF)
+        return self.current_ef
+
+    def _ef_by_sfi(self, sfi: int) -> ElementaryFile:
+        if sfi == 0:
+            return self._current_ef()
+        ef = self.current_df.child_by_sfi(sfi)
+        if ef is None:
+            raise _Status(SW_NOT_FOUND)
+        self._make_current(ef)
+        return ef
+
+    def _read_binary(self, cmd: Command) -> tuple[bytes, int]:
+        ef, offset = self._transparent(cmd)
+        self._require(ef.read)
+        if offset >= len(ef.data):
+            raise _Status(SW_WRONG_P1P2)
+        data = bytes(ef.data[offset: offset + (cmd.le or 256)])
+        if not self.t0 and cmd.le is not None and cmd.le != 256 and len(data) < cmd.le:
+            return data, SW_EOF  # T=1: the short data comes with a warning (T=0 says '6Cxx')
+        return data, SW_OK
+
+    def _update_binary(self, cmd: Command) -> tuple[bytes, int]:
+        ef, offset = self._transparent(cmd)
+        self._require(ef.update)
+        if not cmd.data:
+            raise _Status(SW_WRONG_LENGTH)
+        if offset > len(ef.data):
+            raise _Status(SW_WRONG_P1P2)
+        if offset + len(cmd.data) > len(ef.data):
+            raise _Status(SW_WRONG_LENGTH)
+        ef.data[offset: offset + len(cmd.data)] = cmd.data
+        self._after_update(ef)
+        self._persist()
+        return b"", SW_OK
+
+    def _after_update(self, ef: ElementaryFile) -> None:
+        # A new PIN written by the issuer (ADM) gives that PIN its full counter back.
+        for ref, (df_fid, ef_fid) in PIN_FILES.items():
+            if ef.fid == int(ef_fid, 16) and ef.parent is not None and ef.parent.fid == int(df_fid, 16):
+                pin = self.state.pins[ref]
+                pin.tries = pin.max_tries
+                self.verified.discard(ref)
+
+    # --- linear fixed EFs (TS 102 221 11.1.5, 11.1.6) -----------------------------------
+
+    def _record_target(self, cmd: Command) -> tuple[ElementaryFile, int]:
+        sfi, mode = cmd.p2 >> 3, cmd.p2 & 0x07
+        ef = self._ef_by_sfi(sfi) if sfi else self._current_ef()
+        if ef.structure != "linear_fixed":
+            raise _Status(SW_WRONG_STRUCTURE)
+        n = len(ef.records)
+        if mode == 0x04:  # absolute, or current when P1 = 0
+            rec = cmd.p1 or self.record
+        elif mode in (0x02, 0x03):  # next, previous
+            if cmd.p1:
+                raise _Status(SW_BAD_P1P2)
+            if mode == 0x02:
+                rec = self.record + 1 if self.record else 1
+            else:
+                rec = self.record - 1 if self.record else n
+        else:
+            raise _Status(SW_BAD_P1P2)
+        if not 1 <= rec <= n:
+            raise _Status(SW_RECORD_NOT_FOUND)
+        return ef, rec
+
+    def _read_record(self, cmd: Command) -> tuple[bytes, int]:
+        ef, rec = self._record_target(cmd)
+        self._require(ef.read)
+        self.record = rec
+        return bytes(ef.records[rec - 1]), SW_OK
+
+    def _update_record(self, cmd: Command) -> tuple[bytes, int]:
+        ef, rec = self._record_target(cmd)
+        self._require(ef.update)
+        if len(cmd.data) != ef.record_len:
+            raise _Status(SW_WRONG_LENGTH)
+        ef.records[rec - 1][:] = cmd.data
+        self.record = rec
+        self._persist()
+        return b"", SW_OK
+
+    # --- PINs (TS 102 221 11.1.9 .. 11.1.11) -----------------------------------------
+
+    def _pin_ref(self, cmd: Command) -> int:
+        if cmd.p1 != 0x00:
+            raise _Status(SW_BAD_P1P2)
+        if cmd.p2 not in self.state.pins:
+            raise _Status(SW_REF_NOT_FOUND)
+        return cmd.p2
+
+    def _check_pin(self, ref: int, value: bytes) -> None:
+        """Compare a PIN block, moving the counter; raises the failure status word."""
+        pin = self.state.pins[ref]
+        if pin.tries == 0:
+            raise _Status(SW_BLOCKED)
+        if hmac.compare_digest(value, self.state.pin_value(ref)):
+            self.verified.add(ref)
+            if pin.tries != pin.max_tries:
+                pin.tries = pin.max_tries
+                self._persist()
+            return
+        self.verified.discard(ref)
+        pin.tries -= 1
+        self._persist()
+        raise _Status(0x63C0 | pin.tries)  # '63C0' on the try that blocks, '6983' afterwards
+
+    def _verify(self, cmd: Command) -> tuple[bytes, int]:
+        ref = self._pin_ref(cmd)
+        pin = self.state.pins[ref]
+        if not cmd.data:  # retry counter query
+            if pin.tries == 0:
+                raise _Status(SW_BLOCKED)
+            if ref in self.verified:
+                return b"", SW_OK
+            raise _Status(0x63C0 | pin.tries)
+        if len(cmd.data) != PIN_LEN:
+            raise _Status(SW_WRONG_LENGTH)
+        self._check_pin(ref, cmd.data)
+        return b"", SW_OK
+
+    def _change_pin(self, cmd: Command) -> tuple[bytes, int]:
+        ref = self._pin_ref(cmd)
+        if len(cmd.data) != 2 * PIN_LEN:
+            raise _Status(SW_WRONG_LENGTH)
+        if ref == PIN1 and not self.state.pins[PIN1].enabled:
+            raise _Status(SW_CONDITIONS)
+        self._check_pin(ref, cmd.data[:PIN_LEN])
+        self.state.find_ef(*PIN_FILES[ref]).data[:] = cmd.data[PIN_LEN:]
+        self._persist()
+        return b"", SW_OK
+
+    def _disable_pin(self, cmd: Command) -> tuple[bytes, int]:
+        return self._set_pin_enabled(cmd, False)
+
+    def _enable_pin(self, cmd: Command) -> tuple[bytes, int]:
+        return self._set_pin_enabled(cmd, True)
+
+    def _set_pin_enabled(self, cmd: Command, enabled: bool) -> tuple[bytes, int]:
+        ref = self._pin_ref(cmd)
+        if ref != PIN1:  # ADM keys cannot be switched off
+            raise _Status(SW_REF_NOT_FOUND)
+        if len(cmd.data) != PIN_LEN:
+            raise _Status(SW_WRONG_LENGTH)
+        pin = self.state.pins[ref]
+        if pin.enabled == enabled:
+            raise _Status(SW_CONDITIONS)
+        self._check_pin(ref, cmd.data)
+        pin.enabled = enabled
+        self._persist()
+        return b"", SW_OK
+
+    # --- AUTHENTICATE (TS 31.102 7.1.2) ----------------------------------------------
+
+    def _authenticate(self, cmd: Command) -> tuple[bytes, int]:
+        if cmd.p1 != 0x00 or cmd.p2 not in (AUTH_CONTEXT_GSM, AUTH_CONTEXT_3G):
+            raise _Status(SW_BAD_P1P2)
+        adf = self.current_adf
+        if adf is None or adf.aid is None or not adf.aid.startswith(USIM_AID_PREFIX):
+            raise _Status(SW_CONDITIONS)
+        self._require(PIN1_AC)
+        rand = self._lv(cmd.data, 0)
+        if cmd.p2 == AUTH_CONTEXT_GSM:
+            if len(cmd.data) != 17:
+                raise _Status(SW_WRONG_LENGTH)
+            milenage, _res4 = self._milenage(adf)
+            res, ck, ik, _ak = milenage.f2345(rand)
+            sres, kc = c2_sres(res), c3_kc(ck, ik)
+            return bytes([len(sres)]) + sres + bytes([len(kc)]) + kc, SW_OK  # '04' SRES '08' Kc
+        if len(cmd.data) != 34:
+            raise _Status(SW_WRONG_LENGTH)
+        autn = self._lv(cmd.data, 17)
+        milenage, res4 = self._milenage(adf)
+        sqn_ef = self._adf_ef(adf, 0xAF30)
+        sqn_state = sqn_state_from_file(bytes(sqn_ef.data))
+        outcome = usim_check(milenage, rand, autn, sqn_state)
+        if outcome.verdict is AkaVerdict.MAC_FAILURE:
+            raise _Status(SW_AUTH_MAC)
+        if outcome.verdict is AkaVerdict.SYNC_FAILURE:
+            return _tlv(TAG_SYNC_FAILURE, outcome.auts), SW_OK
+        sqn_ef.data[:] = sqn_file_update(bytes(sqn_ef.data), sqn_state)
+        self._persist()
+        res = outcome.res[:4] if res4 else outcome.res
+        # 'DB' L RES L CK L IK [L Kc]: length-value pairs after the tag
+        out = bytes([TAG_AUTH_OK, len(res)]) + res
+        out += bytes([len(outcome.ck)]) + outcome.ck + bytes([len(outcome.ik)]) + outcome.ik
+        if ust_has(bytes(self._adf_ef(adf, 0x6F38).data), UST_GSM_ACCESS):
+            out += bytes([0x08]) + c3_kc(outcome.ck, outcome.ik)
+        return out, SW_OK
+
+    @staticmethod
+    def _lv(data: bytes, at: int) -> bytes:
+        if len(data) < at + 17 or data[at] != 0x10:
+            raise _Status(SW_WRONG_DATA)
+        return data[at + 1: at + 17]
+
+    @staticmethod
+    def _adf_ef(adf: DedicatedFile, fid: int) -> ElementaryFile:
+        ef = adf.child(fid)
+        if not isinstance(ef, ElementaryFile):
+            raise _Status(SW_TECHNICAL)
+        return ef
+
+    def _milenage(self, adf: DedicatedFile) -> tuple[Milenage, bool]:
+        """Milenage from EF.USIM_AUTH_KEY and EF.MILENAGE_CFG (sysmoISIM-SJA2 layout)."""
+        key = bytes(self._adf_ef(adf, 0xAF20).data)
+        if len(key) < 33 or key[0] & AUTH_ALGO_MASK != AUTH_CFG_MILENAGE:
+            raise _Status(SW_CONDITIONS)  # only Milenage is implemented
+        k, op_or_opc = key[1:17], key[17:33]
+        opc = op_or_opc if key[0] & AUTH_CFG_OPC else opc_from_op(k, op_or_opc)
+        try:
+            cfg = bytes(self.state.find_ef("A515", "6F21").data)
+            r, c = milenage_params(cfg)
+            milenage = Milenage(k, opc, r, c)
+        except (CardStateError, ValueError):
+            raise _Status(SW_TECHNICAL) from None
+        return milenage, bool(key[0] & AUTH_CFG_RES4)
+
+    # --- odds and ends -----------------------------------------------------------------
+
+    def _terminal_profile(self, cmd: Command) -> tuple[bytes, int]:
+        return b"", SW_OK  # no proactive UICC here: accept and ignore
+
+    def _manage_channel(self, cmd: Command) -> tuple[bytes, int]:
+        raise _Status(SW_CHANNEL_NOT_SUPPORTED)
+
+
+# --- creating a card ----------------------------------------------------------------
+
+
+def create_card_file(path: Path | str, *, iccid: str, imsi: str, k: bytes, opc: bytes,
+                     adm1: bytes, pin1: bytes = b"1234", mnc_len: int = 2,
+                     atr: bytes = SJA2_ATR, sqn_flags: int | None = None) -> None:
+    """Write a factory-fresh card (sysmoISIM-SJA2 layout, Milenage with OPc, PIN1 disabled).
+
+    ``adm1`` and ``pin1`` are the ASCII digits of the keys (4..8 bytes, 'FF' padded to 8).
+    ``sqn_flags`` overrides EF.USIM_SQN flag byte 1 (default: delta and SQN checks, 5-bit IND).
+    """
+    kwargs = {} if sqn_flags is None else {"sqn_flags": sqn_flags}
+    try:
+        state = factory_state(iccid=iccid, imsi=imsi, k=k, opc=opc, adm1=pad_pin(adm1),
+                              pin1=pin1, mnc_len=mnc_len, atr=atr, **kwargs)
+    except ValueError as exc:
+        raise VirtualUiccError(f"card file {path}: {exc}") from None
+    state.save(Path(path))
+
+
+# --- the vpcd link ------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGINT: leave the vpcd loop and close the socket."""
+
+
+class _Lifecycle:
+    """Lets SIGTERM interrupt a wait on vpcd but never a command half done (and half saved)."""
+
+    busy = False
+    stop_requested = False
+
+
+_life = _Lifecycle()
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    if _life.busy:
+        _life.stop_requested = True
+        return
+    raise _Stop()
+
+
+class _VpcdLink:
+    """The card's end of the vpcd socket: length-prefixed frames both ways."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _fill(self) -> bool:
+        # vpcd's writes meet delayed ACK: QUICKACK must be re-armed before every recv.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            return False
+        self.buf += chunk
+        return True
+
+    def receive(self) -> bytes | None:
+        """The next frame's payload, or None when vpcd closed the connection."""
+        while len(self.buf) < 2:
+            if not self._fill():
+                return None
+        size = int.from_bytes(self.buf[:2], "big")
+        while len(self.buf) < 2 + size:
+            if not self._fill():
+                return None
+        payload = bytes(self.buf[2:2 + size])
+        del self.buf[:2 + size]
+        return payload
+
+    def send(self, payload: bytes) -> None:
+        self.sock.sendall(len(payload).to_bytes(2, "big") + payload)
+
+
+def _connect(host: str, port: int, timeout: float) -> socket.socket:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return socket.create_connection((host, port), timeout=2.0)
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise VirtualUiccError(
+                    f"virtual UICC: cannot connect to vpcd at {host}:{port} ({exc.strerror or exc}); "
+                    "is pcscd running with the vpcd reader?") from exc
+            time.sleep(0.1)
+
+
+def serve(state_file: Path, port: int, host: str = "127.0.0.1", *,
+          announce: Callable[[str], None] = lambda _event: None,
+          connect_timeout: float = 3.0) -> int:
+    """Run the card on vpcd ``host:port`` until vpcd closes or SIGTERM; returns an exit code.
+
+    ``announce`` hears 'connected' and then 'atr' (the first ATR asked by vpcd).
+    """
+    state_file = Path(state_file)
+    state = CardState.load(state_file)
+    card = UiccCard(state, lambda s: s.save(state_file))
+    sock = _connect(host, port, connect_timeout)
+    sock.settimeout(None)
+    link = _VpcdLink(sock)
+    announce("connected")
+    atr_announced = False
+    try:
+        while True:
+            payload = link.receive()
+            if payload is None:
+                return 0  # vpcd went away (pcscd stopped): the card is "removed"
+            _life.busy = True
+            if len(payload) == 1:
+                ctrl = payload[0]
+                if ctrl == VPCD_GET_ATR:
+                    link.send(card.atr)
+                    if not atr_announced:
+                        announce("atr")
+                        atr_announced = True
+                elif ctrl in (VPCD_POWER_OFF, VPCD_POWER_ON, VPCD_RESET):
+                    card.reset()
+            else:
+                link.send(_answer(card, payload, port))
+            _life.busy = False
+            if _life.stop_requested:
+                return 0
+    except (_Stop, ConnectionError):
+        return 0
+    finally:
+        _life.busy = False
+        sock.close()
+
+
+def _answer(card: UiccCard, apdu: bytes, port: int) -> bytes:
+    try:
+        return card.process(apdu)
+    except Exception as exc:  # a card bug must not kill the card: say so (no data), answer 6F00
+        print(f"virtual UICC port {port}: internal error on INS {apdu[1]:02X}: {type(exc).__name__}",
+              file=sys.stderr, flush=True)
+        return _sw(SW_TECHNICAL)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Get SIGTERM when the harness dies, so an orphan card never keeps the slot (Linux)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        raise _Stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mcim_hil.emulators.vuicc",
+                                     description="virtual UICC behind pcscd/vpcd")
+    parser.add_argument("--state", required=True, type=Path, help="card state file (JSON)")
+    parser.add_argument("--port", required=True, type=int, help="vpcd TCP port of the slot")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--connect-timeout", type=float, default=3.0)
+    parser.add_argument("--parent-pid", type=int, help="stop when this process (the harness) dies")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    def announce(event: str) -> None:
+        print(event, flush=True)
+
+    try:
+        if args.parent_pid is not None:
+            _die_with_parent(args.parent_pid)
+        return serve(args.state, args.port, args.host, announce=announce,
+                     connect_timeout=args.connect_timeout)
+    except _Stop:
+        return 0
+    except (VirtualUiccError, CardStateError) as exc:
+        print(f"virtual UICC port {args.port}: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+
+# --- the card as a child process ----------------------------------------------------
+
+
+def reader_for_port(port: int, conf_dir: Path = Path("/etc/reader.conf.d")) -> str | None:
+    """The PC/SC reader name pcscd gives the vpcd slot on ``port`` (slot n = CHANNELID + n)."""
+    try:
+        files = sorted(p for p in conf_dir.iterdir() if p.is_file())
+    except OSError:
+        return None
+    seen: dict[str, int] = {}
+    for conf in files:
+        try:
+            text = conf.read_text(errors="replace")
+        except OSError:
+            continue
+        for block in re.split(r"\n\s*\n", text):
+            name = re.search(r"^\s*FRIENDLYNAME\s+\"?([^\"\n]+?)\"?\s*$", block, re.M)
+            chan = re.search(r"^\s*CHANNELID\s+(0x[0-9a-fA-F]+|\d+)\s*$", block, re.M)
+            lib = re.search(r"^\s*LIBPATH\s+\S*vpcd\S*", block, re.M)
+            if not (name and chan and lib):
+                continue
+            index = seen.get(name.group(1), 0)
+            seen[name.group(1)] = index + 1
+            base = int(chan.group(1), 0)
+            if base <= port <= base + 1:
+                return f"{name.group(1)} {index:02X} {port - base:02X}"
+    return None
+
+
+class VirtualUicc:
+    """A virtual card in a child process, plugged into the vpcd slot on ``port``.
+
+    ``reader`` is the PC/SC name of that slot (default: worked out from
+    /etc/reader.conf.d). ``start()`` returns once pcscd shows the card in that reader;
+    ``stop()`` pulls it out and waits until pcscd shows the slot empty, so the next card
+    on the slot is not mistaken for this one. A child that dies is reported with the
+    tail of its stderr. Started from the main thread, the card also stops when the
+    harness process dies.
+    """
+
+    def __init__(self, state_file: Path | str, port: int, host: str = "127.0.0.1",
+                 reader: str | None = None) -> None:
+        self.state_file = Path(state_file)
+        self.port = port
+        self.host = host
+        self.reader = reader if reader is not None else reader_for_port(port)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: tempfile._TemporaryFileWrapper[bytes] | None = None
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"VirtualUicc(port={self.port}, reader={self.reader!r}, {state})"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.flush()
+        self._stderr.seek(0)
+        text = self._stderr.read().decode(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _fail(self, what: str) -> VirtualUiccError:
+        tail = self.stderr_tail()
+        code = self._proc.poll() if self._proc else None
+        return VirtualUiccError(f"virtual UICC on port {self.port}: {what} (exit code {code})"
+                                + (f"; stderr tail:\n{tail}" if tail else ""))
+
+    def start(self, timeout: float = 5.0) -> None:
+        """Plug the card in: spawn it, let vpcd poll it, wait for pcscd to show it.
+
+        Raises VirtualUiccError (with the child's stderr tail) if that fails in ``timeout``.
+        """
+        if self.running:
+            raise VirtualUiccError(f"virtual UICC on port {self.port}: already started")
+        if not self.state_file.is_file():
+            raise VirtualUiccError(f"virtual UICC on port {self.port}: no card file {self.state_file}")
+        self._stderr = tempfile.NamedTemporaryFile(prefix="vuicc-", suffix=".stderr")
+        cmd = [sys.executable, "-m", "mcim_hil.emulators.vuicc", "--state", str(self.state_file),
+               "--port", str(self.port), "--host", self.host,
+               "--connect-timeout", str(max(0.5, timeout / 2))]
+        if threading.current_thread() is threading.main_thread():
+            # PR_SET_PDEATHSIG follows the starting thread: only tie the card to a main thread
+            cmd += ["--parent-pid", str(os.getpid())]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=self._stderr, close_fds=True)
+        deadline = time.monotonic() + timeout
+        try:
+            self._await_line("atr", deadline)
+            if self.reader is not None:
+                self._await_card_present(deadline)
+        except BaseException:
+            self._terminate()
+            self._close()  # the error already carries the stderr tail
+            raise
+
+    def _await_line(self, wanted: str, deadline: float) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        buf = b""
+        while True:
+            for line in buf.split(b"\n")[:-1]:
+                if line.strip() == wanted.encode():
+                    return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._fail(
+                    "vpcd never polled the card (no ATR request): is this port served by pcscd's "
+                    "vpcd driver? (the vpcd driver keeps one connection per slot index per loaded "
+                    "library, so several vpcd readers need one library copy each)")
+            ready, _, _ = select.select([fd], [], [], min(left, 0.2))
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    self._proc.wait(timeout=2)
+                    raise self._fail("exited during start")
+                buf += chunk
+
+    def _await_card_present(self, deadline: float) -> None:
+        from smartcard.scard import (SCARD_S_SUCCESS, SCARD_SCOPE_USER, SCARD_STATE_MUTE,
+                                     SCARD_STATE_PRESENT, SCARD_STATE_UNAWARE,
+                                     SCardEstablishContext, SCardGetStatusChange,
+                                     SCardReleaseContext)
+        rc, ctx = SCardEstablishContext(SCARD_SCOPE_USER)
+        if rc != SCARD_S_SUCCESS:
+            raise self._fail(f"cannot reach pcscd (SCardEstablishContext rc {rc:#x})")
+        try:
+            # Ask afresh each time (UNAWARE) rather than trusting change events: cheap and robust.
+            while True:
+                if not self.running:
+                    raise self._fail("exited during start")
+                rc, states = SCardGetStatusChange(ctx, 0, [(self.reader, SCARD_STATE_UNAWARE)])
+                if rc == SCARD_S_SUCCESS and states:
+                    _name, event, _atr = states[0]
+                    if event & SCARD_STATE_PRESENT and not event & SCARD_STATE_MUTE:
+                        return
+                if time.monotonic() >= deadline:
+                    raise self._fail(f"reader {self.reader!r} shows no card")
+                time.sleep(0.05)
+        finally:
+            SCardReleaseContext(ctx)
+
+    def _await_card_absent(self, deadline: float) -> None:
+        # So that a card started next on this slot is not mistaken for this one.
+        from smartcard.scard import (SCARD_S_SUCCESS, SCARD_SCOPE_USER, SCARD_STATE_PRESENT,
+                                     SCARD_STATE_UNAWARE, SCardEstablishContext,
+                                     SCardGetStatusChange, SCardReleaseContext)
+        rc, ctx = SCardEstablishContext(SCARD_SCOPE_USER)
+        if rc != SCARD_S_SUCCESS:
+            return
+        try:
+            while time.monotonic() < deadline:
+                rc, states = SCardGetStatusChange(ctx, 0, [(self.reader, SCARD_STATE_UNAWARE)])
+                if rc != SCARD_S_SUCCESS or not states or not states[0][1] & SCARD_STATE_PRESENT:
+                    return
+                time.sleep(0.05)
+        finally:
+            SCardReleaseContext(ctx)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Pull the card out. Raises if the child had crashed (with its stderr tail)."""
+        if self._proc is None:
+            return
+        crashed = self._proc.poll()
+        code = self._terminate(timeout)
+        if self.reader is not None and crashed is None:
+            self._await_card_absent(time.monotonic() + timeout)
+        try:
+            if crashed is not None and crashed != 0:
+                raise self._fail("had crashed")
+            if code not in (0, None):
+                raise self._fail("did not stop cleanly")
+        finally:
+            self._close()
+
+    def _terminate(self, timeout: float = 5.0) -> int | None:
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        return proc.returncode
+
+    def _close(self) -> None:
+        self._proc = None
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def __enter__(self) -> VirtualUicc:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
