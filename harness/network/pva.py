@@ -1,0 +1,183 @@
+"""The PVA: validates the authenticity and integrity of an M2ME for an SHO (000 steps 13-15).
+
+It issues a fresh nonce and a credential challenge (MakeCredential to the M2ME's EK, bound to
+its AK) per validation, gets the reference values of the PfC's model from the M2MES and asks
+the M2MES's OCSP responder about the PfC, all as messages; runs every check of
+:class:`~mcim_hil.network.attestation.PlatformValidator`; answers the SHO; and after a
+validation that covered integrity issues the integrity result to the IVF (seed 004, 3rd change
+step 10). The activation secret it expects never leaves the PVA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
+from typing import Callable
+
+from cryptography import x509
+
+from mcim_hil.network.attestation import (
+    Check,
+    PlatformValidator,
+    ReferenceValues,
+    ValidationResult,
+)
+from mcim_hil.network.bus import Bus, Entity
+from mcim_hil.network.messages import (
+    Challenge,
+    ChallengeRequest,
+    IntegrityResultAck,
+    IntegrityResultIssue,
+    Message,
+    OcspRequest,
+    OcspResponse,
+    ReferenceValuesRequest,
+    ReferenceValuesResponse,
+    ValidationRequest,
+    ValidationResultMessage,
+)
+from mcim_hil.network.pki import PkiError, platform_identity
+from mcim_hil.network.store import Store, Tables
+
+NONCE_LIFETIME_S = 120.0
+
+
+class _ClockHistory(MutableMapping[str, tuple[int, int]]):
+    """The last (resetCount, restartCount) seen per platform, kept in the PVA's table."""
+
+    def __init__(self, db: Tables) -> None:
+        self.db = db
+
+    def __getitem__(self, platform_id: str) -> tuple[int, int]:
+        row = self.db.get("clock", platform_id=platform_id)
+        if row is None:
+            raise KeyError(platform_id)
+        return row["reset_count"], row["restart_count"]
+
+    def __setitem__(self, platform_id: str, counts: tuple[int, int]) -> None:
+        self.db.put("clock", platform_id=platform_id, reset_count=counts[0], restart_count=counts[1],
+                    seen_at=time.time())
+
+    def __delitem__(self, platform_id: str) -> None:
+        if not self.db.delete("clock", platform_id=platform_id):
+            raise KeyError(platform_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([row["platform_id"] for row in self.db.select("clock")])
+
+    def __len__(self) -> int:
+        return len(self.db.select("clock"))
+
+
+class Pva(Entity):
+    """Platform validation authority."""
+
+    def __init__(self, bus: Bus, store: Store, *, address: str, m2mes_address: str,
+                 m2mes_ca: x509.Certificate, ek_roots: Sequence[x509.Certificate],
+                 pcr_selection: Sequence[int], ivf_address: str | None = None,
+                 ek_intermediates: Sequence[x509.Certificate] = (),
+                 nonce_lifetime_s: float = NONCE_LIFETIME_S, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(bus, address)
+        self.m2mes_address = m2mes_address
+        self.ivf_address = ivf_address
+        self.clock = clock
+        self.db = store.entity("pva")
+        self.db.define("clock", {"platform_id": "TEXT", "reset_count": "INTEGER", "restart_count": "INTEGER",
+                                 "seen_at": "REAL"}, "platform_id")
+        self.db.define("validations", {"nonce": "BLOB", "platform_id": "TEXT", "requester": "TEXT",
+                                       "passed": "INTEGER", "integrity_checked": "INTEGER",
+                                       "result": "JSON", "validated_at": "REAL"}, "nonce")
+        self.validator = PlatformValidator(list(ek_roots), m2mes_ca, self._ask_ocsp, pcr_selection, {},
+                                           ek_intermediates=list(ek_intermediates),
+                                           nonce_lifetime=nonce_lifetime_s,
+                                           clock_history=_ClockHistory(self.db))
+        # nonce -> expected activation secret; in memory only (a secret), single use
+        self._secrets: dict[bytes, bytes] = {}
+        self._lock = threading.Lock()
+        self.on(ChallengeRequest, self._challenge)
+        self.on(ValidationRequest, self._validate)
+
+    @property
+    def pcr_selection(self) -> tuple[int, ...]:
+        return self.validator.pcr_selection
+
+    def validations(self, platform_id: str) -> list[dict]:
+        """Past validations of a platform (verdicts and checks), oldest first."""
+        rows = self.db.select("validations", platform_id=platform_id)
+        return sorted(rows, key=lambda r: r["validated_at"])
+
+    # -- handlers ------------------------------------------------------------------------------
+    def _challenge(self, msg: ChallengeRequest) -> Message:
+        nonce = self.validator.new_nonce()
+        challenge, secret = self.validator.credential_challenge(msg.ek_public, msg.ak_public)
+        with self._lock:
+            self._secrets[nonce] = secret
+        return Challenge(sender=self.address, recipient=msg.sender, platform_id=msg.platform_id, nonce=nonce,
+                         pcr_selection=self.validator.pcr_selection,
+                         credential_challenge=challenge.to_bytes())
+
+    def _validate(self, msg: ValidationRequest) -> Message:
+        with self._lock:
+            secret = self._secrets.pop(msg.nonce, b"")  # unknown nonce: nonce_fresh and ak_bound_to_ek fail
+        self._refresh_reference_values(msg.pfc)
+        result = self.validator.validate(msg.evidence, msg.nonce, secret, check_integrity=msg.check_integrity)
+        result = _with_request_check(result, msg)
+        validated_at = self.clock()
+        self.db.put("validations", nonce=msg.nonce, platform_id=result.platform_id, requester=msg.sender,
+                    passed=result.passed, integrity_checked=result.integrity_checked, result=result.to_dict(),
+                    validated_at=validated_at)
+        if self.ivf_address is not None and result.integrity_checked:
+            self._issue_to_ivf(result, validated_at)
+        return ValidationResultMessage(sender=self.address, recipient=msg.sender, pcid=msg.pcid, result=result)
+
+    # -- talking to the M2MES and the IVF -----------------------------------------------------
+    def _ask_ocsp(self, request_der: bytes) -> bytes:
+        reply = self.request(OcspRequest(sender=self.address, recipient=self.m2mes_address,
+                                         request_der=request_der), OcspResponse)
+        return reply.response_der
+
+    def _refresh_reference_values(self, pfc_der: bytes) -> None:
+        """The reference values of the PfC's model, fresh from the M2MES, signature checked."""
+        try:
+            model: str | None = platform_identity(x509.load_der_x509_certificate(pfc_der)).model
+        except (ValueError, PkiError):
+            model = None  # the PfC checks will say what is wrong with it
+        reply = self.request(ReferenceValuesRequest(sender=self.address, recipient=self.m2mes_address,
+                                                    model=model), ReferenceValuesResponse)
+        values = ReferenceValues(dict(reply.components), reply.model, reply.signature)
+        self.validator.update_reference_values(values, require_signed=True)
+
+    def _issue_to_ivf(self, result: ValidationResult, validated_at: float) -> None:
+        # 004 c3 s10: the PVA issues the integrity validation result to the IVF
+        self.request(IntegrityResultIssue(sender=self.address, recipient=self.ivf_address or "",
+                                          platform_id=result.platform_id, passed=result.passed,
+                                          validated_components=tuple(result.validated_components),
+                                          pcr_digest=result.pcr_digest, validated_at=validated_at),
+                     IntegrityResultAck)
+
+
+def _with_request_check(result: ValidationResult, msg: ValidationRequest) -> ValidationResult:
+    """The SHO's request must speak of the same platform and PfC as the evidence it forwards."""
+    problems: list[str] = []
+    if msg.pfc != msg.evidence.pfc:
+        problems.append("the PfC in the request differs from the one in the evidence")
+    if msg.m2me_identity != msg.evidence.platform_id:
+        problems.append(f"request names {msg.m2me_identity!r}, evidence {msg.evidence.platform_id!r}")
+    check = Check("request_matches_evidence", not problems,
+                  "; ".join(problems) or "request and evidence name the same platform and PfC")
+    return dataclasses.replace(result, checks=[*result.checks, check], passed=result.passed and not problems)
+
+
+def ek_roots_from(paths: Iterable[str]) -> list[x509.Certificate]:
+    """Load pinned EK root certificates (PEM or DER files, e.g. swtpm's local CA)."""
+    roots = []
+    for path in paths:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        if b"-----BEGIN" in data:
+            roots.extend(x509.load_pem_x509_certificates(data))
+        else:
+            roots.append(x509.load_der_x509_certificate(data))
+    return roots

@@ -1,0 +1,112 @@
+"""The RO's ICF: AVs for a PCID (000 steps 2-4) and the M2ME's first IP contact with the RO (steps 7-8).
+
+The ICF keeps each PCID's temporary-access credential with its AuC SQN state; a PCID it does
+not hold yet it obtains from the CCIF (000 step 3 NOTE).
+"""
+
+from __future__ import annotations
+
+import time
+
+from mcim_hil.aka.auc import AkaError, AuC
+from mcim_hil.network.bus import Bus, Entity, Refused
+from mcim_hil.network.messages import (
+    AuthDataReject,
+    AuthDataRequest,
+    AuthDataResponse,
+    BootstrapRequest,
+    BootstrapRequestAck,
+    ConnectAccept,
+    ConnectReject,
+    ConnectRequest,
+    CredentialRequest,
+    CredentialResponse,
+    Message,
+    ResyncRequest,
+)
+from mcim_hil.network.store import Store
+
+MAX_AVS = 5  # a batch a VLR/MME would ask for (TS 29.002 MAP SendAuthenticationInfo allows 1..5)
+
+
+class Icf(Entity):
+    """Initial connectivity function of the RO."""
+
+    def __init__(self, bus: Bus, store: Store, *, address: str, ccif_address: str,
+                 drf_address: str) -> None:
+        super().__init__(bus, address)
+        self.ccif_address = ccif_address
+        self.drf_address = drf_address
+        self.db = store.entity("icf")
+        self.db.define("credentials", {"pcid": "TEXT", "k": "SECRET", "opc": "SECRET", "amf": "BLOB",
+                                       "auc": "JSON", "obtained_at": "REAL"}, "pcid")
+        self.db.define("connections", {"pcid": "TEXT", "ip_address": "TEXT", "connected_at": "REAL",
+                                       "bootstrap": "TEXT"}, "pcid")
+        self.on(AuthDataRequest, self._auth_data)
+        self.on(ResyncRequest, self._resync)
+        self.on(ConnectRequest, self._connect)
+
+    # -- step 8 --------------------------------------------------------------------------
+    def request_bootstrap(self, pcid: str) -> BootstrapRequestAck:
+        """000 s8: forward the PCID and the M2ME's IP address to the DRF."""
+        connection = self.db.get("connections", pcid=pcid)
+        if connection is None:
+            raise Refused(self.address, f"bootstrap of {pcid}", "the M2ME has not connected to the RO")
+        ack = self.request(BootstrapRequest(sender=self.address, recipient=self.drf_address, pcid=pcid,
+                                            ip_address=connection["ip_address"]),
+                           BootstrapRequestAck)
+        self.db.update("connections", {"pcid": pcid}, bootstrap="accepted" if ack.accepted else "refused")
+        if not ack.accepted:
+            raise Refused(self.drf_address, f"bootstrap of {pcid}", ack.reason, ack)
+        return ack
+
+    def connection(self, pcid: str) -> dict | None:
+        """The M2ME's connection to the RO (IP address, bootstrap state), if any."""
+        return self.db.get("connections", pcid=pcid)
+
+    # -- handlers ------------------------------------------------------------------------
+    def _auth_data(self, msg: AuthDataRequest) -> Message:
+        auc = self._auc(msg.imsi)
+        if auc is None:
+            return AuthDataReject(sender=self.address, recipient=msg.sender, imsi=msg.imsi,
+                                  reason="no temporary-access credential for this PCID")
+        avs = tuple(auc.generate_av() for _ in range(max(1, min(msg.count, MAX_AVS))))
+        self.db.update("credentials", {"pcid": msg.imsi}, auc=auc.to_dict())
+        return AuthDataResponse(sender=self.address, recipient=msg.sender, imsi=msg.imsi, avs=avs)
+
+    def _resync(self, msg: ResyncRequest) -> Message:
+        auc = self._auc(msg.imsi)
+        if auc is None:
+            return AuthDataReject(sender=self.address, recipient=msg.sender, imsi=msg.imsi,
+                                  reason="no temporary-access credential for this PCID")
+        try:
+            auc.resync(msg.rand, msg.auts)
+        except AkaError as exc:
+            return AuthDataReject(sender=self.address, recipient=msg.sender, imsi=msg.imsi,
+                                  reason=f"resynchronisation refused: {exc}")
+        avs = tuple(auc.generate_av() for _ in range(max(1, min(msg.count, MAX_AVS))))
+        self.db.update("credentials", {"pcid": msg.imsi}, auc=auc.to_dict())
+        return AuthDataResponse(sender=self.address, recipient=msg.sender, imsi=msg.imsi, avs=avs)
+
+    def _connect(self, msg: ConnectRequest) -> Message:
+        if self.db.get("credentials", pcid=msg.pcid) is None:
+            return ConnectReject(sender=self.address, recipient=msg.sender, pcid=msg.pcid,
+                                 reason="unknown PCID")
+        self.db.put("connections", pcid=msg.pcid, ip_address=msg.ip_address,
+                    connected_at=time.time(), bootstrap="pending")
+        return ConnectAccept(sender=self.address, recipient=msg.sender, pcid=msg.pcid)
+
+    # -- credentials -----------------------------------------------------------------------
+    def _auc(self, pcid: str) -> AuC | None:
+        """The PCID's AuC, fetching the credential from the CCIF the first time (000 s3 NOTE)."""
+        row = self.db.get("credentials", pcid=pcid)
+        if row is None:
+            reply = self.request(CredentialRequest(sender=self.address, recipient=self.ccif_address,
+                                                   pcid=pcid), CredentialResponse)
+            if not reply.found or reply.k is None or reply.opc is None:
+                return None
+            auc = AuC(reply.k, reply.opc, amf=reply.amf)
+            self.db.put("credentials", pcid=pcid, k=reply.k, opc=reply.opc, amf=reply.amf,
+                        auc=auc.to_dict(), obtained_at=time.time())
+            return auc
+        return AuC.from_dict(row["auc"], k=row["k"], opc=row["opc"])

@@ -1,0 +1,285 @@
+"""The run record: THE single place where traces are written and secrets are redacted.
+
+Procedures open steps (seed number, title, entities), the network bus adds every message,
+the drivers' :class:`~mcim_hil.drivers.hook.CommandHook` adds every device command. A step
+holds what happened while it was open; what happens outside any step goes to ``outside``.
+
+Two lines of defence keep secrets out:
+1. at recording time: a message's secret fields are already ``"<redacted>"`` (see
+   ``Message.to_record``), a device event flagged ``secret`` keeps no request/response bytes;
+2. at writing time: every value registered with :meth:`Record.secret_values` (and every
+   top-level secret field of a recorded message) is scrubbed from every string written
+   (values and keys; numbers stay numbers, so the JSON stays valid), as raw text and as
+   hex in upper and lower case.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Protocol, Sequence
+
+from mcim_hil.drivers.hook import CommandEvent
+
+REDACTED = "<redacted>"
+RUN_FILE = "run.json"
+_MIN_SECRET_CHARS = 4  # shorter strings would scrub unrelated text (a PIN is already 4)
+
+PASSED = "passed"
+FAILED = "failed"
+SKIPPED = "skipped"
+
+
+class RecordedMessage(Protocol):
+    """What the record needs from a network message (see mcim_hil.network.messages)."""
+
+    sender: str
+    recipient: str
+
+    @property
+    def kind(self) -> str: ...
+
+    def to_record(self) -> dict[str, Any]: ...
+
+    def secret_values(self) -> list[bytes | str]: ...
+
+
+class StepSkipped(Exception):
+    """Raise inside ``with record.step(...)`` to end the step as skipped (the exception is swallowed)."""
+
+
+@dataclass
+class Step:
+    number: int | str
+    title: str
+    entities: list[str]
+    started: float
+    duration_s: float | None = None
+    verdict: str | None = None
+    error: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)  # messages and device commands, in order
+
+    def skip(self, reason: str) -> None:
+        """Mark the step skipped without raising (for example a seed step a topology folds away)."""
+        self.verdict = SKIPPED
+        self.error = reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "title": self.title,
+            "entities": self.entities,
+            "started": self.started,
+            "duration_s": self.duration_s,
+            "verdict": self.verdict,
+            "error": self.error,
+            "events": self.events,
+        }
+
+
+class Record:
+    """Collects steps, messages and device commands of one run; writes run.json."""
+
+    def __init__(self, run_id: str | None = None, *, meta: dict[str, Any] | None = None) -> None:
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.started = time.time()
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.steps: list[Step] = []
+        self.outside: list[dict[str, Any]] = []  # events recorded while no step was open
+        self._open: list[Step] = []
+        self._secrets: set[str] = set()
+        self._scrubber: re.Pattern[str] | None = None
+        self._seq = 0
+        self._lock = threading.RLock()
+
+    # -- secrets -----------------------------------------------------------------------
+    def secret_values(self, *values: bytes | str) -> None:
+        """Register secret values; the writer scrubs them anywhere, raw and as hex (upper/lower)."""
+        with self._lock:
+            for value in values:
+                for text in _forms(value):
+                    if len(text) >= _MIN_SECRET_CHARS and text not in self._secrets:
+                        self._secrets.add(text)
+                        self._scrubber = None
+
+    def scrub(self, text: str) -> str:
+        """Replace every registered secret in ``text`` by ``<redacted>``."""
+        with self._lock:
+            if not self._secrets:
+                return text
+            if self._scrubber is None:
+                # longest first, so a secret containing another one goes whole
+                alternatives = sorted(self._secrets, key=len, reverse=True)
+                self._scrubber = re.compile("|".join(re.escape(a) for a in alternatives))
+            return self._scrubber.sub(REDACTED, text)
+
+    # -- steps -------------------------------------------------------------------------
+    @contextmanager
+    def step(self, number: int | str, title: str, entities: Sequence[str] = ()) -> Iterator[Step]:
+        """Record one seed step: duration and verdict (passed, failed with the error, or skipped)."""
+        step = Step(number=number, title=title, entities=list(entities), started=time.time())
+        t0 = time.perf_counter()
+        with self._lock:
+            self.steps.append(step)
+            self._open.append(step)
+        try:
+            yield step
+        except StepSkipped as skipped:
+            step.verdict = SKIPPED
+            step.error = str(skipped) or None
+        except BaseException as exc:
+            step.verdict = FAILED
+            step.error = f"{type(exc).__name__}: {exc}"
+            raise
+        else:
+            if step.verdict is None:
+                step.verdict = PASSED
+        finally:
+            step.duration_s = time.perf_counter() - t0
+            with self._lock:
+                self._open.remove(step)
+
+    def skip_step(self, number: int | str, title: str, entities: Sequence[str], reason: str) -> None:
+        """Record a step that was not run."""
+        step = Step(number=number, title=title, entities=list(entities), started=time.time(),
+                    duration_s=0.0, verdict=SKIPPED, error=reason)
+        with self._lock:
+            self.steps.append(step)
+
+    @property
+    def current_step(self) -> Step | None:
+        with self._lock:
+            return self._open[-1] if self._open else None
+
+    # -- events ------------------------------------------------------------------------
+    def message(self, msg: RecordedMessage, direction: str, started: float,
+                duration: float | None) -> None:
+        """Add one network message; ``direction`` is request, reply, error or oneway."""
+        self.secret_values(*msg.secret_values())
+        entry = {
+            "type": "message",
+            "direction": direction,
+            "kind": msg.kind,
+            "sender": msg.sender,
+            "recipient": msg.recipient,
+            "started": started,
+            "duration_s": duration,
+            "fields": msg.to_record(),
+        }
+        self._add(entry)
+
+    def message_error(self, msg: RecordedMessage, error: BaseException, started: float,
+                      duration: float) -> None:
+        """The recipient of ``msg`` failed instead of replying."""
+        entry = {
+            "type": "message",
+            "direction": "error",
+            "kind": msg.kind,
+            "sender": msg.recipient,
+            "recipient": msg.sender,
+            "started": started,
+            "duration_s": duration,
+            "fields": {"error": f"{type(error).__name__}: {error}"},
+        }
+        self._add(entry)
+
+    def device(self, event: CommandEvent) -> None:
+        """Add one device command (subscribe this to the drivers' CommandHook)."""
+        entry = {
+            "type": "device",
+            "device": event.device,
+            "port": event.port,
+            "command": event.command,
+            "request": REDACTED if event.secret else event.request.hex(),
+            "response": REDACTED if event.secret else event.response.hex(),
+            "status": event.status,
+            "started": event.started,
+            "duration_s": event.duration_s,
+            "secret": event.secret,
+        }
+        self._add(entry)
+
+    def _add(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._seq += 1
+            entry["seq"] = self._seq
+            step = self._open[-1] if self._open else None
+            entry["step"] = step.number if step is not None else None
+            (step.events if step is not None else self.outside).append(entry)
+
+    def messages(self) -> list[dict[str, Any]]:
+        """All recorded messages in order (inside and outside steps)."""
+        with self._lock:
+            events = [e for s in self.steps for e in s.events] + list(self.outside)
+        return sorted((e for e in events if e["type"] == "message"), key=lambda e: e["seq"])
+
+    # -- output ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "run_id": self.run_id,
+                "started": self.started,
+                "meta": self.meta,
+                "steps": [s.to_dict() for s in self.steps],
+                "outside": list(self.outside),
+            }
+
+    def to_json(self) -> str:
+        """The whole record as JSON, every registered secret scrubbed."""
+        return json.dumps(self._scrubbed(self.to_dict()), indent=1)
+
+    def _scrubbed(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, dict):
+            return {self.scrub(str(k)): self._scrubbed(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return [self._scrubbed(v) for v in value]
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        return self._scrubbed(_json_default(value))
+
+    def write(self, directory: str | Path) -> Path:
+        """Write ``run.json`` into ``directory`` (created if needed); return its path."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / RUN_FILE
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+
+def _forms(value: bytes | str) -> list[str]:
+    """The ways a secret may show up in the JSON text."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        if not raw:
+            return []
+        forms = [raw.hex(), raw.hex().upper()]
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            return forms
+        if text.isprintable():
+            forms.append(text)
+        return forms
+    if isinstance(value, str):
+        if not value:
+            return []
+        raw = value.encode("utf-8")  # a PIN typed as text travels as its bytes in an APDU
+        return [value, raw.hex(), raw.hex().upper()]
+    raise TypeError(f"a secret value must be bytes or str, not {type(value).__name__}")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    return str(value)
