@@ -86,6 +86,7 @@ class TpmResource:
     tcti: str | None = None          # e.g. "device:/dev/tpmrm0"; None with an emulator
     emulator: str | None = None      # "swtpm"
     state_dir: Path | None = None    # swtpm: keep the TPM identity between runs
+    ek_ca: tuple[Path, ...] = ()     # the EK manufacturer CA certificates the PVA pins (PEM or DER)
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,12 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
         _one_of(s, "tcti", tcti, emulator)
         if tcti is not None and tcti.split(":", 1)[0] not in TCTI_NAMES:
             problems.append(f"tpm.tcti: {tcti!r}: TCTI name must be one of {', '.join(TCTI_NAMES)}")
-        tpm = TpmResource(tcti=tcti, emulator=emulator, state_dir=_path(s.get("state_dir", (str,)), base))
+        ek_ca = s.get("ek_ca", (list,), [])
+        if not all(isinstance(x, str) for x in ek_ca):
+            problems.append("tpm.ek_ca: expected a list of certificate file paths")
+            ek_ca = []
+        tpm = TpmResource(tcti=tcti, emulator=emulator, state_dir=_path(s.get("state_dir", (str,)), base),
+                          ek_ca=tuple(p for p in (_path(x, base) for x in ek_ca) if p is not None))
         s.finish()
     if "uicc" in top.data:
         s = _Section(top.get("uicc", (dict,), {}), "uicc", problems)
@@ -313,6 +319,8 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
 def probe_devices(bench: Bench) -> list[str]:
     """One line per real device the bench names that is not there."""
     absent: list[str] = []
+    if bench.tpm:
+        absent += [f"tpm.ek_ca: {p} does not exist" for p in bench.tpm.ek_ca if not p.exists()]
     if bench.tpm and bench.tpm.tcti and bench.tpm.tcti.startswith("device:"):
         node = bench.tpm.tcti.split(":", 1)[1] or "/dev/tpmrm0"
         if not os.path.exists(node):

@@ -2,6 +2,8 @@
 
     mcim-hil bench check [--bench FILE]   open every device and print what it is
     mcim-hil bench up [--bench FILE]      start the emulated bench and keep it up
+    mcim-hil run [--bench FILE] [--procedure initial|initial-ivf] [--air module|relayed] [--out DIR]
+                                          run a TR 33.812 procedure on the bench, one row per seed step
 """
 
 from __future__ import annotations
@@ -26,12 +28,23 @@ def main(argv: list[str] | None = None) -> int:
                            ("up", "start the emulated bench and keep it up until SIGINT/SIGTERM")):
         p = bench_sub.add_parser(name, help=helptext)
         p.add_argument("--bench", metavar="FILE", help="bench file (default: $MCIM_HIL_BENCH or lab_config/emulated.yaml)")
+    run = sub.add_parser("run", help="run a TR 33.812 procedure on the bench")
+    run.add_argument("--bench", metavar="FILE", help="bench file (default: $MCIM_HIL_BENCH or lab_config/emulated.yaml)")
+    run.add_argument("--procedure", default="initial", choices=["initial", "initial-ivf"],
+                     help="initial: seed 000 (21 steps); initial-ivf: seed 004 3rd change (14 steps, IVF)")
+    run.add_argument("--air", choices=["module", "relayed"], default=None,
+                     help="module: the module attaches by itself (emulated modem); relayed: the harness relays "
+                          "the AKA to the card (default: module on an emulated bench, else relayed)")
+    run.add_argument("--out", metavar="DIR", help="where run.json goes (default: runs/<procedure>-<time>)")
     args = parser.parse_args(argv)
     try:
         if args.command == "bench" and args.bench_command == "check":
             return bench_check(args.bench)
         if args.command == "bench" and args.bench_command == "up":
             return bench_up(args.bench)
+        if args.command == "run":
+            from .run import run_command
+            return run_command(args.bench, args.procedure, args.air, args.out)
     except BenchFileError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -1,0 +1,242 @@
+"""The M2ME agent: the software an M2M equipment runs for TR 33.812 provisioning.
+
+It is the only code that uses the drivers for a procedure: it attaches through its air
+interface (the AKA runs on the UICC), answers the network's messages (bootstrap, platform
+credential, evidence, M2MSIMMobj download), installs the MCIM into the TRE and onto the UICC,
+and reports the status to the DPF. Its address on the network is the IP the VNO gave it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from cryptography.hazmat.primitives import serialization
+
+from mcim_hil.drivers.errors import DeviceError
+from mcim_hil.drivers.sja2 import Sja2
+from mcim_hil.drivers.uicc import Uicc
+from mcim_hil.network import m2msimmobj
+from mcim_hil.network.attestation import CredentialChallenge, Evidence, Measurement
+from mcim_hil.network.bus import Bus, Refused
+from mcim_hil.network.mcim import Mcim, McimError, open_mcim
+from mcim_hil.network.messages import (
+    BootstrapAck,
+    BootstrapMessage,
+    ConnectAccept,
+    ConnectRequest,
+    DownloadReceipt,
+    EvidenceRequest,
+    EvidenceResponse,
+    M2MSIMMobjDownload,
+    ManagementSessionAccept,
+    ManagementSessionOpen,
+    Message,
+    PlatformCredentialRequest,
+    PlatformCredentialResponse,
+    ProvisioningStatus,
+    ProvisioningStatusAck,
+)
+
+from .air import AirInterface, Attachment
+from .tre import Component, TrustedEnvironment
+
+
+class ProvisioningError(Exception):
+    """The M2ME could not install the MCIM; nothing was installed (TRE and card as before)."""
+
+
+@dataclass(frozen=True)
+class InstalledMcim:
+    """What the M2ME reports about its installed MCIM: no key material."""
+
+    imsi: str
+    home_plmn: str
+    tre_handle: int
+
+
+class M2me:
+    def __init__(self, *, bus: Bus, tre: TrustedEnvironment, uicc: Uicc, air: AirInterface,
+                 platform_id: str, adm1: Callable[[], bytes]) -> None:
+        self.bus = bus
+        self.tre = tre
+        self.uicc = uicc
+        self.air = air
+        self.platform_id = platform_id
+        self._adm1 = adm1                  # read only when the card is written
+        self.pcid = ""
+        self.pfc = b""                     # DER, from the equipment supplier
+        self.address: str | None = None    # IP address from the VNO
+        self.attached_as: str | None = None  # the identity the M2ME attached with
+        self.bootstrap: BootstrapMessage | None = None
+        self.session_id: str | None = None
+        self.pending: m2msimmobj.M2MSIMMobj | None = None
+        self.installed: InstalledMcim | None = None
+        self.measurements: list[Measurement] = []
+        self.received: list[str] = []
+
+    # -- start ------------------------------------------------------------------------------
+
+    def boot(self, components: list[Component]) -> list[Measurement]:
+        """The M2ME's start: its components are measured into the TRE."""
+        log = self.tre.boot(components)
+        self.measurements = [Measurement(m.name, m.pcr, m.digest) for m in log]
+        return self.measurements
+
+    def identity_on_card(self) -> str:
+        """The identity the UICC presents (the PCID while pristine, the MCIM's IMSI after)."""
+        self.uicc.select_adf_usim()
+        return self.uicc.read_imsi()
+
+    # -- 000 s1-s6: attach ------------------------------------------------------------------
+
+    def attach(self, imsi: str | None = None) -> Attachment:
+        imsi = imsi or self.identity_on_card()
+        result = self.air.attach(imsi)
+        if result.accepted:
+            self.attached_as = imsi
+        if result.accepted and result.ip_address:
+            if self.address and self.bus.is_registered(self.address):
+                self.bus.unregister(self.address)
+            self.address = result.ip_address
+            self.bus.register(self.address, self.handle)
+        return result
+
+    def detach(self) -> None:
+        if self.attached_as is not None:
+            self.air.detach(self.attached_as)
+            self.attached_as = None
+        if self.address and self.bus.is_registered(self.address):
+            self.bus.unregister(self.address)
+        self.address = None
+
+    # -- 000 s7, s11, s20: what the M2ME sends -------------------------------------------------
+
+    def connect_to_ro(self, icf_address: str) -> ConnectAccept:
+        """000 s7: reach the RO over the IP connectivity the VNO provides."""
+        reply = self.bus.request(ConnectRequest(sender=self._address(), recipient=icf_address, pcid=self.pcid,
+                                                ip_address=self._address()))
+        if not isinstance(reply, ConnectAccept):
+            raise Refused(icf_address, "connect", getattr(reply, "reason", None), reply)
+        return reply
+
+    def open_management_session(self) -> ManagementSessionAccept:
+        """000 s11: after the bootstrap, open the management session with the DPF."""
+        boot = self._bootstrap()
+        reply = self.bus.request(ManagementSessionOpen(sender=self._address(), recipient=boot.dpf_address,
+                                                       pcid=self.pcid, m2me_address=self._address(),
+                                                       sho_address=boot.sho_address))
+        if not isinstance(reply, ManagementSessionAccept):
+            raise Refused(boot.dpf_address, "management session", getattr(reply, "reason", None), reply)
+        self.session_id = reply.session_id
+        return reply
+
+    def report_status(self, success: bool, detail: str = "") -> ProvisioningStatusAck:
+        """000 s20: the provisioning status, to the DPF."""
+        boot = self._bootstrap()
+        reply = self.bus.request(ProvisioningStatus(sender=self._address(), recipient=boot.dpf_address,
+                                                    pcid=self.pcid, success=success, detail=detail))
+        if not isinstance(reply, ProvisioningStatusAck):
+            raise Refused(boot.dpf_address, "status report", getattr(reply, "reason", None), reply)
+        return reply
+
+    # -- 000 s19: install ----------------------------------------------------------------------
+
+    def install_mcim(self) -> InstalledMcim:
+        """Decrypt the M2MSIMMobj with the TRE and provision the MCIM: the sealed key object is
+        imported and persisted in the TPM, the MCIM personalises the UICC. All or nothing: if the
+        card cannot be written, the TRE object is evicted again."""
+        if self.pending is None:
+            raise ProvisioningError("no M2MSIMMobj was downloaded")
+        obj, self.pending = self.pending, None
+        sealed = obj.sealed
+        tre_had_mcim = self.tre.has_mcim()
+        try:
+            key = self.tre.install_sealed(sealed.public, sealed.duplicate, sealed.seed, sealed.encryption_key,
+                                          sealed.pcr_selection)
+        except DeviceError as exc:
+            raise ProvisioningError(f"TRE refused the sealed MCIM: {exc}") from exc
+        try:
+            mcim = open_mcim(obj.mcim_envelope, key, sealed.name)
+            self._personalise_card(mcim)
+        except (McimError, DeviceError) as exc:
+            if not tre_had_mcim:
+                self.tre.discard_mcim()
+            raise ProvisioningError(f"MCIM not installed: {exc}") from exc
+        self.installed = InstalledMcim(mcim.imsi, mcim.home_plmn, self.tre.mcim_handle)
+        return self.installed
+
+    def _personalise_card(self, mcim: Mcim) -> None:
+        """The SJA2 profile writes IMSI, K, OPc (Milenage constants as given), SQN reset."""
+        Sja2(self.uicc).program(mcim.imsi, mcim.k, mcim.opc, adm1=self._adm1(),
+                                milenage_r=tuple(mcim.r), milenage_c=tuple(mcim.c),
+                                mnc_len=len(mcim.mnc), reset_sqn=True)
+
+    # -- what the network sends -----------------------------------------------------------------
+
+    def handle(self, msg: Message) -> Message:
+        self.received.append(msg.kind)
+        if isinstance(msg, BootstrapMessage):
+            return self._on_bootstrap(msg)
+        if isinstance(msg, PlatformCredentialRequest):
+            keys = self.tre.keys()
+            ek = self.tre.endorsement_key()
+            return PlatformCredentialResponse(sender=self._address(), recipient=msg.sender, pcid=msg.pcid,
+                                              platform_id=self.platform_id, pfc=self.pfc,
+                                              ek_certificate=ek.certificate or b"", ek_public=ek.public,
+                                              ak_public=keys.ak.public.marshal())
+        if isinstance(msg, EvidenceRequest):
+            return EvidenceResponse(sender=self._address(), recipient=msg.sender, pcid=msg.pcid,
+                                    evidence=self.evidence(msg.nonce, list(msg.pcr_selection),
+                                                           msg.credential_challenge))
+        if isinstance(msg, M2MSIMMobjDownload):
+            return self._on_download(msg)
+        raise Refused(self._address(), msg.kind, "the M2ME agent does not handle this message")
+
+    def _on_bootstrap(self, msg: BootstrapMessage) -> BootstrapAck:
+        """000 s11: perform the bootstrap: keep the DPF and SHO addresses and the SHO's key."""
+        try:
+            serialization.load_der_public_key(msg.sho_verify_key)
+        except ValueError:
+            return BootstrapAck(sender=self._address(), recipient=msg.sender, pcid=msg.pcid, accepted=False,
+                                reason="the SHO verification key is not a public key")
+        self.bootstrap = msg
+        return BootstrapAck(sender=self._address(), recipient=msg.sender, pcid=msg.pcid, accepted=True)
+
+    def _on_download(self, msg: M2MSIMMobjDownload) -> DownloadReceipt:
+        """000 s18: the download is atomic: the whole object is checked before anything is kept."""
+        try:
+            key = serialization.load_der_public_key(self._bootstrap().sho_verify_key)
+            self.pending = m2msimmobj.parse(msg.m2msimmobj, key)
+        except m2msimmobj.M2MSIMMobjError as exc:
+            self.pending = None
+            return DownloadReceipt(sender=self._address(), recipient=msg.sender, pcid=msg.pcid, accepted=False,
+                                   reason=str(exc))
+        return DownloadReceipt(sender=self._address(), recipient=msg.sender, pcid=msg.pcid, accepted=True)
+
+    def evidence(self, nonce: bytes, pcrs: list[int], credential_challenge: bytes) -> Evidence:
+        """000 s13: the platform's evidence for the PVA, from the TRE."""
+        challenge = CredentialChallenge.from_bytes(credential_challenge)
+        proof = self.tre.activate_credential(challenge.credential_blob, challenge.encrypted_secret)
+        ek = self.tre.endorsement_key()
+        keys = self.tre.keys()
+        quote = self.tre.quote(nonce, pcrs)
+        certification = self.tre.certify_storage_key(nonce)
+        return Evidence(platform_id=self.platform_id, ek_certificate=ek.certificate or b"", ek_public=ek.public,
+                        ak_public=keys.ak.public.marshal(), activation_proof=proof,
+                        quote_attest=quote.attest, quote_signature=quote.signature,
+                        pcr_values=dict(quote.pcr_values), measurements=list(self.measurements), pfc=self.pfc,
+                        storage_key_public=keys.storage_key.public.marshal(),
+                        certify_attest=certification.attest, certify_signature=certification.signature)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _address(self) -> str:
+        if not self.address:
+            raise ProvisioningError("the M2ME has no IP connectivity (not attached)")
+        return self.address
+
+    def _bootstrap(self) -> BootstrapMessage:
+        if self.bootstrap is None:
+            raise ProvisioningError("the M2ME has not been bootstrapped (no DPF/SHO address)")
+        return self.bootstrap

@@ -1,0 +1,171 @@
+"""The TRE: the M2ME's TPM seen as TR 33.812's trusted environment.
+
+Platform credential keys (EK, AK bound to it), measurement of the M2ME's components into a
+PCR, quotes for the PVA, and the sealed MCIM: imported under a storage key the AK certified,
+persisted, and unsealed only in the validated PCR state.
+
+The AK and the storage key are primaries from fixed templates: the same keys on every start of
+the same TPM, so nothing of them has to be persisted. Only the sealed MCIM object is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from mcim_hil.drivers.errors import TpmError
+from mcim_hil.drivers.tpm import Ak, StorageKey, Tpm
+
+# PC Client PTP: PCR 23 is "application support", resettable and extendable at locality 0.
+# The M2ME's boot measurements go there, so a bench TPM that does not reboot between runs
+# still starts each M2ME boot from a known value.
+MEASUREMENT_PCR = 23
+# Owner persistent range (TPM 2.0 Part 2, 7.5 / TCG handle registry): where the sealed MCIM lives.
+MCIM_HANDLE = 0x81000A11
+
+
+@dataclass(frozen=True)
+class Component:
+    """A measured part of the M2ME: its name and the bytes that identify it."""
+
+    name: str
+    data: bytes = field(repr=False)
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.data).digest()
+
+
+@dataclass(frozen=True)
+class MeasuredComponent:
+    name: str
+    pcr: int
+    digest: bytes
+
+
+@dataclass
+class PlatformKeys:
+    ak: Ak
+    storage_key: StorageKey
+
+
+@dataclass(frozen=True)
+class EndorsementKey:
+    """The EK's public parts; the key itself is flushed after each use (swtpm: 3 slots)."""
+
+    public: bytes                   # marshalled TPM2B_PUBLIC
+    certificate: bytes | None       # DER, from the TCG NV index
+
+
+class TreError(Exception):
+    """A TRE operation failed; the cause (a TpmError naming the TPM command) is chained."""
+
+
+class TrustedEnvironment:
+    def __init__(self, tpm: Tpm, pcr: int = MEASUREMENT_PCR, mcim_handle: int = MCIM_HANDLE) -> None:
+        self.tpm = tpm
+        self.pcr = pcr
+        self.mcim_handle = mcim_handle
+        self.event_log: list[MeasuredComponent] = []
+        self._keys: PlatformKeys | None = None
+
+    # -- boot -------------------------------------------------------------------------------
+
+    def boot(self, components: Sequence[Component]) -> list[MeasuredComponent]:
+        """Start of the M2ME: reset the measurement PCR and extend each component into it."""
+        self.tpm.pcr_reset(self.pcr)
+        self.event_log = []
+        for component in components:
+            self.tpm.pcr_extend(self.pcr, component.digest)
+            self.event_log.append(MeasuredComponent(component.name, self.pcr, component.digest))
+        return list(self.event_log)
+
+    @property
+    def pcr_selection(self) -> list[int]:
+        return [self.pcr]
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def keys(self) -> PlatformKeys:
+        """AK and storage key, loaded once per session. A raw swtpm has 3 object slots:
+        these two stay, the third is for the EK or the MCIM object, one at a time."""
+        if self._keys is None:
+            ak = self.tpm.create_ak()
+            try:
+                srk = self.tpm.create_storage_key()
+            except TpmError:
+                self.tpm.flush(ak)
+                raise
+            self._keys = PlatformKeys(ak, srk)
+        return self._keys
+
+    def release(self) -> None:
+        """Flush the transient keys."""
+        if self._keys is not None:
+            for obj in (self._keys.storage_key, self._keys.ak):
+                try:
+                    self.tpm.flush(obj)
+                except TpmError:
+                    pass
+            self._keys = None
+
+    def endorsement_key(self) -> EndorsementKey:
+        ek = self.tpm.ek()
+        try:
+            cert = ek.certificate
+            from cryptography.hazmat.primitives.serialization import Encoding
+            return EndorsementKey(ek.public.marshal(), cert.public_bytes(Encoding.DER) if cert else None)
+        finally:
+            self.tpm.flush(ek)
+
+    def activate_credential(self, credential_blob: bytes, encrypted_secret: bytes) -> bytes:
+        """ActivateCredential with the EK and the AK: proves the AK lives in this EK's TPM."""
+        keys = self.keys()
+        ek = self.tpm.ek()
+        try:
+            return self.tpm.activate_credential(keys.ak, ek, credential_blob, encrypted_secret)
+        finally:
+            self.tpm.flush(ek)
+
+    # -- attestation ------------------------------------------------------------------------
+
+    def quote(self, nonce: bytes, pcrs: Sequence[int]):
+        return self.tpm.quote(self.keys().ak, nonce, pcrs)
+
+    def certify_storage_key(self, nonce: bytes):
+        keys = self.keys()
+        return self.tpm.certify(keys.storage_key, keys.ak, nonce)
+
+    # -- the sealed MCIM --------------------------------------------------------------------
+
+    def has_mcim(self) -> bool:
+        return self.mcim_handle in self.tpm.list_persistent()
+
+    def install_sealed(self, public: bytes, duplicate: bytes, seed: bytes, encryption_key: bytes,
+                       pcrs: Sequence[int]) -> bytes:
+        """Import the wrapped object under the storage key, unseal it in the current PCR state,
+        and only then persist it; returns the unsealed secret. Nothing stays in the TPM when
+        any part fails."""
+        srk = self.keys().storage_key
+        private = self.tpm.import_sealed(srk, public, duplicate, seed, encryption_key)
+        handle = self.tpm.load(srk, private, public)
+        try:
+            secret = self.tpm.unseal(handle, pcrs)
+            if self.has_mcim():
+                self.tpm.evict(self.mcim_handle)
+            self.tpm.persist(handle, self.mcim_handle)
+        finally:
+            self.tpm.flush(handle)
+        return secret
+
+    def unseal_mcim(self, pcrs: Sequence[int]) -> bytes:
+        """The persisted MCIM secret, in the sealed PCR state only."""
+        return self.tpm.unseal_persistent(self.mcim_handle, pcrs)
+
+    def discard_mcim(self) -> bool:
+        """Evict the sealed MCIM; True when there was one."""
+        if not self.has_mcim():
+            return False
+        self.tpm.evict(self.mcim_handle)
+        return True

@@ -1,0 +1,10 @@
+"""The seeds' procedures, as data the CLI and the pytest plugin run."""
+
+from __future__ import annotations
+
+from . import initial, initial_ivf
+from .base import Procedure, RunOutcome, StepRow, run_procedure
+
+PROCEDURES: dict[str, Procedure] = {p.name: p for p in (initial.PROCEDURE, initial_ivf.PROCEDURE)}
+
+__all__ = ["PROCEDURES", "Procedure", "RunOutcome", "StepRow", "run_procedure"]

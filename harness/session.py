@@ -1,0 +1,149 @@
+"""A provisioning session on a bench: the devices, the record, the network and the M2ME.
+
+It brings up the emulated devices a bench asks for (real ones are used as they are), opens
+the drivers with their command hook feeding the record, builds the network, and manufactures
+a pristine M2ME from the devices. Procedures run against it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from mcim_hil.drivers.hook import CommandHook
+
+from .bench import Bench
+from .devices import Devices, open_devices
+from .emulated import EmulatedBench, Endpoints
+from .m2me.agent import M2me
+from .m2me.air import ModuleAttach, RelayedAttach
+from .m2me.components import measured_components
+from .m2me.factory import Manufactured, manufacture
+from .m2me.tre import MEASUREMENT_PCR, Component, TrustedEnvironment
+from .network.factory import build_network
+from .network.topology import Network, NetworkOptions
+from .record import Record
+
+AIR_MODES = ("module", "relayed")
+
+
+@dataclass
+class SessionOptions:
+    air: str = "module"                 # module: the modem attaches itself; relayed: the harness relays the AKA
+    platform_id: str | None = None      # default: from the EK certificate's serial
+    golden: dict[str, Component] | None = None   # what the supplier says it shipped (reference values)
+    network: dict[str, Any] | None = None        # NetworkOptions overrides
+    store_dir: Path | None = None
+
+
+class Session:
+    """Use as a context manager; ``ctx`` for procedures is the session itself."""
+
+    def __init__(self, bench: Bench, options: SessionOptions | None = None, record: Record | None = None) -> None:
+        self.bench = bench
+        self.options = options or SessionOptions()
+        if self.options.air not in AIR_MODES:
+            raise ValueError(f"air interface must be one of {', '.join(AIR_MODES)}")
+        self.record = record or Record(meta={"bench": str(bench.path), "bench_name": bench.name})
+        self.hook = CommandHook()
+        self.hook.subscribe(self.record.device)
+        self._stack = ExitStack()
+        self.emulated: EmulatedBench | None = None
+        self.endpoints: Endpoints | None = None
+        self.devices: Devices | None = None
+        self.network: Network | None = None
+        self.m2me: M2me | None = None
+        self.tre: TrustedEnvironment | None = None
+        self.manufactured: Manufactured | None = None
+        self.state: dict[str, Any] = {}   # what steps hand to later steps
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start_bench(self) -> Endpoints:
+        """Bring up the emulators (if any) and open the devices."""
+        self.emulated = EmulatedBench(self.bench)
+        self.endpoints = self._stack.enter_context(self.emulated)
+        self.devices = open_devices(self.bench, self.endpoints, self._stack, hook=self.hook)
+        self.tre = TrustedEnvironment(self.devices.tpm)
+        self._stack.callback(self.tre.release)
+        return self.endpoints
+
+    def build(self) -> None:
+        """The network, and the M2ME made pristine by the equipment supplier."""
+        assert self.devices is not None and self.tre is not None and self.endpoints is not None
+        options = dict(self.options.network or {})
+        topology = self.bench.topology
+        options.setdefault("ro_colocated_with_vno", topology.ro_colocated_with_vno)
+        options.setdefault("pva_dpf_hosted_by_sho", topology.pva_dpf_hosted_by_sho)
+        options.setdefault("vno_is_sho", topology.vno_is_sho)
+        options.setdefault("pcr_selection", (MEASUREMENT_PCR,))
+        store = self.options.store_dir or Path(self._stack.enter_context(tempfile.TemporaryDirectory(
+            prefix="mcim-hil-run-")))
+        self.network = build_network(NetworkOptions.from_mapping(options, source=str(self.bench.path)), store,
+                                     self.record, ek_roots=self._ek_roots())
+        air: Any
+        if self.options.air == "module":
+            if self.emulated is None or self.emulated.modem_emulator is None:
+                raise ValueError(f"{self.bench.path}: the module's own attach needs the emulated modem "
+                                 "(a real module cannot reach this network over the air): use air=relayed")
+            air = ModuleAttach(self.devices.modem, self.emulated.modem_emulator, self.network.vno)
+        else:
+            air = RelayedAttach(self.network.vno, self.devices.uicc)
+        adm1 = self.bench.uicc.adm1 if self.bench.uicc else None
+        if adm1 is None:
+            raise ValueError(f"{self.bench.path}: uicc.secrets.adm1 is needed to personalise the card")
+        ek = self.tre.endorsement_key()
+        platform_id = self.options.platform_id or self._platform_id(ek.certificate)
+        self.m2me = M2me(bus=self.network.bus, tre=self.tre, uicc=self.devices.uicc, air=air,
+                         platform_id=platform_id, adm1=adm1.resolve_key)
+        self.record.secret_values(adm1.resolve_key())
+
+    def manufacture(self) -> Manufactured:
+        """The M2MES personalises the pristine M2ME; then it boots (components measured)."""
+        assert self.m2me is not None and self.network is not None
+        components = measured_components(self.devices.modem if self.devices else None)
+        self.manufactured = manufacture(self.m2me, self.network.m2mes, components, golden=self.options.golden)
+        self.network.sho.add_contract(self.m2me.pcid, platform_id=self.m2me.platform_id)
+        self.network.sho.register_subscription_at_ro(self.m2me.pcid)
+        self.m2me.boot(components)
+        return self.manufactured
+
+    def __enter__(self) -> Session:
+        try:
+            self.start_bench()
+            self.build()
+            self.manufacture()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _ek_roots(self) -> list[x509.Certificate]:
+        paths = list(self.endpoints.ek_ca_certificates if self.endpoints else [])
+        paths += list(self.bench.tpm.ek_ca if self.bench.tpm and self.bench.tpm.ek_ca else [])
+        certs = []
+        for path in paths:
+            data = Path(path).read_bytes()
+            certs.append(x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data
+                         else x509.load_der_x509_certificate(data))
+        return certs
+
+    @staticmethod
+    def _platform_id(ek_certificate: bytes | None) -> str:
+        if not ek_certificate:
+            return "m2me-unknown"
+        cert = x509.load_der_x509_certificate(ek_certificate)
+        return f"m2me-{cert.serial_number:x}"[:40]
