@@ -39,6 +39,7 @@ class SessionOptions:
     golden: dict[str, Component] | None = None   # what the supplier says it shipped (reference values)
     network: dict[str, Any] | None = None        # NetworkOptions overrides
     store_dir: Path | None = None
+    ek_roots: list[x509.Certificate] | None = None  # replaces the bench's pinned EK CAs
 
 
 class Session:
@@ -132,6 +133,8 @@ class Session:
     # -- helpers ------------------------------------------------------------------------------
 
     def _ek_roots(self) -> list[x509.Certificate]:
+        if self.options.ek_roots is not None:
+            return list(self.options.ek_roots)
         paths = list(self.endpoints.ek_ca_certificates if self.endpoints else [])
         paths += list(self.bench.tpm.ek_ca if self.bench.tpm and self.bench.tpm.ek_ca else [])
         certs = []

@@ -10,6 +10,8 @@ from typing import Any
 
 from mcim_hil.network.attestation import ValidationResult
 
+from mcim_hil.record import StepSkipped
+
 from .base import StepFailed
 
 # TS 24.008 10.5.5.14 / TS 24.301 9.9.3.9 causes the VNO gives for a failed AKA
@@ -201,7 +203,13 @@ def m2me_installs(s: Any) -> str:
             f"UICC personalised with IMSI {installed.imsi}")
 
 
+def _install_attempted(s: Any) -> None:
+    if "installed" not in s.state and "install_error" not in s.state:
+        raise StepSkipped("no MCIM object reached the M2ME: nothing to report")
+
+
 def m2me_reports_status(s: Any) -> str:
+    _install_attempted(s)
     error = s.state.get("install_error")
     s.m2me.report_status(error is None, error or "MCIM installed")
     if error:
@@ -225,6 +233,7 @@ def m2me_reports_status_quiet(s: Any) -> str:
 
 
 def dpf_reports_to_sho(s: Any) -> str:
+    _install_attempted(s)
     s.network.ro.dpf.report_status(s.m2me.pcid)
     contract = s.network.sho.contract(s.m2me.pcid) or {}
     if s.state.get("install_error"):
