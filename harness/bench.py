@@ -121,6 +121,15 @@ class TopologyOptions:
 
 
 @dataclass(frozen=True)
+class M2meOptions:
+    """What the equipment supplier says this M2ME is, for its reference values."""
+
+    platform_id: str | None = None
+    # the module firmware the supplier ships (+CGMI/+CGMM/+CGMR); None: as read at manufacture
+    module_firmware: tuple[str, str, str] | None = None
+
+
+@dataclass(frozen=True)
 class Bench:
     path: Path
     name: str
@@ -128,6 +137,7 @@ class Bench:
     uicc: UiccResource | None
     modem: ModemResource | None
     topology: TopologyOptions = field(default_factory=TopologyOptions)
+    m2me: M2meOptions = field(default_factory=M2meOptions)
 
     @property
     def emulated(self) -> bool:
@@ -299,6 +309,15 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
         pva_dpf_hosted_by_sho=s.get("pva_dpf_hosted_by_sho", (bool,), False),
         vno_is_sho=s.get("vno_is_sho", (bool,), False))
     s.finish()
+    s = _Section(top.get("m2me", (dict,), {}), "m2me", problems)
+    firmware = None
+    fw = _Section(s.get("module_firmware", (dict,), None), "m2me.module_firmware", problems)
+    if fw.data:
+        parts = [fw.get(k, (str,), required=True) for k in ("manufacturer", "model", "revision")]
+        firmware = tuple(parts) if all(parts) else None
+    fw.finish()
+    m2me = M2meOptions(platform_id=s.get("platform_id", (str,)), module_firmware=firmware)
+    s.finish()
     top.finish()
 
     if uicc is not None and uicc.via_modem and modem is None:
@@ -308,7 +327,7 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
     if problems:
         raise BenchFileError(p, problems)
 
-    bench = Bench(path=p, name=name, tpm=tpm, uicc=uicc, modem=modem, topology=topology)
+    bench = Bench(path=p, name=name, tpm=tpm, uicc=uicc, modem=modem, topology=topology, m2me=m2me)
     if probe:
         absent = probe_devices(bench)
         if absent:

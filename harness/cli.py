@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -20,6 +21,9 @@ from .emulated import EmulatedBench
 
 
 def main(argv: list[str] | None = None) -> int:
+    # libtss2 logs every failed command to stderr itself; our errors already name the
+    # command and response code. An engineer's own TSS2_LOG setting wins.
+    os.environ.setdefault("TSS2_LOG", "all+NONE")
     parser = argparse.ArgumentParser(prog="mcim-hil", description=__doc__.split("\n\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="check or bring up a bench")
@@ -102,7 +106,8 @@ def _describe(device: str, devices, endpoints) -> list[tuple[str, str]]:
         info = tpm.info()
         ek = tpm.ek()
         return [("tcti", tpm.tcti), ("manufacturer", f"{info.manufacturer} ({info.vendor})"),
-                ("firmware", info.firmware),
+                ("firmware", f"{info.firmware_version_text} (0x{info.firmware_version:016x}), "
+                             f"TPM 2.0 rev {info.spec_revision / 100:.2f}"),
                 ("EK", "present, " + ("certificate in NV" if ek.certificate is not None else "no certificate"))]
     if device == "uicc":
         uicc = devices.uicc

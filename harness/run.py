@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .bench import load_bench
+from .m2me.components import MODULE_FIRMWARE, module_firmware_from
 from .procedures import PROCEDURES, StepRow, run_procedure
 from .record import Record
 from .session import Session, SessionOptions
@@ -34,6 +35,14 @@ class RowPrinter:
         self.out.flush()
 
 
+def session_options(bench, air: str) -> SessionOptions:
+    """The session a bench file asks for: the supplier's reference for the module firmware."""
+    golden = None
+    if bench.m2me.module_firmware:
+        golden = {MODULE_FIRMWARE: module_firmware_from(*bench.m2me.module_firmware)}
+    return SessionOptions(air=air, platform_id=bench.m2me.platform_id, golden=golden)
+
+
 def run_command(bench_file: str | None, procedure_name: str, air: str | None, out: str | None) -> int:
     bench = load_bench(bench_file)
     procedure = PROCEDURES[procedure_name]
@@ -44,7 +53,7 @@ def run_command(bench_file: str | None, procedure_name: str, air: str | None, ou
     printer = RowPrinter()
     t0 = time.perf_counter()
     try:
-        with Session(bench, SessionOptions(air=air), record) as session:
+        with Session(bench, session_options(bench, air), record) as session:
             record.meta["setup_s"] = round(time.perf_counter() - t0, 3)
             record.meta["pcid"] = session.m2me.pcid
             record.meta["platform_id"] = session.m2me.platform_id
