@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,13 +58,29 @@ class EmulatedBench:
 
     def start(self) -> Endpoints:
         t0 = time.perf_counter()
+        # swtpm_setup (a fresh EK certificate) and pcscd noticing the card each take most of a
+        # second and do not depend on each other: the TPM comes up in a thread meanwhile.
+        tpm_error: list[BaseException] = []
+
+        def start_tpm() -> None:
+            try:
+                self._start_tpm()
+            except BaseException as exc:  # handed to the caller below
+                tpm_error.append(exc)
+
+        tpm_thread = threading.Thread(target=start_tpm, name="swtpm-start")
+        tpm_thread.start()
         try:
-            self._start_tpm()
             self._start_uicc()
             self._start_modem()
         except BaseException:
+            tpm_thread.join()
             self.stop()
             raise
+        tpm_thread.join()
+        if tpm_error:
+            self.stop()
+            raise tpm_error[0]
         self.endpoints.startup_s = time.perf_counter() - t0
         return self.endpoints
 
