@@ -119,7 +119,7 @@ class Sja2:
         self.uicc.verify_adm(adm1)
         old = {ef: self.uicc.read_ef_raw(ef) for ef, _ in changes}
         writes = [(ef, change(old[ef])) for ef, change in changes]
-        self._write_all(writes, old, "program")
+        self._write_all(writes, old, "program", adm1)
 
     def _plan(self, imsi: str, k: bytes, opc: bytes, milenage_r: tuple[int, ...] | None,
               milenage_c: tuple[bytes, ...] | None, mnc_len: int | None,
@@ -143,10 +143,11 @@ class Sja2:
         return changes
 
     def _write_all(self, writes: list[tuple[EfDecl[Any], bytes]], old: dict[EfDecl[Any], bytes],
-                   what: str) -> None:
+                   what: str, adm1: bytes | None) -> None:
         factory = [ef.where for ef, _ in writes if ef.factory]
         if factory:
-            raise SafetyRefused(self.uicc.name, f"SJA2 {what}", f"factory data is never rewritten: {', '.join(factory)}")
+            raise SafetyRefused(self.uicc.name, f"SJA2 {what}",
+                                f"factory data is never rewritten: {', '.join(factory)}")
         written: list[EfDecl[Any]] = []
         for ef, data in writes:
             if data == old.get(ef):
@@ -156,7 +157,9 @@ class Sja2:
                 written.append(ef)  # from here a failed write may have changed part of the file
                 self.uicc.update_binary(data, secret=ef.secret)
             except BaseException as exc:
-                restored, not_restored = self._roll_back(written, old)
+                restored, not_restored = self._roll_back(written, old, adm1)
+                if not isinstance(exc, Exception):
+                    raise  # Ctrl-C: rolled back, now let it stop the run
                 state = ("the card is back as it was" if not not_restored
                          else f"HALF-PROVISIONED, not restored: {', '.join(not_restored)}")
                 detail = exc.message if isinstance(exc, CardError) else type(exc).__name__
@@ -164,10 +167,15 @@ class Sja2:
                     self.uicc.name, f"SJA2 {what}", f"writing {ef.where} failed ({detail}); {state}",
                     getattr(exc, "sw", None), restored, not_restored) from exc
 
-    def _roll_back(self, written: list[EfDecl[Any]], old: dict[EfDecl[Any], bytes]
+    def _roll_back(self, written: list[EfDecl[Any]], old: dict[EfDecl[Any], bytes], adm1: bytes | None
                    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         restored: list[str] = []
         not_restored: list[str] = []
+        if adm1 is not None and written:
+            try:
+                self.uicc.verify_adm(adm1)  # the failure may have reset the card; no-op when still verified
+            except Exception:
+                pass  # the writes below then fail and are reported as not restored
         for ef in reversed(written):
             try:
                 self.uicc.update_ef_raw(ef, old[ef])
@@ -230,7 +238,7 @@ class Sja2:
         if adm1 is not None:
             self.uicc.verify_adm(adm1)
         old = {ef: self.uicc.read_ef_raw(ef) for ef, _ in snapshot.contents}
-        self._write_all(list(snapshot.contents), old, "restore")
+        self._write_all(list(snapshot.contents), old, "restore", adm1)
 
 
 def _replace_head(new: bytes) -> Change:

@@ -321,10 +321,9 @@ class Uicc:
         secret = secret or apdu[1] in _PIN_INS
         command = name or _INS_NAMES.get(apdu[1], f"INS {apdu[1]:02X}")
         started, t0 = time.time(), time.perf_counter()
-        data, sw = b"", None
         try:
             with self.transport.transaction():
-                data, sw = self._exchange_t0(apdu, command)
+                data, sw = self._exchange_t0(apdu, command, secret)
         except DeviceError as exc:
             self._emit(command, apdu, b"", type(exc).__name__, started, t0, secret)
             if isinstance(exc, CardError) and exc.command == command:
@@ -335,19 +334,19 @@ class Uicc:
             raise card_error(self.name, command, sw)
         return data
 
-    def _exchange_t0(self, apdu: bytes, command: str) -> tuple[bytes, int]:
-        data, sw = self.transport.transmit(apdu)
+    def _exchange_t0(self, apdu: bytes, command: str, secret: bool) -> tuple[bytes, int]:
+        data, sw = self.transport.transmit(apdu, secret=secret)
         if sw >> 8 == _SW1_WRONG_LE:
             apdu = self._with_le(apdu, sw & 0xFF, command)
-            data, sw = self.transport.transmit(apdu)
+            data, sw = self.transport.transmit(apdu, secret=secret)
         collected = data
         for _ in range(_MAX_GET_RESPONSE):
             if sw >> 8 != _SW1_MORE_DATA:
                 return collected, sw
             get_response = bytes([apdu[0], 0xC0, 0x00, 0x00, sw & 0xFF])
-            data, sw = self.transport.transmit(get_response)
+            data, sw = self.transport.transmit(get_response, secret=secret)  # the data may be the secret
             if sw >> 8 == _SW1_WRONG_LE:
-                data, sw = self.transport.transmit(get_response[:4] + bytes([sw & 0xFF]))
+                data, sw = self.transport.transmit(get_response[:4] + bytes([sw & 0xFF]), secret=secret)
             collected += data
         raise CardError(self.name, command, f"card kept answering 61xx after {_MAX_GET_RESPONSE} GET RESPONSEs")
 

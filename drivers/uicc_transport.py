@@ -25,8 +25,11 @@ class Transport(ABC):
     protocol: str | None      # "T=0", "T=1", or None when the path hides it (AT+CSIM)
 
     @abstractmethod
-    def transmit(self, apdu: bytes) -> tuple[bytes, int]:
-        """Send one APDU; return (response data, SW1SW2 as int). No T=0 handling."""
+    def transmit(self, apdu: bytes, *, secret: bool = False) -> tuple[bytes, int]:
+        """Send one APDU; return (response data, SW1SW2 as int). No T=0 handling.
+
+        ``secret``: the APDU or its response carries a key or PIN; a transport that logs
+        (a modem's AT trace) must redact it."""
 
     def reconnect(self) -> None:
         """Reset the card session (the card loses its selection and verified PINs)."""
@@ -200,7 +203,7 @@ class PcscTransport(Transport):
     def _pci(self) -> int:
         return scard.SCARD_PCI_T0 if self.protocol == "T=0" else scard.SCARD_PCI_T1
 
-    def transmit(self, apdu: bytes) -> tuple[bytes, int]:
+    def transmit(self, apdu: bytes, *, secret: bool = False) -> tuple[bytes, int]:
         if self._card is None:
             raise CardError(self.name, "transmit", "transport is closed")
         hresult, response = scard.SCardTransmit(self._card, self._pci(), list(apdu))
@@ -260,8 +263,9 @@ class CsimModem(Protocol):
 
     port: str
 
-    def csim(self, apdu: bytes) -> bytes:
-        """AT+CSIM (TS 27.007 8.17): the APDU out, response data + SW1SW2 back."""
+    def csim(self, apdu: bytes, *, secret: bool = False) -> bytes:
+        """AT+CSIM (TS 27.007 8.17): the APDU out, response data + SW1SW2 back; ``secret``
+        keeps the line out of the modem's trace."""
         ...
 
 
@@ -278,13 +282,17 @@ class CsimTransport(Transport):
         self.atr = b""          # the ATR does not cross AT commands
         self.protocol = None
 
-    def transmit(self, apdu: bytes) -> tuple[bytes, int]:
+    def transmit(self, apdu: bytes, *, secret: bool = False) -> tuple[bytes, int]:
         try:
-            response = self._modem.csim(apdu)
+            response = self._modem.csim(apdu, secret=secret)
         except DeviceError as exc:
-            # The modem's message may quote the AT line, and so the APDU (a PIN, a key):
-            # keep only its class here; the cause stays chained for whoever holds it.
-            raise CardError(self.name, "AT+CSIM", f"the modem refused the command ({type(exc).__name__})") from exc
+            if not secret:
+                raise CardError(self.name, "AT+CSIM", f"the modem failed the command ({exc.message})") from exc
+            # A modem error may quote the AT line, and so the PIN or key: keep its final result
+            # only, and do not chain it into a traceback.
+            result = getattr(exc, "result", None)
+            detail = f"{type(exc).__name__}{f', {result}' if result else ''}"
+            raise CardError(self.name, "AT+CSIM", f"the modem failed the command ({detail})") from None
         return _split_sw(self.name, response)
 
     def reconnect(self) -> None:
@@ -314,9 +322,11 @@ class ScriptedTransport(Transport):
         self.atr = atr
         self.protocol = protocol
         self.sent: list[bytes] = []
+        self.sent_secret: list[bool] = []  # the secret flag each APDU came with
 
-    def _next(self, apdu: bytes) -> bytes:
+    def _next(self, apdu: bytes, secret: bool) -> bytes:
         self.sent.append(apdu)
+        self.sent_secret.append(secret)
         if self._step >= len(self._script):
             raise ScriptMismatch(f"{self.name}: unexpected APDU {apdu.hex()} after the end of the script")
         expected, response = self._script[self._step]
@@ -325,11 +335,11 @@ class ScriptedTransport(Transport):
         self._step += 1
         return response
 
-    def transmit(self, apdu: bytes) -> tuple[bytes, int]:
-        return _split_sw(self.name, self._next(apdu))
+    def transmit(self, apdu: bytes, *, secret: bool = False) -> tuple[bytes, int]:
+        return _split_sw(self.name, self._next(apdu, secret))
 
-    def csim(self, apdu: bytes) -> bytes:
-        return self._next(apdu)
+    def csim(self, apdu: bytes, *, secret: bool = False) -> bytes:
+        return self._next(apdu, secret)
 
     def assert_done(self) -> None:
         if self._step != len(self._script):

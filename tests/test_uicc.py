@@ -21,12 +21,12 @@ from mcim_hil.drivers.uicc import (
     Uicc, WrongPin,
 )
 from mcim_hil.drivers.uicc_files import EF_ICCID, EF_IMSI, EF_USIM_AUTH_KEY, MILENAGE_OPC, AuthKey, MilenageConfig
-from mcim_hil.drivers.uicc_transport import PcscTransport, Transport, list_readers
+from mcim_hil.drivers.uicc_transport import CsimTransport, PcscTransport, Transport, list_readers
 from mcim_hil.emulators import vuicc
 
 H = bytes.fromhex
 
-# This helper's slots; the environment may point elsewhere (see the vpcd note in the report).
+# Defaults: this helper's slots; tests/conftest.py sets the variables to slots it has claimed.
 READER = os.environ.get("MCIM_HIL_UICC_TEST_READER", "mcim-hil vPCD A 00 00")
 PORT = int(os.environ.get("MCIM_HIL_UICC_TEST_PORT", "35965"))
 EMPTY_READER = os.environ.get("MCIM_HIL_UICC_TEST_EMPTY_READER", "mcim-hil vPCD A 00 01")  # never given a card here
@@ -78,7 +78,8 @@ def _adm_tries(uicc: Uicc) -> int | None:
 # ---- opening readers
 
 def test_open_by_name_regex_and_index(card: Path) -> None:
-    for spec in (READER, "re:vPCD A 00 00$", re.compile(r"A 00 00"), list_readers().index(READER)):
+    for spec in (READER, f"re:{re.escape(READER[-10:])}$", re.compile(re.escape(READER)),
+                 list_readers().index(READER)):
         with PcscTransport.open(spec) as t:
             assert t.name == READER
             assert t.atr == SJA2_ATR and t.protocol == "T=0" and t.share_mode == "shared"
@@ -344,12 +345,12 @@ class FailingUpdate(Transport):
         self.inner, self.fail_at, self.updates = inner, fail_at, 0
         self.name, self.atr, self.protocol = inner.name, inner.atr, inner.protocol
 
-    def transmit(self, apdu: bytes) -> tuple[bytes, int]:
+    def transmit(self, apdu: bytes, *, secret: bool = False) -> tuple[bytes, int]:
         if apdu[1] == 0xD6:
             self.updates += 1
             if self.updates == self.fail_at:
                 return b"", 0x6581
-        return self.inner.transmit(apdu)
+        return self.inner.transmit(apdu, secret=secret)
 
     def close(self) -> None:
         self.inner.close()
@@ -387,3 +388,21 @@ def test_sja2_snapshot_restore_round_trip(uicc: Uicc) -> None:
 def test_read_back_without_adm_hides_the_config(uicc: Uicc) -> None:
     profile = Sja2(uicc).read_back()
     assert profile.imsi == IMSI and profile.usim_auth is None and profile.milenage is None
+
+
+# ---- the same driver through a module's AT+CSIM (emulated modem on a pty, its SIM = our slot)
+
+def test_uicc_over_at_csim_of_the_emulated_modem(card: Path) -> None:
+    from mcim_hil.drivers.modem import Modem
+    from mcim_hil.emulators.modem import EmulatedModem
+
+    with EmulatedModem(READER) as module, Modem.open(module.port) as modem:
+        uicc = Uicc(CsimTransport(modem))
+        assert uicc.name == f"AT+CSIM via {module.port}"
+        assert uicc.read_iccid() == ICCID and uicc.read_imsi() == IMSI
+        av = auc_mod.AuC(K, OPC).generate_av()
+        uicc.select_adf_usim()
+        result = uicc.authenticate(av.rand, av.autn)
+        assert isinstance(result, AuthSuccess) and result.res == av.xres
+        with pytest.raises(FileNotFound, match=f"AT\\+CSIM via {module.port}: SELECT 3F00/6F99: SW 6A82"):
+            uicc.select("3F00/6F99")

@@ -92,10 +92,34 @@ def test_csim_transport_short_response_and_modem_error() -> None:
     class RefusingModem:  # scripted: one canned failure, whatever the line
         port = "/dev/ttyUSB2"
 
-        def csim(self, apdu: bytes) -> bytes:
-            raise ModemError(self.port, f'AT+CSIM={2 * len(apdu)},"{apdu.hex()}"', "+CME ERROR: 13", "+CME ERROR: 13")
+        def csim(self, apdu: bytes, *, secret: bool = False) -> bytes:
+            line = f'AT+CSIM={2 * len(apdu)},"{apdu.hex()}"'  # a careless modem quoting the line
+            raise ModemError(self.port, line, "+CME ERROR: 13", "+CME ERROR: 13")
 
+    uicc = Uicc(CsimTransport(RefusingModem()))
     with pytest.raises(CardError) as exc:
-        Uicc(CsimTransport(RefusingModem())).verify_adm(b"12345678")
-    assert "VERIFY ADM1" in str(exc.value) and "ModemError" in str(exc.value)
-    assert "3132333435363738" not in str(exc.value)
+        uicc.verify_pin(b"1234", min_tries=1)
+    assert str(exc.value) == ("AT+CSIM via /dev/ttyUSB2: VERIFY PIN1 (tries left): transport failed: "
+                              "the modem failed the command (ModemError, +CME ERROR: 13)")
+    cause = exc.value.__cause__
+    assert cause is not None and cause.__cause__ is None and cause.__suppress_context__  # no AT line chained
+    with pytest.raises(CardError) as plain:
+        uicc.select("3F00")  # not secret: the modem's error stays chained
+    assert str(plain.value).endswith("SELECT 3F00: transport failed: the modem failed the command (+CME ERROR: 13)")
+    assert isinstance(plain.value.__cause__.__cause__, ModemError)
+
+
+def test_csim_transport_tells_the_modem_what_is_secret() -> None:
+    key_file = "14" + "11" * 32
+    modem = ScriptedTransport([
+        ("00d6000021" + key_file, "9000"),          # UPDATE BINARY of key material
+        ("00b0000021", "6121"),                     # a read whose answer is key material...
+        ("00c0000021", key_file + "9000"),          # ...comes back with GET RESPONSE
+        ("00b0000004", "01020304" "9000"),
+    ], name="/dev/ttyUSB2")
+    uicc = Uicc(CsimTransport(modem))
+    uicc.update_binary(H(key_file), secret=True)
+    assert uicc.read_binary(33, secret=True) == H(key_file)
+    uicc.read_binary(4)
+    assert modem.sent_secret == [True, True, True, False]
+    modem.assert_done()
