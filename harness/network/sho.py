@@ -23,13 +23,12 @@ from typing import Callable
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mcim_hil.aka.auc import AkaError, AuC
+from mcim_hil.aka.auc import AuC
 from mcim_hil.network import m2msimmobj
 from mcim_hil.network.attestation import Evidence, ValidationResult
 from mcim_hil.network.bus import Bus, Entity, Refused
 from mcim_hil.network.mcim import Mcim, seal_mcim
 from mcim_hil.network.messages import (
-    AuthDataReject,
     AuthDataRequest,
     AuthDataResponse,
     Challenge,
@@ -59,7 +58,7 @@ from mcim_hil.network.messages import (
     ValidationRequest,
     ValidationResultMessage,
 )
-from mcim_hil.network.ro.icf import MAX_AVS
+from mcim_hil.network import av_source
 from mcim_hil.network.store import Store
 
 IMSI_DIGITS = 15  # TS 23.003 2.2
@@ -132,7 +131,7 @@ class Sho(Entity):
         self.db.define("discards", {"pcid": "TEXT", "confirmed": "INTEGER", "at": "REAL"}, "pcid")
         self.on(RegistrationRequest, self._registration)
         self.on(AuthDataRequest, self._auth_data)
-        self.on(ResyncRequest, self._resync)
+        self.on(ResyncRequest, self._auth_data)
         self.on(ProvisioningStatus, self._provisioning_status)
         self.on(SubscriptionChangeRequest, self._subscription_change)
         self.on(CredentialsDiscarded, self._credentials_discarded)
@@ -312,30 +311,14 @@ class Sho(Entity):
                        updated_at=time.time())
         return RegistrationAck(sender=self.address, recipient=msg.sender, pcid=msg.pcid, accepted=True)
 
-    def _auth_data(self, msg: AuthDataRequest) -> Message:
+    def _auth_data(self, msg: AuthDataRequest | ResyncRequest) -> Message:
+        """The SHO's AuC for its IMSIs once provisioned (and a resync, TS 33.102 6.3.5)."""
         row = self._active_subscriber(msg.imsi)
-        if row is None:
-            return AuthDataReject(sender=self.address, recipient=msg.sender, imsi=msg.imsi,
-                                  reason="no active subscription for this IMSI")
-        auc = AuC.from_dict(row["auc"], k=row["k"], opc=row["opc"])
-        avs = tuple(auc.generate_av() for _ in range(max(1, min(msg.count, MAX_AVS))))
-        self.db.update("subscribers", {"imsi": msg.imsi}, auc=auc.to_dict())
-        return AuthDataResponse(sender=self.address, recipient=msg.sender, imsi=msg.imsi, avs=avs)
-
-    def _resync(self, msg: ResyncRequest) -> Message:
-        row = self._active_subscriber(msg.imsi)
-        if row is None:
-            return AuthDataReject(sender=self.address, recipient=msg.sender, imsi=msg.imsi,
-                                  reason="no active subscription for this IMSI")
-        auc = AuC.from_dict(row["auc"], k=row["k"], opc=row["opc"])
-        try:
-            auc.resync(msg.rand, msg.auts)
-        except AkaError as exc:
-            return AuthDataReject(sender=self.address, recipient=msg.sender, imsi=msg.imsi,
-                                  reason=f"resynchronisation refused: {exc}")
-        avs = tuple(auc.generate_av() for _ in range(max(1, min(msg.count, MAX_AVS))))
-        self.db.update("subscribers", {"imsi": msg.imsi}, auc=auc.to_dict())
-        return AuthDataResponse(sender=self.address, recipient=msg.sender, imsi=msg.imsi, avs=avs)
+        auc = AuC.from_dict(row["auc"], k=row["k"], opc=row["opc"]) if row else None
+        reply = av_source.answer(self.address, msg, auc, "no active subscription for this IMSI")
+        if isinstance(reply, AuthDataResponse):
+            self.db.update("subscribers", {"imsi": msg.imsi}, auc=auc.to_dict())
+        return reply
 
     def _provisioning_status(self, msg: ProvisioningStatus) -> Message:
         # 000 s21: only the DPF this SHO authorised reports the status

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 
-from mcim_hil.aka.auc import AkaError, AuC
+from mcim_hil.aka.auc import AuC
+from mcim_hil.network import av_source
 from mcim_hil.network.bus import Bus, Entity, Refused
 from mcim_hil.network.messages import (
-    AuthDataReject,
     AuthDataRequest,
     AuthDataResponse,
     BootstrapRequest,
@@ -25,9 +25,6 @@ from mcim_hil.network.messages import (
     ResyncRequest,
 )
 from mcim_hil.network.store import Store
-
-MAX_AVS = 5  # a batch a VLR/MME would ask for (TS 29.002 MAP SendAuthenticationInfo allows 1..5)
-
 
 class Icf(Entity):
     """Initial connectivity function of the RO."""
@@ -43,7 +40,7 @@ class Icf(Entity):
         self.db.define("connections", {"pcid": "TEXT", "ip_address": "TEXT", "connected_at": "REAL",
                                        "bootstrap": "TEXT"}, "pcid")
         self.on(AuthDataRequest, self._auth_data)
-        self.on(ResyncRequest, self._resync)
+        self.on(ResyncRequest, self._auth_data)
         self.on(ConnectRequest, self._connect)
 
     # -- step 8 --------------------------------------------------------------------------
@@ -65,28 +62,13 @@ class Icf(Entity):
         return self.db.get("connections", pcid=pcid)
 
     # -- handlers ------------------------------------------------------------------------
-    def _auth_data(self, msg: AuthDataRequest) -> Message:
+    def _auth_data(self, msg: AuthDataRequest | ResyncRequest) -> Message:
+        """000 s3-s4 (and a resync from the VNO, TS 33.102 6.3.5)."""
         auc = self._auc(msg.imsi)
-        if auc is None:
-            return AuthDataReject(sender=self.address, recipient=msg.sender, imsi=msg.imsi,
-                                  reason="no temporary-access credential for this PCID")
-        avs = tuple(auc.generate_av() for _ in range(max(1, min(msg.count, MAX_AVS))))
-        self.db.update("credentials", {"pcid": msg.imsi}, auc=auc.to_dict())
-        return AuthDataResponse(sender=self.address, recipient=msg.sender, imsi=msg.imsi, avs=avs)
-
-    def _resync(self, msg: ResyncRequest) -> Message:
-        auc = self._auc(msg.imsi)
-        if auc is None:
-            return AuthDataReject(sender=self.address, recipient=msg.sender, imsi=msg.imsi,
-                                  reason="no temporary-access credential for this PCID")
-        try:
-            auc.resync(msg.rand, msg.auts)
-        except AkaError as exc:
-            return AuthDataReject(sender=self.address, recipient=msg.sender, imsi=msg.imsi,
-                                  reason=f"resynchronisation refused: {exc}")
-        avs = tuple(auc.generate_av() for _ in range(max(1, min(msg.count, MAX_AVS))))
-        self.db.update("credentials", {"pcid": msg.imsi}, auc=auc.to_dict())
-        return AuthDataResponse(sender=self.address, recipient=msg.sender, imsi=msg.imsi, avs=avs)
+        reply = av_source.answer(self.address, msg, auc, "no temporary-access credential for this PCID")
+        if isinstance(reply, AuthDataResponse):
+            self.db.update("credentials", {"pcid": msg.imsi}, auc=auc.to_dict())
+        return reply
 
     def _connect(self, msg: ConnectRequest) -> Message:
         if self.db.get("credentials", pcid=msg.pcid) is None:
