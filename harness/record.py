@@ -6,7 +6,8 @@ holds what happened while it was open; what happens outside any step goes to ``o
 
 Two lines of defence keep secrets out:
 1. at recording time: a message's secret fields are already ``"<redacted>"`` (see
-   ``Message.to_record``), a device event flagged ``secret`` keeps no request/response bytes;
+   ``Message.to_record``), a device event flagged ``secret`` keeps no request/response bytes
+   (a UICC one keeps only its APDU header, lengths and status word, so a trace can show it);
 2. at writing time: every value registered with :meth:`Record.secret_values` (and every
    top-level secret field of a recorded message) is scrubbed from every string written
    (values and keys; numbers stay numbers, so the JSON stays valid), as raw text and as
@@ -64,6 +65,7 @@ class Step:
     verdict: str | None = None
     error: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list)  # messages and device commands, in order
+    detail: str | None = None  # what happened, in one line (the run's row text)
 
     def skip(self, reason: str) -> None:
         """Mark the step skipped without raising (for example a seed step a topology folds away)."""
@@ -79,6 +81,7 @@ class Step:
             "duration_s": self.duration_s,
             "verdict": self.verdict,
             "error": self.error,
+            "detail": self.detail,
             "events": self.events,
         }
 
@@ -145,10 +148,11 @@ class Record:
             with self._lock:
                 self._open.remove(step)
 
-    def skip_step(self, number: int | str, title: str, entities: Sequence[str], reason: str) -> None:
+    def skip_step(self, number: int | str, title: str, entities: Sequence[str], reason: str,
+                  detail: str | None = None) -> None:
         """Record a step that was not run."""
         step = Step(number=number, title=title, entities=list(entities), started=time.time(),
-                    duration_s=0.0, verdict=SKIPPED, error=reason)
+                    duration_s=0.0, verdict=SKIPPED, error=reason, detail=detail)
         with self._lock:
             self.steps.append(step)
 
@@ -203,6 +207,8 @@ class Record:
             "duration_s": event.duration_s,
             "secret": event.secret,
         }
+        if event.secret and event.device == "uicc":
+            entry.update(apdu_outline(event.request, event.response))
         self._add(entry)
 
     def _add(self, entry: dict[str, Any]) -> None:
@@ -274,6 +280,24 @@ def _forms(value: bytes | str) -> list[str]:
         raw = value.encode("utf-8")  # a PIN typed as text travels as its bytes in an APDU
         return [value, raw.hex(), raw.hex().upper()]
     raise TypeError(f"a secret value must be bytes or str, not {type(value).__name__}")
+
+
+def apdu_outline(request: bytes, response: bytes) -> dict[str, Any]:
+    """What a secret APDU exchange may show: its header and lengths and SW, never its data.
+
+    The header is CLA INS P1 P2 and P3 (Lc, or Le of a case-2 command; ISO/IEC 7816-3 12.1.1),
+    three bytes longer for an extended Lc ('00' + 2 bytes, ISO/IEC 7816-4 5.1).
+    """
+    size = 5
+    if len(request) > 7 and request[4] == 0:
+        size = 7
+    header = request[:size]
+    return {
+        "request_header": header.hex(),
+        "request_length": len(request),
+        "response_length": max(len(response) - 2, 0),  # data bytes, without SW1 SW2
+        "sw": response[-2:].hex().upper() if len(response) >= 2 else None,
+    }
 
 
 def _json_default(value: Any) -> Any:

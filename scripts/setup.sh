@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(swtpm swtpm-tools pcscd vsmartcard-vpcd libtss2-dev libpcsclite-dev pkg-config
-      tpm2-tools pcsc-tools python3-venv python3-dev gcc swig)
+      tpm2-tools pcsc-tools python3-venv python3-dev gcc swig tshark chromium)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 as_root() {

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from mcim_hil.record import FAILED, PASSED, SKIPPED, Record, Step
+from mcim_hil.record import FAILED, PASSED, SKIPPED, Record
 
 
 class StepFailed(Exception):
@@ -103,8 +103,9 @@ def run_procedure(procedure: Procedure, ctx: Any, record: Record,
         step = steps[i]
         # a follower of a group that ran still judges its own part (the PVA's FAIL result went back)
         if failed and not step.after_failure and step.number not in shared:
-            record.skip_step(step.number, step.title, step.entities, "an earlier step failed")
-            row = StepRow(step.number, step.entities, step.title, "not run: an earlier step failed", 0.0, SKIPPED)
+            detail = "not run: an earlier step failed"
+            record.skip_step(step.number, step.title, step.entities, "an earlier step failed", detail=detail)
+            row = StepRow(step.number, step.entities, step.title, detail, 0.0, SKIPPED)
             outcome.rows.append(row)
             on_row(row)
             i += 1
@@ -126,6 +127,7 @@ def run_procedure(procedure: Procedure, ctx: Any, record: Record,
             detail = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
         if handed is not None or step.leads:
             rec.duration_s = _span(rec.events) if rec.events else rec.duration_s
+        rec.detail = detail or ""  # the reports show what happened, as the row does
         row = StepRow(step.number, step.entities, step.title, detail or "", rec.duration_s or 0.0,
                       rec.verdict or FAILED)
         outcome.rows.append(row)
