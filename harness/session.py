@@ -3,6 +3,10 @@
 It brings up the emulated devices a bench asks for (real ones are used as they are), opens
 the drivers with their command hook feeding the record, builds the network, and manufactures
 a pristine M2ME from the devices. Procedures run against it.
+
+A session can also be built on parts that already run (the pytest plugin keeps the bench up
+for a whole test session and opens the drivers per test): it then uses them and leaves them
+running; it only ever stops what it started itself.
 """
 
 from __future__ import annotations
@@ -42,10 +46,42 @@ class SessionOptions:
     ek_roots: list[x509.Certificate] | None = None  # replaces the bench's pinned EK CAs
 
 
-class Session:
-    """Use as a context manager; ``ctx`` for procedures is the session itself."""
+def ek_roots(bench: Bench, endpoints: Endpoints | None) -> list[x509.Certificate]:
+    """The EK CA certificates the PVA pins: the emulated TPM's local CA, then the bench file's."""
+    paths = list(endpoints.ek_ca_certificates if endpoints else [])
+    paths += list(bench.tpm.ek_ca if bench.tpm and bench.tpm.ek_ca else [])
+    certs = []
+    for path in paths:
+        data = Path(path).read_bytes()
+        certs.append(x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data
+                     else x509.load_der_x509_certificate(data))
+    return certs
 
-    def __init__(self, bench: Bench, options: SessionOptions | None = None, record: Record | None = None) -> None:
+
+def build_bench_network(bench: Bench, record: Record, store: str | Path, *,
+                        roots: list[x509.Certificate], overrides: dict[str, Any] | None = None) -> Network:
+    """The TR 33.812 network for a bench: its topology options, ``overrides`` on top."""
+    options = dict(overrides or {})
+    topology = bench.topology
+    options.setdefault("ro_colocated_with_vno", topology.ro_colocated_with_vno)
+    options.setdefault("pva_dpf_hosted_by_sho", topology.pva_dpf_hosted_by_sho)
+    options.setdefault("vno_is_sho", topology.vno_is_sho)
+    options.setdefault("pcr_selection", (MEASUREMENT_PCR,))
+    return build_network(NetworkOptions.from_mapping(options, source=str(bench.path)), store, record,
+                         ek_roots=roots)
+
+
+class Session:
+    """Use as a context manager; ``ctx`` for procedures is the session itself.
+
+    ``emulated``: a bench already up (a started EmulatedBench): used, never stopped here.
+    ``devices``: drivers already open, their hook already feeding ``record``: used, never closed here.
+    ``network``: a network already built on ``record``.
+    """
+
+    def __init__(self, bench: Bench, options: SessionOptions | None = None, record: Record | None = None, *,
+                 emulated: EmulatedBench | None = None, devices: Devices | None = None,
+                 network: Network | None = None) -> None:
         self.bench = bench
         self.options = options or SessionOptions()
         if self.options.air not in AIR_MODES:
@@ -54,10 +90,10 @@ class Session:
         self.hook = CommandHook()
         self.hook.subscribe(self.record.device)
         self._stack = ExitStack()
-        self.emulated: EmulatedBench | None = None
-        self.endpoints: Endpoints | None = None
-        self.devices: Devices | None = None
-        self.network: Network | None = None
+        self.emulated: EmulatedBench | None = emulated
+        self.endpoints: Endpoints | None = emulated.endpoints if emulated is not None else None
+        self.devices: Devices | None = devices
+        self.network: Network | None = network
         self.m2me: M2me | None = None
         self.tre: TrustedEnvironment | None = None
         self.manufactured: Manufactured | None = None
@@ -66,10 +102,13 @@ class Session:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start_bench(self) -> Endpoints:
-        """Bring up the emulators (if any) and open the devices."""
-        self.emulated = EmulatedBench(self.bench)
-        self.endpoints = self._stack.enter_context(self.emulated)
-        self.devices = open_devices(self.bench, self.endpoints, self._stack, hook=self.hook)
+        """Bring up the emulators (if any) and open the devices, unless they were given up already."""
+        if self.emulated is None:
+            self.emulated = EmulatedBench(self.bench)
+            self.endpoints = self._stack.enter_context(self.emulated)
+        assert self.endpoints is not None
+        if self.devices is None:
+            self.devices = open_devices(self.bench, self.endpoints, self._stack, hook=self.hook)
         self.tre = TrustedEnvironment(self.devices.tpm)
         self._stack.callback(self.tre.release)
         return self.endpoints
@@ -77,16 +116,11 @@ class Session:
     def build(self) -> None:
         """The network, and the M2ME made pristine by the equipment supplier."""
         assert self.devices is not None and self.tre is not None and self.endpoints is not None
-        options = dict(self.options.network or {})
-        topology = self.bench.topology
-        options.setdefault("ro_colocated_with_vno", topology.ro_colocated_with_vno)
-        options.setdefault("pva_dpf_hosted_by_sho", topology.pva_dpf_hosted_by_sho)
-        options.setdefault("vno_is_sho", topology.vno_is_sho)
-        options.setdefault("pcr_selection", (MEASUREMENT_PCR,))
-        store = self.options.store_dir or Path(self._stack.enter_context(tempfile.TemporaryDirectory(
-            prefix="mcim-hil-run-")))
-        self.network = build_network(NetworkOptions.from_mapping(options, source=str(self.bench.path)), store,
-                                     self.record, ek_roots=self._ek_roots())
+        if self.network is None:
+            store = self.options.store_dir or Path(self._stack.enter_context(tempfile.TemporaryDirectory(
+                prefix="mcim-hil-run-")))
+            self.network = build_bench_network(self.bench, self.record, store, roots=self._ek_roots(),
+                                               overrides=self.options.network)
         air: Any
         if self.options.air == "module":
             if self.emulated is None or self.emulated.modem_emulator is None:
@@ -135,14 +169,7 @@ class Session:
     def _ek_roots(self) -> list[x509.Certificate]:
         if self.options.ek_roots is not None:
             return list(self.options.ek_roots)
-        paths = list(self.endpoints.ek_ca_certificates if self.endpoints else [])
-        paths += list(self.bench.tpm.ek_ca if self.bench.tpm and self.bench.tpm.ek_ca else [])
-        certs = []
-        for path in paths:
-            data = Path(path).read_bytes()
-            certs.append(x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data
-                         else x509.load_der_x509_certificate(data))
-        return certs
+        return ek_roots(self.bench, self.endpoints)
 
     @staticmethod
     def _platform_id(ek_certificate: bytes | None) -> str:

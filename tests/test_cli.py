@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
 
 from mcim_hil.bench import DEFAULT_BENCH
 from mcim_hil.drivers.modem import Modem

@@ -186,7 +186,7 @@ def test_change_of_sho_takes_integrity_from_the_ivf(bench: Bench) -> None:
 
 
 def test_expired_ivf_result_means_the_pva_validates_integrity_again(bench: Bench) -> None:
-    net, m2me = bench.net, bench.m2me
+    net = bench.net
     assert net.nsho is not None
     old_imsi = initial_provisioning(bench)
     bench.clock.now += net.options.ivf_lifetime_s + 1

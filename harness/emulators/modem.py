@@ -81,7 +81,7 @@ class _Sim:
     def _connect(self):
         from smartcard.Exceptions import SmartcardException
         from smartcard.System import readers
-        from smartcard.scard import SCARD_SHARE_SHARED
+        from smartcard.scard import SCARD_LEAVE_CARD, SCARD_SHARE_SHARED
         try:
             found = [r for r in readers() if str(r) == self.reader]
         except SmartcardException as exc:
@@ -90,7 +90,9 @@ class _Sim:
             raise SimUnavailable(f"no reader {self.reader!r}")
         connection = found[0].createConnection()
         try:
-            connection.connect(mode=SCARD_SHARE_SHARED)
+            # a module shares its SIM with whatever else holds the reader: reconnecting must
+            # not power the card off under them (pyscard's default disposition does)
+            connection.connect(mode=SCARD_SHARE_SHARED, disposition=SCARD_LEAVE_CARD)
         except SmartcardException as exc:
             raise SimUnavailable(f"no card in {self.reader!r} ({exc})") from exc
         self._usim_aid = None

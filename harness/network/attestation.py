@@ -507,7 +507,7 @@ class CredentialChallenge:
     @classmethod
     def from_bytes(cls, data: bytes) -> CredentialChallenge:
         r = _Reader(data, "credential challenge")
-        blob = r.tpm2b()
+        r.tpm2b()  # the credential blob; the split after it is what matters
         split = r.pos
         r.tpm2b()
         r.end()
