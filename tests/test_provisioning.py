@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 
 from mcim_hil.aka.auc import AuC
-from mcim_hil.bench import load_bench
 from mcim_hil.drivers.sja2 import Sja2
 from mcim_hil.emulators.swtpm import Swtpm
 from mcim_hil.drivers.tpm import Tpm
@@ -22,28 +21,21 @@ from mcim_hil.network import m2msimmobj
 from mcim_hil.network.mcim import seal_mcim
 from mcim_hil.network.pki import CertificateAuthority
 from mcim_hil.procedures import PROCEDURES, Procedure, RunOutcome, run_procedure
-from mcim_hil.record import Record
-from mcim_hil.session import Session, SessionOptions
+from mcim_hil.session import Session
 
-BENCH = load_bench(None)
-
-
-@pytest.fixture
-def session_factory() -> Iterator[Callable[..., Session]]:
-    opened: list[Session] = []
-
-    def make(**options) -> Session:
-        s = Session(BENCH, SessionOptions(**options), Record())
-        opened.append(s)
-        return s.__enter__()
-
-    yield make
-    for s in opened:
-        s.close()
+# These tests use the project's pytest plugin (fixtures/): `m2me` is a pristine, manufactured
+# M2ME on the session's bench (--bench, default the emulated one), left as found after each test.
+# `session_options` chooses the air interface and what the supplier or the PVA trust.
+RELAYED = pytest.mark.session_options(air="relayed")
 
 
-def adm1() -> bytes:
-    return BENCH.uicc.adm1.resolve_key()
+def module_attach_only(m2me: Session) -> None:
+    if m2me.emulated is None or m2me.emulated.modem_emulator is None:
+        pytest.skip("the module's own attach needs the emulated modem (its radio reaches this network)")
+
+
+def adm1(m2me: Session) -> bytes:
+    return m2me.bench.uicc.adm1.resolve_key()
 
 
 def with_action(procedure: Procedure, number: int | str, after: Callable[[Session], None]) -> Procedure:
@@ -65,7 +57,7 @@ def run(s: Session, procedure: Procedure) -> RunOutcome:
 def card_state(s: Session) -> dict[str, str]:
     """Digest per profile file: what provisioning would change. EF.USIM_SQN is left out (every
     AKA moves it); digests, so a failing comparison never prints key material."""
-    snap = Sja2(s.devices.uicc).snapshot(adm1=adm1())
+    snap = Sja2(s.devices.uicc).snapshot(adm1=adm1(s))
     return {ef.where: hashlib.sha256(data).hexdigest()[:16] for ef, data in snap.contents
             if ef.name != "EF.USIM_SQN"}
 
@@ -84,10 +76,13 @@ def failed_at(outcome: RunOutcome) -> int | str:
 
 # -- the procedures pass ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("air", ["module", "relayed"])
+@pytest.mark.parametrize("air", [pytest.param("module", marks=pytest.mark.session_options(air="module")),
+                                 pytest.param("relayed", marks=RELAYED)])
 @pytest.mark.parametrize("name, steps", [("initial", 21), ("initial-ivf", 14)])
-def test_procedure_passes_every_seed_step(session_factory, air: str, name: str, steps: int) -> None:
-    s = session_factory(air=air)
+def test_procedure_passes_every_seed_step(m2me: Session, air: str, name: str, steps: int) -> None:
+    s = m2me
+    if air == "module":
+        module_attach_only(s)
     pcid = s.m2me.pcid
     outcome = run(s, PROCEDURES[name])
     assert [r.verdict for r in outcome.rows] == ["passed"] * (steps + 1), [(r.number, r.detail) for r in outcome.rows]
@@ -111,9 +106,10 @@ def test_procedure_passes_every_seed_step(session_factory, air: str, name: str, 
 
 # -- failures, each at its step, nothing installed ---------------------------------------------------
 
-def test_component_measured_differently_fails_validation_at_step_14(session_factory) -> None:
-    golden = {MODULE_FIRMWARE: module_firmware_from("mcim-hil", "EMU-LTE", "EMU-LTE_0.9.0")}
-    s = session_factory(air="relayed", golden=golden)
+@pytest.mark.session_options(air="relayed", golden={
+    MODULE_FIRMWARE: module_firmware_from("mcim-hil", "EMU-LTE", "EMU-LTE_0.9.0")})
+def test_component_measured_differently_fails_validation_at_step_14(m2me: Session) -> None:
+    s = m2me
     before = card_state(s)
     outcome = run(s, PROCEDURES["initial"])
     assert failed_at(outcome) == 14
@@ -122,10 +118,11 @@ def test_component_measured_differently_fails_validation_at_step_14(session_fact
     assert_nothing_installed(s, before)
 
 
-def test_wrong_temporary_key_is_a_mac_failure_at_the_card_in_step_5(session_factory) -> None:
-    s = session_factory(air="relayed")
+@RELAYED
+def test_wrong_temporary_key_is_a_mac_failure_at_the_card_in_step_5(m2me: Session) -> None:
+    s = m2me
     # the card holds another K than the one the CCIF issued for its PCID
-    Sja2(s.devices.uicc).program(s.m2me.pcid, bytes(16), bytes(16), adm1=adm1())
+    Sja2(s.devices.uicc).program(s.m2me.pcid, bytes(16), bytes(16), adm1=adm1(s))
     before = card_state(s)
     outcome = run(s, PROCEDURES["initial"])
     assert failed_at(outcome) == 5
@@ -133,16 +130,19 @@ def test_wrong_temporary_key_is_a_mac_failure_at_the_card_in_step_5(session_fact
     assert_nothing_installed(s, before)
 
 
-def test_wrong_temporary_key_with_the_module_attach_is_denied_at_step_5(session_factory) -> None:
-    s = session_factory(air="module")
-    Sja2(s.devices.uicc).program(s.m2me.pcid, bytes(16), bytes(16), adm1=adm1())
+@pytest.mark.session_options(air="module")
+def test_wrong_temporary_key_with_the_module_attach_is_denied_at_step_5(m2me: Session) -> None:
+    s = m2me
+    module_attach_only(s)
+    Sja2(s.devices.uicc).program(s.m2me.pcid, bytes(16), bytes(16), adm1=adm1(s))
     outcome = run(s, PROCEDURES["initial"])
     assert failed_at(outcome) == 5
     assert s.devices.modem.registration().stat == 3  # +CEREG: registration denied
 
 
-def test_stale_sqn_is_resynchronised_and_the_procedure_passes(session_factory) -> None:
-    s = session_factory(air="relayed")
+@RELAYED
+def test_stale_sqn_is_resynchronised_and_the_procedure_passes(m2me: Session) -> None:
+    s = m2me
     cred = s.network.ccif.db.get("credentials", pcid=s.m2me.pcid)
     # the card has already accepted a much higher SQN than the ICF's AuC will start from
     ahead = AuC(cred["k"], cred["opc"], seq_start=5000).generate_av()
@@ -155,8 +155,9 @@ def test_stale_sqn_is_resynchronised_and_the_procedure_passes(session_factory) -
     assert "ResyncRequest" in kinds and kinds.count("AuthenticationRequest") == 2
 
 
-def test_quote_over_an_old_nonce_fails_at_step_14(session_factory) -> None:
-    s = session_factory(air="relayed")
+@RELAYED
+def test_quote_over_an_old_nonce_fails_at_step_14(m2me: Session) -> None:
+    s = m2me
     honest = s.m2me.evidence
     stale = bytes(range(32))  # a nonce the PVA issued to nobody (a replayed quote)
     s.m2me.evidence = lambda nonce, pcrs, challenge: honest(stale, pcrs, challenge)
@@ -167,8 +168,9 @@ def test_quote_over_an_old_nonce_fails_at_step_14(session_factory) -> None:
     assert_nothing_installed(s, before)
 
 
-def test_pfc_revoked_at_ocsp_fails_at_step_14(session_factory) -> None:
-    s = session_factory(air="relayed")
+@RELAYED
+def test_pfc_revoked_at_ocsp_fails_at_step_14(m2me: Session) -> None:
+    s = m2me
     s.network.m2mes.revoke(s.m2me.platform_id)
     before = card_state(s)
     outcome = run(s, PROCEDURES["initial"])
@@ -177,9 +179,10 @@ def test_pfc_revoked_at_ocsp_fails_at_step_14(session_factory) -> None:
     assert_nothing_installed(s, before)
 
 
-def test_ek_certificate_from_an_unknown_ca_fails_at_step_14(session_factory) -> None:
-    stranger = CertificateAuthority.create("Some other TPM vendor EK CA").certificate
-    s = session_factory(air="relayed", ek_roots=[stranger])
+@pytest.mark.session_options(air="relayed",
+                             ek_roots=[CertificateAuthority.create("Some other TPM vendor EK CA").certificate])
+def test_ek_certificate_from_an_unknown_ca_fails_at_step_14(m2me: Session) -> None:
+    s = m2me
     before = card_state(s)
     outcome = run(s, PROCEDURES["initial"])
     assert failed_at(outcome) == 14
@@ -187,8 +190,9 @@ def test_ek_certificate_from_an_unknown_ca_fails_at_step_14(session_factory) -> 
     assert_nothing_installed(s, before)
 
 
-def test_m2msimmobj_wrapped_for_another_tpm_fails_import_at_step_19(session_factory, tmp_path) -> None:
-    s = session_factory(air="relayed")
+@RELAYED
+def test_m2msimmobj_wrapped_for_another_tpm_fails_import_at_step_19(m2me: Session) -> None:
+    s = m2me
     with Swtpm() as other, Tpm.open(other.tcti) as other_tpm:
         other_key = other_tpm.create_storage_key()
         other_public = other_key.public.marshal()
@@ -219,8 +223,9 @@ def test_m2msimmobj_wrapped_for_another_tpm_fails_import_at_step_19(session_fact
 
 
 @pytest.mark.parametrize("damage", ["truncated", "altered"])
-def test_damaged_m2msimmobj_is_refused_before_install_at_step_18(session_factory, damage: str) -> None:
-    s = session_factory(air="relayed")
+@RELAYED
+def test_damaged_m2msimmobj_is_refused_before_install_at_step_18(m2me: Session, damage: str) -> None:
+    s = m2me
 
     def damage_in_transit(s: Session) -> None:
         dpf = s.network.ro.dpf

@@ -78,8 +78,12 @@ class _Dom(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> ArtifactRun:
-    return run_and_write(tmp_path_factory.mktemp("report"), air="relayed")
+def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ArtifactRun:
+    # into the session's artifacts (the plugin's --artifacts), so the screenshot is kept
+    from mcim_hil.fixtures.plugin import artifacts_root
+    root = artifacts_root(request.config)
+    out = root / "report-in-chromium" if root is not None else tmp_path_factory.mktemp("report")
+    return run_and_write(out, air="relayed")
 
 
 def test_chromium_renders_the_report_with_every_step_and_every_arrow(run: ArtifactRun, tmp_path: Path) -> None:
