@@ -95,6 +95,8 @@ def run_procedure(procedure: Procedure, ctx: Any, record: Record,
     """Run every step in order; after a failure only ``after_failure`` steps run, the rest are
     recorded as skipped. Returns the rows (also handed to ``on_row`` as they come)."""
     outcome = RunOutcome(procedure)
+    for key, value in (("procedure", procedure.name), ("title", procedure.title), ("seed", procedure.seed)):
+        record.meta.setdefault(key, value)   # reports name the procedure, whoever ran it
     failed = False
     steps = list(procedure.steps)
     shared: dict[int | str, list[dict]] = {}   # events handed down by a group leader
