@@ -189,3 +189,16 @@ def test_secret_columns_stay_out_of_the_file(tmp_path: Path) -> None:
         ccif = reopened.entity("ccif")
         ccif.define("credentials", {"pcid": "TEXT", "k": "SECRET", "issued_at": "REAL"}, "pcid")
         assert ccif.get("credentials", pcid="001020000000001")["k"] is None
+
+
+def test_a_network_built_again_in_the_same_folder_starts_fresh(tmp_path: Path,
+                                                                ek_root: CertificateAuthority) -> None:
+    # keys never reach the SQLite file, so an earlier run's state must not be picked up
+    first = build_network(None, tmp_path, None, ek_roots=[ek_root.certificate])
+    pcid = first.m2mes.personalise("platform-1", ek_root.certificate.public_key()).pcid
+    first.close()
+    again = build_network(None, tmp_path, None, ek_roots=[ek_root.certificate])
+    personal = again.m2mes.personalise("platform-1", ek_root.certificate.public_key())
+    assert personal.pcid == pcid  # the CCIF's numbering starts over
+    assert len(personal.k) == 16 and len(personal.opc) == 16
+    again.close()

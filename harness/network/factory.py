@@ -42,6 +42,10 @@ def build_network(options: NetworkOptions | Mapping[str, Any] | None, store_path
     path = Path(store_path) if str(store_path) != ":memory:" else None
     if path is not None and path.is_dir():
         path = path / STORE_FILE
+    if path is not None:
+        # one file per run: an earlier run's file (same --out, same test id) would hand this
+        # network its state without its keys, which never reach the file
+        path.unlink(missing_ok=True)
     store = Store(path if path is not None else ":memory:")
     bus = Bus(record)
     at = Addresses.for_options(options)
