@@ -18,14 +18,23 @@ from mcim_hil.emulators.swtpm import Swtpm, SwtpmError
 PCR_DEBUG = 16  # resettable debug PCR, free for tests
 
 
-def _swtpm_children() -> list[str]:
+def _all_swtpm_children() -> set[str]:
     done = subprocess.run(["pgrep", "-a", "-P", str(os.getpid()), "-x", "swtpm"],
                           capture_output=True, text=True)
-    return done.stdout.split("\n") if done.stdout.strip() else []
+    return set(done.stdout.split("\n")) - {""}
+
+
+# swtpm children that were there before this module (the pytest plugin's session bench)
+_BEFORE: set[str] = set()
+
+
+def _swtpm_children() -> list[str]:
+    return sorted(_all_swtpm_children() - _BEFORE)
 
 
 @pytest.fixture(autouse=True, scope="module")
 def no_swtpm_left_behind() -> Iterator[None]:
+    _BEFORE.update(_all_swtpm_children())
     yield
     assert _swtpm_children() == []
 
