@@ -243,3 +243,17 @@ def test_damaged_m2msimmobj_is_refused_before_install_at_step_18(m2me: Session, 
     assert failed_at(outcome) == 18
     assert "M2MSIMMobj download refused" in outcome.failed_step.detail or "refused" in outcome.failed_step.detail
     assert_nothing_installed(s, before)
+
+
+@pytest.mark.session_options(air="relayed", network={"ro_colocated_with_vno": True, "pva_dpf_hosted_by_sho": True,
+                                                     "vno_is_sho": True})
+def test_two_operators_topology_of_the_seed_passes(m2me: Session) -> None:
+    """Seed 000's closing notes: the RO is the VNO, PVA and DPF are hosted by the SHO, and the
+    VNO and the SHO are the same operator."""
+    s = m2me
+    at = s.network.addresses
+    assert at.icf.split(".", 1)[1] == at.vno.split(".", 1)[1]      # RO co-located with the VNO
+    assert at.pva.split(".", 1)[1] == at.sho.split(".", 1)[1] == at.dpf.split(".", 1)[1]
+    outcome = run(s, PROCEDURES["initial"])
+    assert outcome.passed, [(r.number, r.detail) for r in outcome.rows if r.verdict != "passed"]
+    assert s.m2me.identity_on_card().startswith(s.network.options.vno_plmn)  # home on the VNO's network
