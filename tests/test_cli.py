@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 
 from mcim_hil.bench import DEFAULT_BENCH
 from mcim_hil.drivers.modem import Modem
@@ -124,3 +127,19 @@ m2me:
     assert "FAIL" in row and "reference_values" in row and "module-firmware" in row
     run = json.loads((out / "run.json").read_text())
     assert [s["verdict"] for s in run["steps"]][13:15] == ["failed", "passed"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or Path("/run/systemd/system").is_dir(),
+                    reason="needs root and a pcscd that is not systemd's to stop and start")
+def test_bench_check_starts_pcscd_when_it_is_not_running() -> None:
+    subprocess.run(["pkill", "-x", "pcscd"], check=False)
+    for _ in range(50):
+        if subprocess.run(["pgrep", "-x", "pcscd"], capture_output=True).returncode != 0:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("pcscd did not stop")
+    done = mcim_hil("bench", "check")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert subprocess.run(["pgrep", "-x", "pcscd"], capture_output=True).returncode == 0
+    assert "uicc    ICCID" in done.stdout
