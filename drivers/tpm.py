@@ -41,6 +41,7 @@ from tpm2_pytss.constants import (
     TPM2_SU,
     TPMA_NV,
     TPMA_OBJECT,
+    TPMA_SESSION,
     TSS2_RC,
 )
 from tpm2_pytss.types import (
@@ -114,6 +115,11 @@ _QUOTE_TRIES = 3  # another client extending a PCR between Quote and PCR_Read: q
 
 # --- templates -------------------------------------------------------------------------------
 
+_SESSION_AES128_CFB = TPMT_SYM_DEF(
+    algorithm=TPM2_ALG.AES,
+    keyBits=TPMU_SYM_KEY_BITS(aes=128),
+    mode=TPMU_SYM_MODE(aes=TPM2_ALG.CFB),
+)
 _AES128_CFB = TPMT_SYM_DEF_OBJECT(
     algorithm=TPM2_ALG.AES,
     keyBits=TPMU_SYM_KEY_BITS(aes=128),
@@ -753,31 +759,41 @@ class Tpm:
             handle = self._call(op, "TPM2_Load", self._ctx.load, self._handle(parent), priv, pub)
         return self._hand_out(handle)
 
-    def unseal(self, obj_handle: Handle, pcrs: Sequence[int], bank: str = "sha256") -> bytes:
+    def unseal(self, obj_handle: Handle, pcrs: Sequence[int], bank: str = "sha256", *,
+               salt: Handle | None = None) -> bytes:
         """TPM2_Unseal through PolicyPCR(pcrs, current values) + PolicyCommandCode(Unseal).
 
         A PCR state other than the one sealed to fails with TPM_RC_POLICY_FAIL. The event is
-        flagged secret: the unsealed bytes never reach a log.
+        flagged secret: the unsealed bytes never reach a log. With ``salt`` (a loaded key, e.g.
+        the storage key) the policy session is salted with it and encrypts the response, so the
+        secret does not cross a discrete TPM's bus in clear (TPM 2.0 Part 1, 21 and 19.6.13).
         """
         with self._operation(secret=True) as op:
-            return self._unseal(op, self._handle(obj_handle), pcrs, bank)
+            return self._unseal(op, self._handle(obj_handle), pcrs, bank, salt)
 
     def unseal_persistent(self, persistent_handle: int, pcrs: Sequence[int],
-                          bank: str = "sha256") -> bytes:
+                          bank: str = "sha256", *, salt: Handle | None = None) -> bytes:
         """unseal() of a sealed object persisted at `persistent_handle`."""
         with self._operation(secret=True) as op:
             tr = self._call(op, "TPM2_ReadPublic", self._ctx.tr_from_tpmpublic,
                             persistent_handle)
             try:
-                return self._unseal(op, tr, pcrs, bank)
+                return self._unseal(op, tr, pcrs, bank, salt)
             finally:
                 self._ctx.tr_close(tr)
 
-    def _unseal(self, op: _Operation, handle: ESYS_TR, pcrs: Sequence[int], bank: str) -> bytes:
+    def _unseal(self, op: _Operation, handle: ESYS_TR, pcrs: Sequence[int], bank: str,
+                salt: Handle | None = None) -> bytes:
         selection = _pcr_selection(sorted(set(pcrs)), bank)
+        if salt is None:
+            tpm_key, symmetric = ESYS_TR.NONE, TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL)
+        else:
+            tpm_key, symmetric = self._handle(salt), _SESSION_AES128_CFB
         session = self._call(op, "TPM2_StartAuthSession", self._ctx.start_auth_session,
-                             ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.POLICY,
-                             TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL), TPM2_ALG.SHA256)
+                             tpm_key, ESYS_TR.NONE, TPM2_SE.POLICY, symmetric, TPM2_ALG.SHA256)
+        if salt is not None:
+            # response parameter encryption: outData comes back encrypted under the session key
+            self._ctx.trsess_set_attributes(session, TPMA_SESSION.ENCRYPT | TPMA_SESSION.CONTINUESESSION)
         try:
             self._call(op, "TPM2_PolicyPCR", self._ctx.policy_pcr, session,
                        TPM2B_DIGEST(), selection)

@@ -310,12 +310,15 @@ def test_imported_secret_unseals_under_the_sealed_pcrs_only(
         sealed = tpm.load(storage, private, public)
         try:
             assert tpm.unseal(sealed, SEALED_PCRS) == secret
+            # salted with the storage key, the answer is encrypted on the way (same secret back)
+            assert tpm.unseal(sealed, SEALED_PCRS, salt=storage) == secret
             unseal_event = events[-1]
             assert "TPM2_Unseal" in unseal_event.command and unseal_event.secret
             assert unseal_event.status == "TPM_RC_SUCCESS"
             tpm.persist(sealed, 0x81000A99)
             try:
                 assert tpm.unseal_persistent(0x81000A99, SEALED_PCRS) == secret
+                assert tpm.unseal_persistent(0x81000A99, SEALED_PCRS, salt=storage) == secret
                 assert events[-1].secret
             finally:
                 tpm.evict(0x81000A99)

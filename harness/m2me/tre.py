@@ -151,7 +151,7 @@ class TrustedEnvironment:
         private = self.tpm.import_sealed(srk, public, duplicate, seed, encryption_key)
         handle = self.tpm.load(srk, private, public)
         try:
-            secret = self.tpm.unseal(handle, pcrs)
+            secret = self.tpm.unseal(handle, pcrs, salt=srk)
             if self.has_mcim():
                 self.tpm.evict(self.mcim_handle)
             self.tpm.persist(handle, self.mcim_handle)
@@ -161,7 +161,7 @@ class TrustedEnvironment:
 
     def unseal_mcim(self, pcrs: Sequence[int]) -> bytes:
         """The persisted MCIM secret, in the sealed PCR state only."""
-        return self.tpm.unseal_persistent(self.mcim_handle, pcrs)
+        return self.tpm.unseal_persistent(self.mcim_handle, pcrs, salt=self.keys().storage_key)
 
     def discard_mcim(self) -> bool:
         """Evict the sealed MCIM; True when there was one."""
