@@ -61,6 +61,16 @@ FID_EF_IMSI = 0x6F07     # TS 31.102 4.2.2
 FID_ADF_CURRENT = 0x7FFF  # TS 102 221 8.4.2: the current application
 
 
+def _release_quietly(connection) -> None:
+    """Free a pyscard connection's PC/SC context now, where a failure can be caught: after a
+    pcscd restart its context is gone, and pyscard's destructor would raise it unraisably."""
+    try:
+        connection.release()
+    except Exception as exc:
+        log.debug("SIM: release: %s", exc)
+        connection.hcontext = None  # nothing left to free in a daemon that is gone
+
+
 class _Sim:
     """The module's own SIM access: PC/SC through pyscard, opened lazily, reopened after a reset."""
 
@@ -77,6 +87,7 @@ class _Sim:
                 connection.disconnect()
             except Exception as exc:
                 log.debug("SIM %s: disconnect: %s", self.reader, exc)
+            _release_quietly(connection)
 
     def _connect(self):
         from smartcard.Exceptions import SmartcardException
@@ -94,6 +105,7 @@ class _Sim:
             # not power the card off under them (pyscard's default disposition does)
             connection.connect(mode=SCARD_SHARE_SHARED, disposition=SCARD_LEAVE_CARD)
         except SmartcardException as exc:
+            _release_quietly(connection)
             raise SimUnavailable(f"no card in {self.reader!r} ({exc})") from exc
         self._usim_aid = None
         return connection

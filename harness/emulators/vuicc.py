@@ -871,7 +871,8 @@ def _connect(host: str, port: int, timeout: float) -> socket.socket:
 def serve(state_file: Path, port: int, host: str = "127.0.0.1", *,
           announce: Callable[[str], None] = lambda _event: None,
           connect_timeout: float = 3.0) -> int:
-    """Run the card on vpcd ``host:port`` until vpcd closes or SIGTERM; returns an exit code.
+    """Run the card on vpcd ``host:port`` until SIGTERM; returns an exit code. When vpcd goes
+    away (pcscd restarted) the card waits for it to come back, as a card left in its reader.
 
     ``announce`` hears 'connected' and then 'atr' (the first ATR asked by vpcd).
     """
@@ -885,9 +886,19 @@ def serve(state_file: Path, port: int, host: str = "127.0.0.1", *,
     atr_announced = False
     try:
         while True:
-            payload = link.receive()
+            try:
+                payload = link.receive()
+            except ConnectionError:
+                payload = None
             if payload is None:
-                return 0  # vpcd went away (pcscd stopped): the card is "removed"
+                # vpcd went away (pcscd restarted): like a card left in its reader, wait for
+                # the reader to come back, powered off meanwhile
+                card.reset()
+                sock.close()
+                sock = _connect(host, port, float("inf"))
+                sock.settimeout(None)
+                link = _VpcdLink(sock)
+                continue
             _life.busy = True
             if len(payload) == 1:
                 ctrl = payload[0]
