@@ -8,6 +8,7 @@ and reports the status to the DPF. Its address on the network is the IP the VNO 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,6 +26,10 @@ from mcim_hil.network.messages import (
     BootstrapMessage,
     ConnectAccept,
     ConnectRequest,
+    CredentialsDiscarded,
+    DiscardAcknowledgement,
+    DiscardAcknowledgementRelay,
+    DiscardConfirmationAck,
     DownloadReceipt,
     EvidenceRequest,
     EvidenceResponse,
@@ -36,6 +41,8 @@ from mcim_hil.network.messages import (
     PlatformCredentialResponse,
     ProvisioningStatus,
     ProvisioningStatusAck,
+    ReprovisioningAck,
+    ReprovisioningInstruction,
 )
 
 from .air import AirInterface, Attachment
@@ -53,6 +60,26 @@ class InstalledMcim:
     imsi: str
     home_plmn: str
     tre_handle: int
+
+
+@dataclass(frozen=True)
+class ShoChange:
+    """A change of SHO in progress (004 c4, 5.1.3.8.4.2): whom the M2ME leaves, for whom."""
+
+    old_sho_address: str
+    old_imsi: str
+    new_sho_address: str
+
+
+@dataclass(frozen=True)
+class DiscardedCredentials:
+    """What the M2ME discarded of the old SHO (004 c4 s8): names and handles, no key material."""
+
+    imsi: str
+    home_plmn: str
+    tre_handle: int
+    tre_object_evicted: bool    # the sealed MCIM object was in the TPM and is gone
+    card_profile_kept: bool     # the card keeps the old profile until the new MCIM overwrites it (s12)
 
 
 class M2me:
@@ -74,6 +101,9 @@ class M2me:
         self.installed: InstalledMcim | None = None
         self.measurements: list[Measurement] = []
         self.received: list[str] = []
+        self.change: ShoChange | None = None                 # 004 c4: a change of SHO in progress
+        self.discarded: DiscardedCredentials | None = None   # 004 c4 s8
+        self.discard_ack: DiscardAcknowledgement | None = None  # 004 c4 s10
 
     # -- start ------------------------------------------------------------------------------
 
@@ -191,6 +221,8 @@ class M2me:
                                                            msg.credential_challenge))
         if isinstance(msg, M2MSIMMobjDownload):
             return self._on_download(msg)
+        if isinstance(msg, ReprovisioningInstruction):
+            return self._on_reprovisioning(msg)
         raise Refused(self._address(), msg.kind, "the M2ME agent does not handle this message")
 
     def _on_bootstrap(self, msg: BootstrapMessage) -> BootstrapAck:
@@ -228,6 +260,85 @@ class M2me:
                         pcr_values=dict(quote.pcr_values), measurements=list(self.measurements), pfc=self.pfc,
                         storage_key_public=keys.storage_key.public.marshal(),
                         certify_attest=certification.attest, certify_signature=certification.signature)
+
+    # -- 004 c4 (5.1.3.8.4.2): change of SHO over the old SHO's connectivity -------------------------
+
+    def _on_reprovisioning(self, msg: ReprovisioningInstruction) -> ReprovisioningAck:
+        """004 c4 s2: the subscriber instructs a re-provisioning from a new SHO. The M2ME keeps its
+        old MCIM (its connectivity) until the new one is downloaded whole (s7-s8)."""
+        def answer(accepted: bool, reason: str | None = None) -> ReprovisioningAck:
+            return ReprovisioningAck(sender=self._address(), recipient=msg.sender, pcid=msg.pcid,
+                                     accepted=accepted, reason=reason)
+
+        if msg.pristine:
+            return answer(False, "going back to the pristine state (5.1.3.8.4.3) is not done by this agent")
+        if self.installed is None or self.bootstrap is None:
+            return answer(False, "no MCIM installed: there is no old SHO to re-provision from")
+        if msg.new_sho_address == self.bootstrap.sho_address:
+            return answer(False, f"{msg.new_sho_address} is already this M2ME's SHO")
+        try:
+            serialization.load_der_public_key(msg.new_sho_verify_key)
+        except ValueError:
+            return answer(False, "the new SHO verification key is not a public key")
+        self.change = ShoChange(self.bootstrap.sho_address, self.installed.imsi, msg.new_sho_address)
+        self.discarded, self.discard_ack, self.pending = None, None, None
+        # from now on the management session names the new SHO, and only an M2MSIMMobj signed by
+        # the new SHO is accepted (the DPF stays the RO's)
+        self.bootstrap = dataclasses.replace(self.bootstrap, sho_address=msg.new_sho_address,
+                                             sho_verify_key=msg.new_sho_verify_key)
+        return answer(True)
+
+    def discard_old_mcim(self) -> DiscardedCredentials:
+        """004 c4 s8: before installing the new MCIM, discard the old SHO's credentials: the sealed
+        MCIM object is evicted from the TRE and the agent forgets the old MCIM. The agent holds no
+        AVs or AKA keys of its own (the AKA runs on the card). The card keeps the old profile until
+        the new MCIM is written at s12. Refused while no new M2MSIMMobj is here, whole and checked
+        (s7), so the old MCIM is never given up for nothing."""
+        change = self._change()
+        if self.pending is None:
+            raise ProvisioningError("no new M2MSIMMobj was downloaded: the old SHO's MCIM is kept")
+        old = self.installed
+        try:
+            evicted = self.tre.discard_mcim()
+        except DeviceError as exc:
+            raise ProvisioningError(f"TRE could not evict the old MCIM object: {exc}") from exc
+        self.installed = None
+        self.discarded = DiscardedCredentials(imsi=change.old_imsi, home_plmn=old.home_plmn if old else "",
+                                              tre_handle=self.tre.mcim_handle, tre_object_evicted=evicted,
+                                              card_profile_kept=True)
+        return self.discarded
+
+    def notify_old_sho_discarded(self) -> DiscardAcknowledgement:
+        """004 c4 s9-s10: tell the old SHO its AVs and MCIM credentials are discarded; its acknowledgement."""
+        change = self._change()
+        if self.discarded is None:
+            raise ProvisioningError("the old SHO's MCIM credentials are not discarded yet")
+        reply = self.bus.request(CredentialsDiscarded(sender=self._address(), recipient=change.old_sho_address,
+                                                      pcid=self.pcid, imsi=change.old_imsi))
+        if not isinstance(reply, DiscardAcknowledgement):
+            raise Refused(change.old_sho_address, "discard notice", getattr(reply, "reason", None), reply)
+        self.discard_ack = reply
+        return reply
+
+    def relay_discard_acknowledgement(self) -> DiscardConfirmationAck:
+        """004 c4 s11: the old SHO's acknowledgement, to the DPF, which relays it (filtered) to the new SHO."""
+        self._change()
+        ack = self.discard_ack
+        if ack is None:
+            raise ProvisioningError("the old SHO has not acknowledged the discard")
+        boot = self._bootstrap()
+        reply = self.bus.request(DiscardAcknowledgementRelay(sender=self._address(), recipient=boot.dpf_address,
+                                                             pcid=self.pcid, imsi=ack.imsi,
+                                                             acknowledged=ack.acknowledged,
+                                                             old_sho_address=ack.sender))
+        if not isinstance(reply, DiscardConfirmationAck):
+            raise Refused(boot.dpf_address, "discard acknowledgement relay", getattr(reply, "reason", None), reply)
+        return reply
+
+    def _change(self) -> ShoChange:
+        if self.change is None:
+            raise ProvisioningError("no change of SHO was instructed")
+        return self.change
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from . import initial, initial_ivf
+from . import change_sho, initial, initial_ivf
 from .base import Procedure, RunOutcome, StepRow, run_procedure
 
-PROCEDURES: dict[str, Procedure] = {p.name: p for p in (initial.PROCEDURE, initial_ivf.PROCEDURE)}
+PROCEDURES: dict[str, Procedure] = {p.name: p for p in (initial.PROCEDURE, initial_ivf.PROCEDURE,
+                                                        change_sho.PROCEDURE)}
 
 __all__ = ["PROCEDURES", "Procedure", "RunOutcome", "StepRow", "run_procedure"]

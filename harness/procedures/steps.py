@@ -9,10 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from mcim_hil.network.attestation import ValidationResult
+from mcim_hil.network.messages import (
+    ReprovisioningAck,
+    ReprovisioningInstruction,
+    SubscriptionChangeAck,
+    SubscriptionChangeRequest,
+)
+from mcim_hil.network.sho import VIA_IVF
 
 from mcim_hil.record import StepSkipped
 
-from .base import StepFailed
+from .base import StepFailed, run_procedure
 
 # TS 24.008 10.5.5.14 / TS 24.301 9.9.3.9 causes the VNO gives for a failed AKA
 _CAUSES = {3: "#3 illegal MS (RES != XRES)", 20: "#20 MAC failure at the card",
@@ -257,3 +264,224 @@ def attach_with_mcim(s: Any) -> str:
         raise StepFailed("the card still presents the PCID")
     return (f"attached with IMSI {imsi} (AKA with the SHO's AuC), address {result.ip_address}; "
             f"the PCID credential is no longer used")
+
+
+# -- change of SHO over the old SHO's connectivity (004 c4, 5.1.3.8.4.2) ------------------------
+
+# The M2ME subscriber (the owner) on the bus: it speaks to the new SHO (s1) and to the M2ME (s2).
+SUBSCRIBER = "owner.m2me-subscriber.example"
+
+
+def _new_sho(s: Any) -> Any:
+    if s.network.nsho is None:
+        raise StepFailed("the network has no new SHO (NetworkOptions.with_new_sho is off)")
+    return s.network.nsho
+
+
+def provisioned_by_old_sho(s: Any, procedure: Any) -> str:
+    """Precondition: the initial provisioning, its steps recorded in the same record, then the
+    M2ME attached with the old SHO's MCIM (that procedure's "after"): the old SHO's connectivity."""
+    first = len(s.record.steps)
+    try:
+        outcome = run_procedure(procedure, s, s.record)
+    finally:
+        # what the initial run installed is the old MCIM; the change's steps start afresh
+        s.state["old_mcim"] = s.state.pop("installed", None)
+        s.state.pop("install_error", None)
+        # its steps keep their seed numbers under "before." in the record, so the reports never
+        # mix them up with the change's own steps 1-14
+        for step in s.record.steps[first:]:
+            step.number = f"before.{step.number}"
+            for event in step.events:
+                event["step"] = step.number
+    if not outcome.passed:
+        bad = outcome.failed_step or next((r for r in outcome.rows if r.verdict != "passed"), None)
+        where = f"step {bad.number} ({bad.title}): {bad.detail}" if bad else "no step ran"
+        raise StepFailed(f"the initial provisioning ({procedure.name}) did not pass, at {where}")
+    old = s.state["old_mcim"]
+    return (f"{procedure.name}: steps 1-{len(outcome.rows) - 1} and after passed (before.*); "
+            f"MCIM of SHO {s.network.sho.address} (IMSI {old.imsi}) installed, M2ME attached with it at {s.m2me.address}")
+
+
+def subscriber_contacts_new_sho(s: Any) -> str:
+    """004 c4 s1: the subscriber transfers the M2ME's parameters to the new SHO."""
+    nsho = _new_sho(s)
+    reply = s.network.bus.request(SubscriptionChangeRequest(
+        sender=SUBSCRIBER, recipient=nsho.address, pcid=s.m2me.pcid, platform_id=s.m2me.platform_id,
+        m2me_address=s.m2me.address, old_sho_address=s.network.sho.address))
+    if not isinstance(reply, SubscriptionChangeAck) or not reply.accepted:
+        raise StepFailed(f"the new SHO refused the change: {getattr(reply, 'reason', reply.kind)}")
+    s.state["change_ack"] = reply
+    contract = nsho.contract(s.m2me.pcid) or {}
+    return (f"subscriber -> new SHO {nsho.address}: M2ME {s.m2me.pcid} (platform {s.m2me.platform_id}, "
+            f"at {s.m2me.address}, leaving {s.network.sho.address}); contract {contract.get('state')}")
+
+
+def subscriber_instructs_m2me(s: Any) -> str:
+    """004 c4 s2: the subscriber instructs the M2ME; it opens its management session naming the new SHO."""
+    nsho = _new_sho(s)
+    reply = s.network.bus.request(ReprovisioningInstruction(
+        sender=SUBSCRIBER, recipient=s.m2me.address, pcid=s.m2me.pcid, new_sho_address=nsho.address,
+        new_sho_verify_key=s.state["change_ack"].sho_verify_key))
+    if not isinstance(reply, ReprovisioningAck) or not reply.accepted:
+        raise StepFailed(f"the M2ME refused the re-provisioning: {getattr(reply, 'reason', reply.kind)}")
+    accept = s.m2me.open_management_session()
+    session = s.network.ro.dpf.session(s.m2me.pcid) or {}
+    if session.get("sho_address") != nsho.address:
+        raise StepFailed(f"the management session names SHO {session.get('sho_address')}, not {nsho.address}")
+    return (f"subscriber -> M2ME: re-provision from {nsho.address}; M2ME opened management session "
+            f"{accept.session_id} with the DPF naming the new SHO")
+
+
+def new_sho_requests_validation_via_ivf(s: Any) -> str:
+    """004 c4 s3: the new SHO asks the PVA for authenticity and inquires the IVF for integrity."""
+    nsho = _new_sho(s)
+    s.state["validation"] = nsho.request_validation(s.m2me.pcid, via_ivf=True)
+    if "IntegrityInquiry" not in _kinds(s, 3):
+        raise StepFailed("the new SHO did not inquire the IVF")
+    return (f"new SHO retrieved the PfC, asked {s.network.pva.address} to validate the authenticity of "
+            f"{s.m2me.platform_id} and inquired {s.network.ivf.address} for its integrity result")
+
+
+def pva_validates_authenticity_ivf_provides_integrity(s: Any) -> str:
+    """004 c4 s4: authenticity at the PVA; integrity from the IVF, else validated by the PVA (s3 NOTE)."""
+    outcome = s.state["validation"]
+    result: ValidationResult = outcome.result
+    failed = [c for c in result.checks if not c.passed]
+    if failed:
+        raise StepFailed("platform validation FAILED: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
+    if outcome.missing_components:
+        raise StepFailed(f"components the new SHO requires were not validated: "
+                         f"{', '.join(outcome.missing_components)}")
+    if outcome.source == VIA_IVF:
+        if result.integrity_checked:
+            raise StepFailed("the IVF result was used, yet the PVA validated integrity as well")
+        held = outcome.integrity
+        return (f"PVA validated authenticity ({len(result.checks)} checks, integrity not checked again); "
+                f"IVF provided the integrity result: passed, components {', '.join(held.validated_components)}, "
+                f"PCR state the TPM quotes now")
+    if not result.integrity_checked:
+        raise StepFailed("the IVF result was not used and the PVA did not validate integrity either")
+    return (f"IVF result not used ({outcome.fallback_reason}): the PVA validated authenticity and integrity "
+            f"({len(result.checks)} checks; components {', '.join(result.validated_components)})")
+
+
+def pva_indicates_success_to_new_sho(s: Any) -> str:
+    """004 c4 s5."""
+    outcome = s.state["validation"]
+    if "ValidationResultMessage" not in _kinds(s, 5):
+        raise StepFailed("no validation result came back to the new SHO")
+    s.record.meta["change_of_sho_integrity"] = {"source": outcome.source, "fallback_reason": outcome.fallback_reason}
+    if not outcome.passed:
+        raise StepFailed("PVA -> new SHO: validation FAIL")
+    how = "integrity from the IVF" if outcome.source == VIA_IVF else "integrity validated by the PVA"
+    return f"PVA -> new SHO: validation PASS ({how})"
+
+
+def new_sho_sends_mcim_to_dpf(s: Any) -> str:
+    """004 c4 s6: the new SHO builds its MCIM's M2MSIMMobj and authorises the DPF."""
+    nsho = _new_sho(s)
+    document = nsho.build_m2msimmobj(s.m2me.pcid)
+    nsho.authorise_provisioning(s.m2me.pcid)
+    return (f"new SHO sealed an MCIM for IMSI {nsho.imsi_of(s.m2me.pcid)} to the TRE (M2MSIMMobj "
+            f"{len(document)} bytes) and authorised DPF {s.network.ro.dpf.address}")
+
+
+def dpf_downloads_over_old_sho(s: Any) -> str:
+    """004 c4 s7: the whole MCIM object, over the connectivity of the old SHO, checked before anything else."""
+    old = s.state.get("old_mcim")
+    if old is None or s.m2me.attached_as != old.imsi:
+        raise StepFailed(f"the M2ME is attached as {s.m2me.attached_as}, not with the old SHO's MCIM")
+    s.network.ro.dpf.download(s.m2me.pcid)
+    if s.m2me.pending is None:
+        raise StepFailed("the M2ME kept no M2MSIMMobj")
+    return (f"DPF -> M2ME over the old SHO's connectivity (attached as {old.imsi}): M2MSIMMobj downloaded "
+            f"whole, the new SHO's signature and the structure checked before any other step")
+
+
+def m2me_discards_old_credentials(s: Any) -> str:
+    """004 c4 s8."""
+    discarded = s.m2me.discard_old_mcim()
+    s.state["discarded"] = discarded
+    if s.m2me.tre.has_mcim():
+        raise StepFailed(f"the TPM still holds an MCIM object at 0x{discarded.tre_handle:08x}")
+    evicted = (f"sealed MCIM object 0x{discarded.tre_handle:08x} evicted from the TPM"
+               if discarded.tre_object_evicted else "no sealed MCIM object was in the TPM")
+    return (f"{evicted}; the agent forgot the old MCIM (IMSI {discarded.imsi}, {discarded.home_plmn}); no AVs "
+            f"kept by the M2ME (the AKA runs on the card); the card keeps the old profile until step 12")
+
+
+def m2me_tells_old_sho(s: Any) -> str:
+    """004 c4 s9."""
+    ack = s.m2me.notify_old_sho_discarded()
+    s.state["discard_ack"] = ack
+    return f"M2ME -> old SHO {ack.sender}: AVs and MCIM credentials of IMSI {ack.imsi} discarded"
+
+
+def old_sho_acknowledges(s: Any) -> str:
+    """004 c4 s10."""
+    ack = s.state["discard_ack"]
+    if not ack.acknowledged:
+        raise StepFailed(f"the old SHO did not acknowledge: {ack.reason}")
+    row = s.network.sho.subscriber(ack.imsi) or {}
+    return f"old SHO -> M2ME: acknowledged; the old SHO's IMSI {ack.imsi} is now {row.get('state')}"
+
+
+def m2me_relays_ack_via_dpf(s: Any) -> str:
+    """004 c4 s11: to the DPF, which relays it to the new SHO without naming the old SHO or its IMSI."""
+    nsho = _new_sho(s)
+    s.m2me.relay_discard_acknowledgement()
+    if not nsho.old_credentials_discarded(s.m2me.pcid):
+        raise StepFailed("the new SHO has no confirmation that the old credentials are discarded")
+    relayed = [e for e in _events(s, 11) if e.get("kind") == "DiscardConfirmation"]
+    old_imsi, old_sho = s.state["discarded"].imsi, s.network.sho.address
+    if not relayed or any(old_imsi in str(e) or old_sho in str(e) for e in relayed):
+        raise StepFailed("the relay to the new SHO is missing or names the old SHO or its IMSI")
+    return "M2ME -> DPF -> new SHO: discard confirmed; the relay names neither the old SHO nor its IMSI"
+
+
+def m2me_installs_new_mcim(s: Any) -> str:
+    """004 c4 s12: the new MCIM into the TRE and onto the card, status to the DPF."""
+    line = m2me_installs_and_reports(s)
+    nsho = _new_sho(s)
+    if not s.state["installed"].imsi.startswith(nsho.plmn):
+        raise StepFailed(f"the installed IMSI {s.state['installed'].imsi} is not of the new SHO's PLMN {nsho.plmn}")
+    return line
+
+
+def dpf_reports_to_new_sho(s: Any) -> str:
+    """004 c4 s13."""
+    nsho = _new_sho(s)
+    _install_attempted(s)
+    s.network.ro.dpf.report_status(s.m2me.pcid)
+    state = (nsho.contract(s.m2me.pcid) or {}).get("state")
+    if s.state.get("install_error"):
+        raise StepFailed(f"DPF -> new SHO: provisioning failed; contract state {state}")
+    return f"DPF -> new SHO: provisioning success; contract state {state}"
+
+
+def new_sho_registers_at_ro(s: Any) -> str:
+    """004 c4 s14: the M2ME subscribes to the new SHO, for future discovery."""
+    nsho = _new_sho(s)
+    nsho.register_subscription_at_ro(s.m2me.pcid)
+    entry = s.network.ro.drf.registry_entry(s.m2me.pcid) or {}
+    if entry.get("sho_address") != nsho.address:
+        raise StepFailed(f"the DRF's registry names {entry.get('sho_address')}, not {nsho.address}")
+    return f"new SHO -> DRF: {s.m2me.pcid} subscribes to {nsho.address} (registry updated)"
+
+
+def attach_with_new_mcim(s: Any) -> str:
+    """After 004 c4: the M2ME attaches with the new MCIM; the network refuses the old IMSI."""
+    line = attach_with_mcim(s)
+    nsho = _new_sho(s)
+    imsi = s.m2me.identity_on_card()
+    old_imsi = s.state["discarded"].imsi
+    if not imsi.startswith(nsho.plmn) or imsi == old_imsi:
+        raise StepFailed(f"the card presents {imsi}, not an IMSI of the new SHO's PLMN {nsho.plmn}")
+
+    def no_aka(rand: bytes, autn: bytes) -> bytes:
+        raise StepFailed(f"the VNO ran an AKA for the discarded IMSI {old_imsi}")
+    refused = s.network.vno.attach(old_imsi, no_aka)
+    if refused.accepted:
+        raise StepFailed(f"the network still accepts the old IMSI {old_imsi}")
+    return line + f"; the old IMSI {old_imsi} is refused ({_CAUSES.get(refused.reject_cause, refused.reject_cause)})"

@@ -1,0 +1,171 @@
+"""Seed 004, 4th change (TR 33.812 5.1.3.8.4.2) end to end on the emulated bench: the M2ME,
+provisioned by the old SHO and attached with its MCIM, is re-provisioned by the new SHO over that
+connectivity; the new SHO takes the integrity result from the IVF (or, when the IVF has none
+that stands, has the PVA validate integrity again)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import pytest
+
+from mcim_hil.m2me.tre import MCIM_HANDLE
+from mcim_hil.network.sho import VIA_IVF, VIA_PVA
+from mcim_hil.procedures import PROCEDURES, Procedure, RunOutcome, run_procedure
+from mcim_hil.session import Session
+
+CHANGE = PROCEDURES["change-sho"]
+STEPS = ["before", *range(1, 15), "after"]
+RELAYED = pytest.mark.session_options(air="relayed")
+
+
+def with_action(procedure: Procedure, number: int | str, after: Callable[[Session], None]) -> Procedure:
+    """The procedure with ``after`` run once step ``number`` has done its own work."""
+    def wrap(step):
+        def action(s):
+            line = step.action(s)
+            after(s)
+            return line
+        return dataclasses.replace(step, action=action)
+    return dataclasses.replace(procedure, steps=tuple(wrap(st) if st.number == number else st
+                                                      for st in procedure.steps))
+
+
+def run(s: Session, procedure: Procedure = CHANGE) -> RunOutcome:
+    outcome = run_procedure(procedure, s, s.record)
+    assert [r.number for r in outcome.rows] == STEPS
+    assert outcome.passed, [(r.number, r.detail) for r in outcome.rows if r.verdict != "passed"]
+    return outcome
+
+
+def mcim_object(s: Session) -> bytes | None:
+    """The public area of the persisted MCIM object (it differs per sealed MCIM), or None."""
+    tpm = s.devices.tpm
+    return tpm.read_public(MCIM_HANDLE).marshal() if MCIM_HANDLE in tpm.list_persistent() else None
+
+
+def integrity_checks_at_pva(s: Session) -> list[int]:
+    return [v["integrity_checked"] for v in s.network.pva.validations(s.m2me.platform_id)]
+
+
+def check_changed(s: Session) -> None:
+    """What an engineer checks after the change: new IMSI on the card, in the new SHO's PLMN, active
+    there; the old one discarded at the old SHO and refused; the DRF leads to the new SHO."""
+    net, pcid = s.network, s.m2me.pcid
+    assert net.nsho is not None
+    new_imsi = s.m2me.identity_on_card()
+    old_imsi = net.sho.imsi_of(pcid)
+    assert new_imsi.startswith(net.nsho.plmn) and new_imsi == net.nsho.imsi_of(pcid)
+    assert old_imsi is not None and old_imsi.startswith(net.sho.plmn)
+    assert net.nsho.subscriber(new_imsi)["state"] == "active"
+    assert net.sho.subscriber(old_imsi)["state"] == "discarded"
+    assert net.ro.drf.registry_entry(pcid)["sho_address"] == net.addresses.nsho
+    assert s.m2me.attached_as == new_imsi and s.m2me.address
+    # the "after" attach went through the new SHO's AuC; the probe of the old IMSI got "unknown"
+    after = [e for st in s.record.steps if st.number == "after" for e in st.events if e["type"] == "message"]
+    assert any(e["kind"] == "AuthDataRequest" and e["recipient"] == net.addresses.nsho for e in after)
+    rejects = [e for e in after if e["kind"] == "AttachReject"]
+    assert rejects and rejects[-1]["fields"]["imsi"] == old_imsi and rejects[-1]["fields"]["cause"] == 2
+
+
+# -- the change passes --------------------------------------------------------------------------------
+
+@RELAYED
+def test_change_of_sho_passes_every_step_with_the_ivf_result(m2me: Session) -> None:
+    s = m2me
+    seen: dict[str, bytes | None] = {}
+
+    def keep(name: str) -> Callable[[Session], None]:
+        return lambda s: seen.__setitem__(name, mcim_object(s))
+
+    procedure = with_action(with_action(with_action(CHANGE, "before", keep("old")), 8, keep("after 8")),
+                            12, keep("after 12"))
+    outcome = run(s, procedure)
+    # the old MCIM object was in the TPM, gone after step 8; a new one is there after step 12
+    assert seen["old"] is not None and seen["after 8"] is None
+    assert seen["after 12"] is not None and seen["after 12"] != seen["old"]
+    assert "evicted from the TPM" in outcome.rows[8].detail
+    # steps 3-5: the IVF's integrity result was used; the PVA checked authenticity only
+    assert s.record.meta["change_of_sho_integrity"]["source"] == VIA_IVF
+    assert integrity_checks_at_pva(s) == [1, 0]  # the initial validation, then the new SHO's
+    requests = [m for m in s.record.messages() if m["kind"] == "ValidationRequest"]
+    assert [m["fields"]["check_integrity"] for m in requests] == [True, False]
+    assert "IVF provided the integrity result" in outcome.rows[4].detail
+    check_changed(s)
+    # the initial provisioning's own steps are in the same record, under "before."
+    numbers = [st.number for st in s.record.steps]
+    assert numbers[:2] == ["before", "before.1"] and "before.after" in numbers
+    assert numbers[-15:] == STEPS[1:]
+
+
+@pytest.mark.session_options(air="module")
+def test_change_of_sho_with_the_module_attach(m2me: Session) -> None:
+    s = m2me
+    if s.emulated is None or s.emulated.modem_emulator is None:
+        pytest.skip("the module's own attach needs the emulated modem (its radio reaches this network)")
+    run(s)
+    assert s.record.meta["change_of_sho_integrity"]["source"] == VIA_IVF
+    assert "AuthenticationResponse" in [e.get("kind") for st in s.record.steps if st.number == "after"
+                                        for e in st.events]
+    check_changed(s)
+
+
+# -- no IVF result that stands: the PVA validates integrity again (004 c4 s3 NOTE) ------------------------
+
+@pytest.mark.session_options(air="relayed", network={"ivf_lifetime_s": 0.0})
+def test_expired_ivf_result_makes_the_pva_validate_integrity(m2me: Session) -> None:
+    s = m2me
+    outcome = run(s)
+    used = s.record.meta["change_of_sho_integrity"]
+    assert used["source"] == VIA_PVA and "expired" in used["fallback_reason"]
+    assert "IVF result not used (the integrity result has expired)" in outcome.rows[4].detail
+    # the new SHO asked twice: authenticity with the IVF's result in mind, then integrity too
+    assert integrity_checks_at_pva(s)[-1] == 1
+    inquiry = [m for m in s.record.messages() if m["kind"] == "IntegrityInquiryResponse"][-1]
+    assert inquiry["fields"]["available"] is False
+    check_changed(s)
+
+
+@RELAYED
+def test_missing_ivf_result_makes_the_pva_validate_integrity(m2me: Session) -> None:
+    s = m2me
+
+    def ivf_forgets(s: Session) -> None:
+        assert s.network.ivf.db.delete("results", platform_id=s.m2me.platform_id)
+
+    outcome = run(s, with_action(CHANGE, "before", ivf_forgets))
+    used = s.record.meta["change_of_sho_integrity"]
+    assert used["source"] == VIA_PVA and used["fallback_reason"] == "no integrity result for this platform"
+    assert "the PVA validated authenticity and integrity" in outcome.rows[4].detail
+    assert integrity_checks_at_pva(s) == [1, 1]
+    check_changed(s)
+
+
+# -- the new MCIM cannot be installed: the seed discards the old one first (s8 before s12) ----------------
+
+@RELAYED
+def test_install_failing_at_step_12_leaves_no_mcim_and_reports_the_failure(m2me: Session) -> None:
+    s = m2me
+
+    def component_changes(s: Session) -> None:
+        # a component measured after the validation: the new MCIM is sealed to the old PCR state
+        s.devices.tpm.pcr_extend(s.tre.pcr, bytes(32))
+
+    outcome = run_procedure(with_action(CHANGE, 8, component_changes), s, s.record)
+    verdicts = {r.number: r.verdict for r in outcome.rows}
+    assert outcome.failed_step is not None and outcome.failed_step.number == 12
+    assert "TRE refused the sealed MCIM" in outcome.failed_step.detail
+    assert verdicts[13] == "failed" and verdicts[14] == "skipped" and verdicts["after"] == "skipped"
+    net, pcid = s.network, s.m2me.pcid
+    old_imsi = net.sho.imsi_of(pcid)
+    # what the M2ME is left with: no MCIM object in the TPM, no MCIM in the agent, the old profile
+    # on the card, and that IMSI no longer served by the old SHO
+    assert MCIM_HANDLE not in s.devices.tpm.list_persistent()
+    assert s.m2me.installed is None
+    assert s.m2me.identity_on_card() == old_imsi
+    assert net.sho.subscriber(old_imsi)["state"] == "discarded"
+    # the failure reached the DPF and the new SHO; its IMSI never became active
+    assert net.ro.dpf.status(pcid)["success"] in (0, False)
+    assert net.nsho.contract(pcid)["state"] == "provisioning failed"
+    assert net.nsho.subscriber(net.nsho.imsi_of(pcid))["state"] == "discarded"
