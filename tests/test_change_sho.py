@@ -5,7 +5,6 @@ that stands, has the PVA validate integrity again)."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable
 
 import pytest
@@ -18,18 +17,6 @@ from mcim_hil.session import Session
 CHANGE = PROCEDURES["change-sho"]
 STEPS = ["before", *range(1, 15), "after"]
 RELAYED = pytest.mark.session_options(air="relayed")
-
-
-def with_action(procedure: Procedure, number: int | str, after: Callable[[Session], None]) -> Procedure:
-    """The procedure with ``after`` run once step ``number`` has done its own work."""
-    def wrap(step):
-        def action(s):
-            line = step.action(s)
-            after(s)
-            return line
-        return dataclasses.replace(step, action=action)
-    return dataclasses.replace(procedure, steps=tuple(wrap(st) if st.number == number else st
-                                                      for st in procedure.steps))
 
 
 def run(s: Session, procedure: Procedure = CHANGE) -> RunOutcome:
@@ -79,8 +66,8 @@ def test_change_of_sho_passes_every_step_with_the_ivf_result(m2me: Session) -> N
     def keep(name: str) -> Callable[[Session], None]:
         return lambda s: seen.__setitem__(name, mcim_object(s))
 
-    procedure = with_action(with_action(with_action(CHANGE, "before", keep("old")), 8, keep("after 8")),
-                            12, keep("after 12"))
+    procedure = (CHANGE.after_step("before", keep("old")).after_step(8, keep("after 8"))
+                 .after_step(12, keep("after 12")))
     outcome = run(s, procedure)
     # the old MCIM object was in the TPM, gone after step 8; a new one is there after step 12
     assert seen["old"] is not None and seen["after 8"] is None
@@ -134,7 +121,7 @@ def test_missing_ivf_result_makes_the_pva_validate_integrity(m2me: Session) -> N
     def ivf_forgets(s: Session) -> None:
         assert s.network.ivf.db.delete("results", platform_id=s.m2me.platform_id)
 
-    outcome = run(s, with_action(CHANGE, "before", ivf_forgets))
+    outcome = run(s, CHANGE.after_step("before", ivf_forgets))
     used = s.record.meta["change_of_sho_integrity"]
     assert used["source"] == VIA_PVA and used["fallback_reason"] == "no integrity result for this platform"
     assert "the PVA validated authenticity and integrity" in outcome.rows[4].detail
@@ -152,7 +139,7 @@ def test_install_failing_at_step_12_leaves_no_mcim_and_reports_the_failure(m2me:
         # a component measured after the validation: the new MCIM is sealed to the old PCR state
         s.devices.tpm.pcr_extend(s.tre.pcr, bytes(32))
 
-    outcome = run_procedure(with_action(CHANGE, 8, component_changes), s, s.record)
+    outcome = run_procedure(CHANGE.after_step(8, component_changes), s, s.record)
     verdicts = {r.number: r.verdict for r in outcome.rows}
     assert outcome.failed_step is not None and outcome.failed_step.number == 12
     assert "TRE refused the sealed MCIM" in outcome.failed_step.detail

@@ -5,9 +5,7 @@ lab engineer would look, with nothing installed (no MCIM object in the TPM, the 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-from typing import Callable
 
 import pytest
 
@@ -36,18 +34,6 @@ def module_attach_only(m2me: Session) -> None:
 
 def adm1(m2me: Session) -> bytes:
     return m2me.bench.uicc.adm1.resolve_key()
-
-
-def with_action(procedure: Procedure, number: int | str, after: Callable[[Session], None]) -> Procedure:
-    """The procedure with ``after`` run once step ``number`` has done its own work."""
-    def wrap(step):
-        def action(s):
-            line = step.action(s)
-            after(s)
-            return line
-        return dataclasses.replace(step, action=action)
-    return dataclasses.replace(procedure, steps=tuple(wrap(st) if st.number == number else st
-                                                      for st in procedure.steps))
 
 
 def run(s: Session, procedure: Procedure) -> RunOutcome:
@@ -213,7 +199,7 @@ def test_m2msimmobj_wrapped_for_another_tpm_fails_import_at_step_19(m2me: Sessio
         sho.db.update("subscribers", {"imsi": imsi}, m2msimmobj=forged)
 
     before = card_state(s)
-    outcome = run(s, with_action(PROCEDURES["initial"], 16, rewrap_for_other_tpm))
+    outcome = run(s, PROCEDURES["initial"].after_step(16, rewrap_for_other_tpm))
     assert failed_at(outcome) == 19
     assert "TPM2_Import" in outcome.failed_step.detail
     # the failure is reported to the DPF and on to the SHO
@@ -239,7 +225,7 @@ def test_damaged_m2msimmobj_is_refused_before_install_at_step_18(m2me: Session, 
         dpf.db.update("authorisations", {"pcid": s.m2me.pcid}, m2msimmobj=doc)
 
     before = card_state(s)
-    outcome = run(s, with_action(PROCEDURES["initial"], 17, damage_in_transit))
+    outcome = run(s, PROCEDURES["initial"].after_step(17, damage_in_transit))
     assert failed_at(outcome) == 18
     assert "M2MSIMMobj download refused" in outcome.failed_step.detail or "refused" in outcome.failed_step.detail
     assert_nothing_installed(s, before)

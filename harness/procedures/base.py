@@ -9,7 +9,7 @@ kind, in order. Each step then judges its own part, so a failure shows at the ri
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
 from mcim_hil.record import FAILED, PASSED, SKIPPED, Record
@@ -39,6 +39,17 @@ class Procedure:
 
     def step(self, number: int | str) -> SeedStep:
         return next(s for s in self.steps if s.number == number)
+
+    def after_step(self, number: int | str, then: Callable[[Any], None]) -> Procedure:
+        """This procedure with ``then(ctx)`` run once step ``number`` has done its own work:
+        a test's way to change the world between two seed steps (tamper, revoke, unplug)."""
+        def wrapped(step: SeedStep) -> SeedStep:
+            def action(ctx: Any) -> str:
+                line = step.action(ctx)
+                then(ctx)
+                return line
+            return replace(step, action=action)
+        return replace(self, steps=tuple(wrapped(st) if st.number == number else st for st in self.steps))
 
 
 @dataclass(frozen=True)
