@@ -26,12 +26,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# 2. Extra vpcd readers (8 virtual slots), so several emulated benches can run side by side.
+# 2. Extra vpcd readers (16 virtual slots), so several emulated benches can run side by side.
 # libifdvpcd keeps one static slot array per loaded library: each extra reader gets its own copy.
 conf=/etc/reader.conf.d/mcim-hil-vpcd
 restart_pcscd=0
 lib=/usr/lib/pcsc/drivers/serial/libifdvpcd.so
-for x in A B C; do
+for x in A B C D E F G; do
   if ! cmp -s "$lib" "${lib%.so}-mcim$x.so"; then
     as_root install -m 0644 "$(readlink -f "$lib")" "${lib%.so}-mcim$x.so"
     restart_pcscd=1
