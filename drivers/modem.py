@@ -31,6 +31,7 @@ from mcim_hil.drivers.hook import CommandEvent, CommandHook
 __all__ = [
     "CME_ERRORS",
     "CmeError",
+    "MalformedAnswer",
     "CmsError",
     "Modem",
     "ModemError",
@@ -47,6 +48,13 @@ UrcCallback = Callable[[str], None]
 
 class ModemTimeout(ModemError):
     """The module sent no final result code in time (silence, or text without OK/ERROR)."""
+
+
+class MalformedAnswer(ModemError, ValueError):
+    """An answer line that does not parse (a field that is not an ASCII number, a missing field).
+
+    Also a ValueError, so callers that parse lines themselves keep catching what they did.
+    """
 
 
 class CmeError(ModemError):
@@ -200,7 +208,7 @@ class Registration:
         """Parse the read answer ``+CEREG: <n>,<stat>[,[<tac>],[<ci>],[<AcT>][,<cause_type>,<reject_cause>]]``."""
         fields = split_parameters(_after_prefix(line))
         if len(fields) < 2:
-            raise ValueError(f"not a registration read answer: {line!r}")
+            raise MalformedAnswer("(line)", "+CEREG?", f"not a registration read answer: {line!r}")
         return cls._from_fields(_int(fields[0]), fields[1:], line)
 
     @classmethod
@@ -212,7 +220,7 @@ class Registration:
     def _from_fields(cls, n: int | None, fields: list[str], line: str) -> Registration:
         stat = _int(fields[0]) if fields else None
         if stat is None:
-            raise ValueError(f"no <stat> in {line!r}")
+            raise MalformedAnswer("(line)", "+CEREG", f"no <stat> in {line!r}")
         values = [unquote(f) or None for f in fields[1:]] + [None] * 6
         return cls(n=n, stat=stat, tac=values[0], ci=values[1], act=_int(values[2]),
                    cause_type=_int(values[3]), reject_cause=_int(values[4]))
@@ -244,11 +252,16 @@ def unquote(field_text: str | None) -> str:
     return text
 
 
+# An AT numeric parameter: ASCII digits only (str.isdigit() also takes '²', '١'), and short
+# enough for int() (Python refuses strings past 4300 digits).
+_NUMBER = re.compile(r"[0-9]{1,18}")
+
+
 def _int(text: str | None) -> int | None:
     if text is None:
         return None
     text = text.strip()
-    return int(text) if text.isdigit() else None
+    return int(text) if _NUMBER.fullmatch(text) else None
 
 
 def _after_prefix(line: str) -> str:
@@ -305,7 +318,7 @@ class _Exchange:
                 return False    # AT+CEREG=2 answers only OK: any +CEREG: line is a URC
             # The read answer starts <n>,<stat>; a URC starts <stat> and then a quoted <tac> or nothing.
             fields = split_parameters(_after_prefix(text))
-            return len(fields) >= 2 and fields[0].isdigit() and fields[1].isdigit()
+            return len(fields) >= 2 and _int(fields[0]) is not None and _int(fields[1]) is not None
         return True
 
 
@@ -634,7 +647,7 @@ class Modem:
     def imsi(self) -> str:
         """+CIMI (TS 27.007 5.6): the IMSI the module reads from its SIM."""
         value = self._value("AT+CIMI", "+CIMI:")
-        if not (value.isdigit() and 6 <= len(value) <= 15):
+        if not re.fullmatch(r"[0-9]{6,15}", value):
             raise ModemError(self.port, "AT+CIMI", f"the answer is not an IMSI ({len(value)} characters)")
         return value
 
@@ -706,7 +719,7 @@ class Modem:
             if line.upper().startswith("+CRSM:"):
                 fields = split_parameters(_after_prefix(line))
                 sw1, sw2 = _int(fields[0]), _int(fields[1]) if len(fields) > 1 else None
-                if sw1 is None or sw2 is None:
+                if sw1 is None or sw2 is None or sw1 > 0xFF or sw2 > 0xFF:
                     raise ModemError(self.port, shown, f"no SW1, SW2 in the answer {line!r}")
                 try:
                     response = bytes.fromhex(unquote(fields[2])) if len(fields) > 2 else b""
@@ -733,7 +746,10 @@ class Modem:
     def attached(self) -> bool:
         for line in self.command("AT+CGATT?"):
             if line.upper().startswith("+CGATT:"):
-                return _int(_after_prefix(line)) == 1
+                state = _int(_after_prefix(line))
+                if state not in (0, 1):     # TS 27.007 10.1.9: <state> 0 detached, 1 attached
+                    raise MalformedAnswer(self.port, "AT+CGATT?", f"<state> is not 0 or 1 in {line!r}")
+                return state == 1
         raise ModemError(self.port, "AT+CGATT?", "no +CGATT: line in the answer")
 
     def set_registration_reporting(self, n: int) -> None:
@@ -745,8 +761,8 @@ class Modem:
             if line.upper().startswith("+CEREG:"):
                 try:
                     return Registration.from_read(line)
-                except ValueError as exc:
-                    raise ModemError(self.port, "AT+CEREG?", str(exc)) from exc
+                except MalformedAnswer as exc:
+                    raise MalformedAnswer(self.port, "AT+CEREG?", exc.message) from exc
         raise ModemError(self.port, "AT+CEREG?", "no +CEREG: line in the answer")
 
     def pdp_address(self, cid: int) -> str | None:
@@ -756,7 +772,10 @@ class Modem:
             if not line.upper().startswith("+CGPADDR:"):
                 continue
             fields = split_parameters(_after_prefix(line))
-            if _int(fields[0]) != cid:
+            got = _int(fields[0])
+            if got is None:
+                raise MalformedAnswer(self.port, cmd, f"<cid> is not a number in {line!r}")
+            if got != cid:
                 continue
             address = unquote(fields[1]) if len(fields) > 1 else ""
             return address if address and address not in ("0.0.0.0", "0:0:0:0:0:0:0:0") else None
@@ -785,8 +804,8 @@ class Modem:
 
 def _error_detail(final: str, by_code: dict[int, str], by_text: dict[str, int]) -> tuple[int | None, str]:
     detail = final.split(":", 1)[1].strip()
-    if detail.isdigit():
-        code = int(detail)
+    code = _int(detail)
+    if code is not None:
         return code, by_code.get(code, f"error {code}")
     return by_text.get(detail.lower()), detail
 

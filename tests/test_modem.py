@@ -247,6 +247,47 @@ def test_command_events_carry_request_response_and_status(run_script) -> None:
     assert not event.secret and event.duration_s >= 0
 
 
+# str.isdigit() is true for superscripts and other scripts' digits: int() then raised ValueError
+# out of the driver (issue 9). Every malformed answer is a ModemError naming port and command.
+SUPERSCRIPT_ANSWERS = [
+    ("at", b"AT\r", "+CME ERROR: \u00b2".encode(), "AT"),
+    ("identity", b"AT+CGMI\r", "+CME ERROR: \u00b9\u00b2".encode(), "AT+CGMI"),
+    ("imsi", b"AT+CIMI\r", "00101\u00b2345678\r\n\r\nOK".encode(), "AT+CIMI"),
+    ("csim", b'AT+CSIM=10,"00B0000001"\r', '+CSIM: \u00b9,"9000"\r\n\r\nOK'.encode(), "AT+CSIM"),
+    ("crsm", b"AT+CRSM=242\r", "+CRSM: \u00b9\u2074\u2074,0\r\n\r\nOK".encode(), "AT+CRSM=242"),
+    ("attached", b"AT+CGATT?\r", "+CGATT: \u00b9\r\n\r\nOK".encode(), "AT+CGATT?"),
+    ("pdp_address", b"AT+CGPADDR=1\r", '+CGPADDR: \u00b9,"10.0.0.1"\r\n\r\nOK'.encode(), "AT+CGPADDR=1"),
+    ("wait_registered", b"AT+CEREG?\r", "+CME ERROR: \u00b3".encode(), "AT+CEREG?"),
+    ("registration_stat", b"AT+CEREG?\r", "+CEREG: 2,\u00b9\r\n\r\nOK".encode(), "AT+CEREG?"),
+    ("cme_huge_code", b"AT\r", b"+CME ERROR: " + b"9" * 5000, "AT"),
+]
+
+
+def _call(modem: Modem, method: str) -> object:
+    if method == "csim":
+        return modem.csim(bytes.fromhex("00B0000001"))
+    if method == "crsm":
+        return modem.crsm(242)
+    if method == "pdp_address":
+        return modem.pdp_address(1)
+    if method in ("wait_registered", "registration_stat"):
+        return modem.wait_registered(0.5)
+    if method == "cme_huge_code":
+        return modem.at()
+    return getattr(modem, method)()
+
+
+@pytest.mark.parametrize("method,request_bytes,answer,command", SUPERSCRIPT_ANSWERS,
+                         ids=[a[0] for a in SUPERSCRIPT_ANSWERS])
+def test_non_ascii_digits_in_an_answer_are_a_modem_error_naming_port_and_command(
+        run_script, method: str, request_bytes: bytes, answer: bytes, command: str) -> None:
+    modem, _ = run_script([(request_bytes, b"\r\n" + answer + b"\r\n")])
+    with pytest.raises(ModemError) as caught:
+        _call(modem, method)
+    assert not isinstance(caught.value, ModemTimeout)
+    assert modem.port in str(caught.value) and command in str(caught.value)
+
+
 def test_a_missing_port_is_device_not_found_naming_it(tmp_path: Path) -> None:
     missing = str(tmp_path / "ttyUSB9")
     with pytest.raises(DeviceNotFound, match="ttyUSB9"):
