@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,28 @@ MODEM_EMULATORS = ("at-pty",)
 UICC_PROFILES = ("sysmo-isim-sja2",)
 TCTI_NAMES = ("device", "swtpm", "mssim", "tabrmd")
 
+# A bench file is a page of YAML; anything bigger is a wrong path (/dev/zero, a log, an image).
+MAX_BENCH_BYTES = 1024 * 1024
+MAX_PROBLEMS_SHOWN = 20   # a broken file names its first problems and counts the rest
+
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 60
+_short.maxlevel = 2
+
 
 class BenchFileError(Exception):
-    """A bench file is malformed; ``problems`` holds one line per problem."""
+    """A bench file is malformed; ``problems`` holds one line per problem.
+
+    The message shows the first MAX_PROBLEMS_SHOWN lines and how many more there are.
+    """
 
     def __init__(self, path: Path, problems: list[str]) -> None:
         self.path = path
         self.problems = problems
-        super().__init__("\n".join(f"{path}: {p}" for p in problems))
+        lines = [f"{path}: {p}" for p in problems[:MAX_PROBLEMS_SHOWN]]
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            lines.append(f"{path}: ... and {len(problems) - MAX_PROBLEMS_SHOWN} more problems")
+        super().__init__("\n".join(lines))
 
 
 @dataclass(frozen=True)
@@ -185,14 +200,15 @@ class _Section:
             ok = isinstance(value, types)
         if not ok:
             want = " or ".join(t.__name__ for t in types)
-            self.problems.append(f"{self.key(name)}: expected {want}, got {type(value).__name__} ({value!r})")
+            self.problems.append(f"{self.key(name)}: expected {want}, got {type(value).__name__} "
+                                 f"({_short.repr(value)})")
             return default
         return value
 
     def choice(self, name: str, choices: tuple[str, ...], default: str | None = None) -> str | None:
         value = self.get(name, (str,), default)
         if value is not None and value not in choices:
-            self.problems.append(f"{self.key(name)}: {value!r} is not one of {', '.join(choices)}")
+            self.problems.append(f"{self.key(name)}: {_short.repr(value)} is not one of {', '.join(choices)}")
             return default
         return value
 
@@ -216,8 +232,9 @@ class _Section:
         return SecretRef(where, file=path if path.is_absolute() else base / path)
 
     def finish(self) -> None:
-        for extra in sorted(set(self.data) - self.seen):
-            self.problems.append(f"{self.key(str(extra))}: unknown key")
+        for extra in sorted(set(self.data) - self.seen, key=str):
+            self.problems.append(f"{self.key(_short.repr(extra) if not isinstance(extra, str) else extra[:60])}: "
+                                 "unknown key")
 
 
 def _path(value: str | None, base: Path) -> Path | None:
@@ -234,20 +251,44 @@ def _one_of(sec: _Section, real: str, real_value: Any, emulator: Any) -> None:
         sec.problems.append(f"{sec.where}: give {real} or emulator, not both")
 
 
+def _read_text(p: Path) -> str:
+    """The file as text, refusing what cannot be a bench file before reading it all."""
+    try:
+        with open(p, "rb") as f:
+            data = f.read(MAX_BENCH_BYTES + 1)     # never more: /dev/zero must not grow memory
+    except OSError as exc:
+        raise BenchFileError(p, [f"cannot read bench file: {exc.strerror or exc}"]) from exc
+    except ValueError as exc:                     # a NUL in the path
+        raise BenchFileError(p, [f"cannot read bench file: {exc}"]) from exc
+    if len(data) > MAX_BENCH_BYTES:
+        raise BenchFileError(p, [f"larger than {MAX_BENCH_BYTES // 1024} KiB: not a bench file"])
+    if b"\0" in data:
+        raise BenchFileError(p, ["holds NUL bytes: not a UTF-8 text file (binary, UTF-16 or UTF-32?)"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BenchFileError(p, [f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"]) from None
+
+
+def _parse_yaml(p: Path, text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise BenchFileError(p, [f"not valid YAML{at}: {problem}"]) from None
+    except RecursionError:
+        raise BenchFileError(p, ["not a bench file: YAML nested too deeply"]) from None
+    except (ValueError, OverflowError, TypeError) as exc:   # e.g. a timestamp with month 13
+        raise BenchFileError(p, [f"not valid YAML: {_short.repr(str(exc))}"]) from None
+
+
 def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True) -> Bench:
     """Load and validate a bench file. With ``probe``, real devices named in it must exist
     (a serial device node, a TPM device node, a PC/SC reader)."""
     p = bench_path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise BenchFileError(p, [f"cannot read bench file: {exc.strerror}"]) from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise BenchFileError(p, [f"not valid YAML{at}: {getattr(exc, 'problem', exc)}"]) from exc
+    raw = _parse_yaml(p, _read_text(p))
 
     problems: list[str] = []
     base = p.resolve().parent
@@ -279,7 +320,7 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
         if isinstance(reader, str) and reader.startswith("re:"):
             try:
                 re.compile(reader[3:])
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:
                 problems.append(f"uicc.reader: bad regular expression: {exc}")
         sec = _Section(s.get("secrets", (dict,), {}), "uicc.secrets", problems)
         adm1, pin1 = sec.secret("adm1", base), sec.secret("pin1", base)
@@ -298,10 +339,13 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
         port = s.get("port", (str,))
         emulator = s.choice("emulator", MODEM_EMULATORS)
         _one_of(s, "port", port, emulator)
+        timeout = s.get("timeout", (int, float), 5.0)
+        if not 0 < timeout <= 3600:
+            problems.append(f"modem.timeout: {_short.repr(timeout)} is not between 0 and 3600 seconds")
+            timeout = 5.0
         modem = ModemResource(port=port, emulator=emulator,
                               baudrate=s.get("baudrate", (int,), 115200),
-                              timeout=float(s.get("timeout", (int, float), 5.0)),
-                              imei=s.get("imei", (str,)))
+                              timeout=float(timeout), imei=s.get("imei", (str,)))
         s.finish()
     s = _Section(top.get("topology", (dict,), {}), "topology", problems)
     topology = TopologyOptions(

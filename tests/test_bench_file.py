@@ -98,3 +98,58 @@ def test_example_real_bench_is_well_formed() -> None:
     assert bench.modem.port == "/dev/ttyUSB2"
     assert bench.uicc.adm1.env == "SJA2_ADM1"
     assert bench.topology.ro_colocated_with_vno
+
+
+# -- files that are not bench files (issue 9): one line naming the file, never a traceback ------
+
+def test_an_endless_file_is_refused_without_reading_it_whole() -> None:
+    (line,) = problems(Path("/dev/zero"))
+    assert line == "larger than 1024 KiB: not a bench file"
+
+
+def test_a_big_file_is_refused_by_its_size(tmp_path: Path) -> None:
+    p = write(tmp_path, "# padding\n" * 200_000)
+    (line,) = problems(p)
+    assert "larger than 1024 KiB" in line
+
+
+@pytest.mark.parametrize("content,expected", [
+    (bytes(range(0x80, 0x100)) * 4, "not UTF-8 text (byte 0x80 at offset 0)"),
+    ("name: x\n".encode("utf-32"), "holds NUL bytes: not a UTF-8 text file (binary, UTF-16 or UTF-32?)"),
+    ("name: caf\u00e9\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset 9)"),
+], ids=["random-bytes", "utf-32", "latin-1"])
+def test_a_file_that_is_not_utf8_text_is_one_problem(tmp_path: Path, content: bytes, expected: str) -> None:
+    p = tmp_path / "bench.yaml"
+    p.write_bytes(content)
+    assert problems(p) == [expected]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("name: x\nwhen: 2001-13-45\n", "not valid YAML: 'month must be in 1..12'"),
+    ("[" * 5000 + "]" * 5000, "not a bench file: YAML nested too deeply"),
+], ids=["timestamp-month-13", "deep-nesting"])
+def test_yaml_that_the_parser_cannot_build_is_one_problem(tmp_path: Path, text: str, expected: str) -> None:
+    assert problems(write(tmp_path, text)) == [expected]
+
+
+def test_a_file_with_thousands_of_problems_shows_the_first_twenty_and_a_count(tmp_path: Path) -> None:
+    p = write(tmp_path, "".join(f"key{i}: 1\n" for i in range(50_000)))
+    with pytest.raises(BenchFileError) as err:
+        load_bench(p)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 21
+    assert lines[0] == f"{p}: key0: unknown key"
+    assert lines[-1] == f"{p}: ... and 49981 more problems"     # 50000 unknown keys + "names no device"
+
+
+def test_a_huge_value_is_not_echoed_whole(tmp_path: Path) -> None:
+    p = write(tmp_path, "tpm: {tcti: [" + ", ".join(["123456789"] * 50_000) + "]}\n")
+    got = problems(p)
+    assert got[0].startswith("tpm.tcti: expected str, got list ([123456789, ")
+    assert len(got[0]) < 200
+
+
+def test_a_modem_timeout_out_of_range_is_a_problem(tmp_path: Path) -> None:
+    p = write(tmp_path, "modem: {emulator: at-pty, timeout: " + "9" * 400 + "}\n")
+    (line,) = problems(p)
+    assert line.startswith("modem.timeout: ") and "is not between 0 and 3600 seconds" in line
