@@ -16,8 +16,13 @@ import threading
 from contextlib import ExitStack
 from typing import Callable
 
+from mcim_hil.drivers.errors import DeviceError
+
 from .bench import BenchFileError, SecretUnavailable, bench_path, load_bench
 from .emulated import EmulatedBench
+from .run import BenchUnusable, Terminated, emulator_problems, interruptible, signal_name
+
+DEBUG_ENV = "MCIM_HIL_DEBUG"   # set it to see the traceback behind a one-line error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,26 +47,50 @@ def main(argv: list[str] | None = None) -> int:
                           "the AKA to the card (default: module on an emulated bench, else relayed)")
     run.add_argument("--out", metavar="DIR", help="where run.json goes (default: runs/<procedure>-<time>)")
     args = parser.parse_args(argv)
+    what = "run" if args.command == "run" else f"bench {args.bench_command}"
     try:
-        if args.command == "bench" and args.bench_command == "check":
-            return bench_check(args.bench)
-        if args.command == "bench" and args.bench_command == "up":
-            return bench_up(args.bench)
-        if args.command == "run":
-            from .run import run_command
-            return run_command(args.bench, args.procedure, args.air, args.out)
+        with interruptible():
+            if args.command == "bench" and args.bench_command == "check":
+                return bench_check(args.bench)
+            if args.command == "bench" and args.bench_command == "up":
+                return bench_up(args.bench)
+            if args.command == "run":
+                from .run import run_command
+                return run_command(args.bench, args.procedure, args.air, args.out)
     except BenchFileError as exc:
         print(exc, file=sys.stderr)
         return 2
     except SecretUnavailable as exc:
         print(f"{bench_path(args.bench)}: {exc}", file=sys.stderr)
         return 2
+    except BenchUnusable as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        print(f"mcim-hil {what}: terminated by {signal_name(exc)}; the bench was stopped", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    except DeviceError as exc:      # DeviceNotFound, SafetyRefused, a device that failed at set-up
+        print(f"mcim-hil {what}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:        # anything else: still one line (MCIM_HIL_DEBUG=1 shows the traceback)
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"mcim-hil {what}: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+        return 1
     parser.error("unknown command")
     return 2
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0].removesuffix("; stderr tail:") if lines else "(no message)"
+
+
 def bench_up(path: str | None) -> int:
     bench = load_bench(path)
+    problems = emulator_problems(bench)
+    if problems:
+        raise BenchUnusable(problems)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -76,6 +105,9 @@ def bench_up(path: str | None) -> int:
 def bench_check(path: str | None) -> int:
     from .devices import open_devices
     bench = load_bench(path)
+    problems = emulator_problems(bench)
+    if problems:
+        raise BenchUnusable(problems)
     rows: list[tuple[str, str, str]] = []
     failed: list[str] = []
 

@@ -73,11 +73,11 @@ class EmulatedBench:
         try:
             self._start_uicc()
             self._start_modem()
+            tpm_thread.join()    # inside: a SIGTERM while waiting here must stop what started
         except BaseException:
             tpm_thread.join()
             self.stop()
             raise
-        tpm_thread.join()
         if tpm_error:
             self.stop()
             raise tpm_error[0]

@@ -143,3 +143,193 @@ def test_bench_check_starts_pcscd_when_it_is_not_running() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert subprocess.run(["pgrep", "-x", "pcscd"], capture_output=True).returncode == 0
     assert "uicc    ICCID" in done.stdout
+
+
+# -- issue 9: SIGTERM, and one clear line with exit 1 or 2 instead of a traceback ---------------
+
+
+def emulated_bench_text(extra: str = "", *, drop: tuple[str, ...] = ()) -> str:
+    """The default emulated bench file with absolute secret paths, minus the lines in ``drop``."""
+    text = DEFAULT_BENCH.read_text().replace("emulated-secrets/", f"{DEFAULT_BENCH.parent}/emulated-secrets/")
+    lines = [line for line in text.splitlines() if not any(line.strip().startswith(d) for d in drop)]
+    return "\n".join(lines) + "\n" + extra
+
+
+def one_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def left_behind(tmpdir: Path) -> tuple[list[str], str]:
+    """What a bench left in its TMPDIR, and the processes still running from there."""
+    procs = subprocess.run(["pgrep", "-af", str(tmpdir)], capture_output=True, text=True).stdout
+    procs = "\n".join(line for line in procs.splitlines() if "pgrep" not in line)
+    return sorted(os.listdir(tmpdir)), procs
+
+
+def start_cli(args: list[str], tmpdir: Path) -> subprocess.Popen[str]:
+    tmpdir.mkdir(exist_ok=True)
+    env = dict(os.environ, TMPDIR=str(tmpdir), PYTHONUNBUFFERED="1")
+    return subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for_line(proc: subprocess.Popen[str], predicate, seen: list[str]) -> str:
+    while True:
+        line = proc.stdout.readline()
+        assert line, f"ended before the line came: {''.join(seen)} {proc.stderr.read()}"
+        seen.append(line)
+        if predicate(line):
+            return line
+
+
+def test_sigterm_mid_run_stops_swtpm_removes_the_work_folder_and_names_the_step(tmp_path: Path) -> None:
+    tmpdir = tmp_path / "tmp"
+    proc = start_cli(["run", "--air", "relayed", "--out", str(tmp_path / "out")], tmpdir)
+    seen: list[str] = []
+    try:
+        wait_for_line(proc, lambda line: line[:5].strip() == "3", seen)   # step 3 is done: mid-run
+        assert any("mcim-hil-swtpm" in p for p in left_behind(tmpdir)[1].splitlines()), "no swtpm to stop?"
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143
+    line = one_line(stderr)
+    assert line.startswith("initial: terminated by SIGTERM at step ")
+    step = int(line.split("at step ")[1].split(";")[0])
+    assert 4 <= step <= 21
+    assert "initial: PASSED" not in stdout
+    assert left_behind(tmpdir) == ([], "")     # no swtpm, no card, no work folder with the card's keys
+    assert (tmp_path / "out" / "run.json").is_file()
+
+
+@pytest.mark.parametrize("command", [["bench", "check"], ["bench", "up"]])
+def test_sigterm_during_bench_start_stops_everything_it_started(tmp_path: Path, command: list[str]) -> None:
+    tmpdir = tmp_path / "tmp"
+    proc = start_cli(command, tmpdir)
+    try:
+        deadline = time.monotonic() + 30
+        while "mcim-hil-swtpm" not in left_behind(tmpdir)[1] and time.monotonic() < deadline:
+            time.sleep(0.05)                   # swtpm is up: the bench is half started
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in stderr
+    if command == ["bench", "check"]:
+        assert proc.returncode == 143
+        assert one_line(stderr) == "mcim-hil bench check: terminated by SIGTERM; the bench was stopped"
+    assert left_behind(tmpdir) == ([], "")
+
+
+def test_an_emulator_that_crashed_keeps_the_verdict_and_is_named_in_one_line(tmp_path: Path) -> None:
+    proc = start_cli(["run", "--air", "relayed", "--out", str(tmp_path / "out")], tmp_path / "tmp")
+    seen: list[str] = []
+    try:
+        wait_for_line(proc, lambda line: line[:5].strip() == "1", seen)
+        cards = subprocess.run(["pgrep", "-f", f"mcim_hil.emulators.vuicc --state {tmp_path / 'tmp'}"],
+                               capture_output=True, text=True).stdout.split()
+        assert len(cards) == 1
+        os.kill(int(cards[0]), signal.SIGKILL)          # the virtual card crashes mid-run
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert "initial: FAILED at step " in stdout        # the verdict line is kept
+    line = one_line(stderr)
+    assert line.startswith("initial: stopping the emulated bench: VirtualUicc: virtual UICC on port ")
+    assert "had crashed (exit code -9)" in line
+    assert left_behind(tmp_path / "tmp") == ([], "")
+
+
+def test_safety_refused_at_set_up_is_one_line_exit_1(tmp_path: Path) -> None:
+    from mcim_hil.emulators.vuicc import create_card_file
+    card = tmp_path / "card.json"
+    create_card_file(card, iccid="8988211000000000017", imsi="001010000000017", k=bytes(16), opc=bytes(16),
+                     adm1=b"77111606")
+    state = json.loads(card.read_text())
+    state["pins"]["0a"]["tries"] = 1                  # ADM1: the last try must never be spent
+    card.write_text(json.dumps(state))
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(emulated_bench_text().replace("  profile: sysmo-isim-sja2", f"  card_state: {card}"))
+    done = mcim_hil("run", "--bench", str(bench), "--air", "relayed", "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    line = one_line(done.stderr)
+    assert line.startswith("mcim-hil run: SafetyRefused: ") and "VERIFY ADM1" in line and "1 tries left" in line
+    assert json.loads(card.read_text())["pins"]["0a"]["tries"] == 1
+
+
+def test_device_not_found_under_run_is_one_line_exit_1(tmp_path: Path) -> None:
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(emulated_bench_text(drop=("emulator: at-pty",)).replace(
+        "modem:\n", "modem:\n  port: socket://127.0.0.1:9\n"))
+    done = mcim_hil("run", "--bench", str(bench), "--air", "relayed", "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    line = one_line(done.stderr)
+    assert line.startswith("mcim-hil run: DeviceNotFound: socket://127.0.0.1:9: open: ")
+
+
+@pytest.mark.parametrize("drop,extra,expected", [
+    (("secrets:", "adm1:", "pin1:"), "", "uicc.secrets.adm1: missing"),
+    (("tpm:", "emulator: swtpm"), "", "tpm: missing"),
+    (("tpm:", "emulator: swtpm"), "tpm: {tcti: 'swtpm:host=127.0.0.1,port=9'}\n", "tpm.ek_ca: missing"),
+], ids=["no-secrets", "no-tpm", "real-tpm-without-ek_ca"])
+def test_a_bench_without_what_a_run_needs_names_file_and_key(tmp_path: Path, drop, extra, expected) -> None:
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(emulated_bench_text(extra, drop=drop))
+    done = mcim_hil("run", "--bench", str(bench), "--air", "relayed", "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert one_line(done.stderr).startswith(f"{bench}: {expected}")
+    assert not (tmp_path / "out").exists()          # refused before anything ran
+
+
+def test_bench_check_without_secrets_names_file_and_key(tmp_path: Path) -> None:
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(emulated_bench_text(drop=("secrets:", "adm1:", "pin1:")))
+    done = mcim_hil("bench", "check", "--bench", str(bench))
+    assert done.returncode == 2
+    assert one_line(done.stderr).startswith(f"{bench}: uicc.secrets.adm1: missing")
+
+
+@pytest.mark.parametrize("out,expected", [
+    ("FILE", "is not a folder"),
+    ("FILE/sub", "is under {file}, which is not a folder"),
+    ("/dev/null", "is not a folder"),
+    ("/dev/null/run", "is under /dev/null, which is not a folder"),
+], ids=["file", "under-file", "dev-null", "under-dev-null"])
+def test_out_that_cannot_take_the_artifacts_is_refused_before_the_procedure(tmp_path: Path, out, expected) -> None:
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    out = out.replace("FILE", str(file))
+    t0 = time.monotonic()
+    done = mcim_hil("run", "--out", out, timeout=30)
+    assert done.returncode == 2
+    assert one_line(done.stderr) == f"--out {out}: " + expected.format(file=file)
+    assert "step" not in done.stdout
+    assert file.read_text() == "x"
+
+
+def test_air_module_on_a_running_bench_is_one_line(tmp_path: Path) -> None:
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(f"""
+name: already-up
+tpm: {{tcti: "swtpm:host=127.0.0.1,port=9", ek_ca: [{DEFAULT_BENCH}]}}
+uicc: {{reader: "re:.", secrets: {{adm1: {{file: {DEFAULT_BENCH.parent}/emulated-secrets/adm1}}}}}}
+modem: {{port: "socket://127.0.0.1:9"}}
+""")
+    done = mcim_hil("run", "--bench", str(bench), "--air", "module", "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    line = one_line(done.stderr)
+    assert line.startswith(f"{bench}: --air module needs the emulated modem")
+    assert "modem.port socket://127.0.0.1:9" in line and "--air relayed" in line
+
+
+def test_bench_zero_is_one_line(tmp_path: Path) -> None:
+    done = mcim_hil("bench", "check", "--bench", "/dev/zero", timeout=30)
+    assert done.returncode == 2
+    assert one_line(done.stderr) == "/dev/zero: larger than 1024 KiB: not a bench file"
