@@ -16,6 +16,10 @@ from typing import Any, Callable, Generic, Iterator, TypeVar
 T = TypeVar("T")
 
 
+class CodecError(ValueError):
+    """File content (or a value to write) that does not fit its coding; the message says where."""
+
+
 # --------------------------------------------------------------------------- BER-TLV
 
 def iter_tlv(data: bytes) -> Iterator[tuple[int, bytes]]:
@@ -31,23 +35,23 @@ def iter_tlv(data: bytes) -> Iterator[tuple[int, bytes]]:
         i += 1
         if tag & 0x1F == 0x1F:  # ISO 7816-4 5.2.2.1: tag continues in the next byte
             if i >= len(data):
-                raise ValueError("truncated BER-TLV tag")
+                raise CodecError("truncated BER-TLV tag")
             tag = (tag << 8) | data[i]
             i += 1
         if i >= len(data):
-            raise ValueError(f"BER-TLV tag {tag:02X} has no length")
+            raise CodecError(f"BER-TLV tag {tag:02X} has no length")
         length = data[i]
         i += 1
-        if length == 0x81:
-            length = data[i]
-            i += 1
-        elif length == 0x82:
-            length = int.from_bytes(data[i:i + 2], "big")
-            i += 2
+        if length in (0x81, 0x82):   # ISO 7816-4 5.2.2.2: 1 or 2 length bytes follow
+            extra = length - 0x80
+            if i + extra > len(data):
+                raise CodecError(f"BER-TLV tag {tag:02X}: truncated length field")
+            length = int.from_bytes(data[i:i + extra], "big")
+            i += extra
         elif length > 0x82:
-            raise ValueError(f"BER-TLV tag {tag:02X}: unsupported length byte {length:02X}")
+            raise CodecError(f"BER-TLV tag {tag:02X}: unsupported length byte {length:02X}")
         if i + length > len(data):
-            raise ValueError(f"BER-TLV tag {tag:02X}: length {length} runs past the data")
+            raise CodecError(f"BER-TLV tag {tag:02X}: length {length} runs past the data")
         yield tag, data[i:i + length]
         i += length
 
@@ -74,7 +78,7 @@ def _swap_bcd_decode(data: bytes) -> str:
             if nibble == 0x0F:
                 return "".join(digits)
             if nibble > 9:
-                raise ValueError(f"BCD nibble {nibble:X} is not a digit")
+                raise CodecError(f"BCD nibble {nibble:X} is not a digit")
             digits.append(str(nibble))
     return "".join(digits)
 
@@ -137,7 +141,7 @@ def decode_fcp(data: bytes) -> Fcp:
     """Parse an FCP template; raise ValueError on anything else."""
     items = list(iter_tlv(data))
     if len(items) != 1 or items[0][0] != 0x62:
-        raise ValueError("not an FCP template (tag '62')")
+        raise CodecError("not an FCP template (tag '62')")
     kind, structure, shareable = "EF", None, False
     fid = df_name = None
     size = record_length = record_count = sfi = None
@@ -183,7 +187,7 @@ def decode_iccid(data: bytes) -> str:
 def encode_iccid(iccid: str) -> bytes:
     """For test vectors only: the harness never writes EF.ICCID (factory data)."""
     if not iccid.isdigit() or not 18 <= len(iccid) <= 20:
-        raise ValueError(f"ICCID must be 18-20 digits, got {len(iccid)} characters")
+        raise CodecError(f"ICCID must be 18-20 digits, got {len(iccid)} characters")
     return _swap_bcd_encode(iccid).ljust(10, b"\xff")
 
 
@@ -195,7 +199,7 @@ IMSI_FILE_SIZE = 9  # TS 31.102 4.2.2
 def encode_imsi(imsi: str) -> bytes:
     """Length byte, then parity nibble '9' (odd digit count) or '1' (even) and the digits."""
     if not imsi.isdigit() or not 6 <= len(imsi) <= 15:
-        raise ValueError(f"IMSI must be 6-15 digits, got {imsi!r}")
+        raise CodecError(f"IMSI must be 6-15 digits, got {imsi!r}")
     parity = "9" if len(imsi) % 2 else "1"  # b4 = 1 for odd, b3..b1 = 001 (IMSI)
     body = _swap_bcd_encode(parity + imsi)
     return (bytes([len(body)]) + body).ljust(IMSI_FILE_SIZE, b"\xff")
@@ -203,17 +207,17 @@ def encode_imsi(imsi: str) -> bytes:
 
 def decode_imsi(data: bytes) -> str:
     if not data or data[0] == 0xFF or data[0] == 0:
-        raise ValueError("EF.IMSI is empty")
+        raise CodecError("EF.IMSI is empty")
     length = data[0]
     if length > len(data) - 1:
-        raise ValueError(f"EF.IMSI length byte {length} longer than the file")
+        raise CodecError(f"EF.IMSI length byte {length} longer than the file")
     digits = _swap_bcd_decode(data[1:1 + length])
     if not digits:
-        raise ValueError("EF.IMSI holds no digits")
+        raise CodecError("EF.IMSI holds no digits")
     imsi = digits[1:]  # first nibble is the parity/type indicator
     odd = digits[0] == "9"
     if odd != (len(imsi) % 2 == 1):
-        raise ValueError("EF.IMSI parity nibble does not match its digit count")
+        raise CodecError("EF.IMSI parity nibble does not match its digit count")
     return imsi
 
 
@@ -229,18 +233,18 @@ class AdminData:
 
 def decode_ad(data: bytes) -> AdminData:
     if len(data) < 3:
-        raise ValueError(f"EF.AD must have at least 3 bytes, got {len(data)}")
+        raise CodecError(f"EF.AD must have at least 3 bytes, got {len(data)}")
     mnc_len = data[3] & 0x0F if len(data) >= 4 else None
     return AdminData(data[0], bytes(data[1:3]), mnc_len, bytes(data[4:]))
 
 
 def encode_ad(ad: AdminData) -> bytes:
     if len(ad.additional_info) != 2:
-        raise ValueError("EF.AD additional information is 2 bytes")
+        raise CodecError("EF.AD additional information is 2 bytes")
     out = bytes([ad.ue_mode]) + ad.additional_info
     if ad.mnc_len is not None:
         if ad.mnc_len not in (2, 3):
-            raise ValueError(f"MNC length must be 2 or 3, got {ad.mnc_len}")
+            raise CodecError(f"MNC length must be 2 or 3, got {ad.mnc_len}")
         out += bytes([ad.mnc_len]) + ad.rfu
     return out
 
@@ -268,7 +272,7 @@ def decode_dir_record(data: bytes) -> DirRecord | None:
         return None
     tag, template = items[0]
     if tag != 0x61:
-        raise ValueError(f"EF.DIR record starts with tag {tag:02X}, not '61'")
+        raise CodecError(f"EF.DIR record starts with tag {tag:02X}, not '61'")
     aid = label = None
     for t, v in iter_tlv(template):
         if t == 0x4F:
@@ -276,7 +280,7 @@ def decode_dir_record(data: bytes) -> DirRecord | None:
         elif t == 0x50:
             label = v.decode("utf-8", errors="replace")
     if aid is None:
-        raise ValueError("EF.DIR record has no AID ('4F')")
+        raise CodecError("EF.DIR record has no AID ('4F')")
     return DirRecord(aid, label)
 
 
@@ -330,7 +334,7 @@ class AuthKey:
 
     def __post_init__(self) -> None:
         if len(self.k) != 16 or len(self.op_opc) != 16:
-            raise ValueError("K and OP/OPc must be 16 bytes each")
+            raise CodecError("K and OP/OPc must be 16 bytes each")
 
 
 AUTH_KEY_FILE_SIZE = 33  # 1 + 16 + 16
@@ -338,7 +342,7 @@ AUTH_KEY_FILE_SIZE = 33  # 1 + 16 + 16
 
 def decode_auth_key(data: bytes) -> AuthKey:
     if len(data) < AUTH_KEY_FILE_SIZE:
-        raise ValueError(f"auth key file must hold {AUTH_KEY_FILE_SIZE} bytes, got {len(data)}")
+        raise CodecError(f"auth key file must hold {AUTH_KEY_FILE_SIZE} bytes, got {len(data)}")
     return AuthKey(AuthConfig.from_byte(data[0]), bytes(data[1:17]), bytes(data[17:33]))
 
 
@@ -359,9 +363,9 @@ class MilenageConfig:
 
     def __post_init__(self) -> None:
         if len(self.r) != 5 or any(not 0 <= r < 128 for r in self.r):
-            raise ValueError("Milenage r1..r5 are 5 rotations in 0..127 bits")
+            raise CodecError("Milenage r1..r5 are 5 rotations in 0..127 bits")
         if len(self.c) != 5 or any(len(c) != 16 for c in self.c):
-            raise ValueError("Milenage c1..c5 are 5 constants of 16 bytes")
+            raise CodecError("Milenage c1..c5 are 5 constants of 16 bytes")
 
 
 MILENAGE_CFG_FILE_SIZE = 85  # 5 + 5 * 16
@@ -369,7 +373,7 @@ MILENAGE_CFG_FILE_SIZE = 85  # 5 + 5 * 16
 
 def decode_milenage_cfg(data: bytes) -> MilenageConfig:
     if len(data) < MILENAGE_CFG_FILE_SIZE:
-        raise ValueError(f"EF.MILENAGE_CFG must hold {MILENAGE_CFG_FILE_SIZE} bytes, got {len(data)}")
+        raise CodecError(f"EF.MILENAGE_CFG must hold {MILENAGE_CFG_FILE_SIZE} bytes, got {len(data)}")
     return MilenageConfig(tuple(data[0:5]), tuple(bytes(data[5 + 16 * i:21 + 16 * i]) for i in range(5)))
 
 
@@ -394,7 +398,7 @@ class UsimSqn:
 
 def decode_usim_sqn(data: bytes) -> UsimSqn:
     if len(data) < 14 or (len(data) - 14) % 6:
-        raise ValueError(f"EF.USIM_SQN must be 14 + 6n bytes, got {len(data)}")
+        raise CodecError(f"EF.USIM_SQN must be 14 + 6n bytes, got {len(data)}")
     fresh = tuple(int.from_bytes(data[i:i + 6], "big") for i in range(14, len(data), 6))
     return UsimSqn(data[0], data[1], int.from_bytes(data[2:8], "big"), int.from_bytes(data[8:14], "big"), fresh)
 

@@ -260,6 +260,8 @@ def parse(xml: bytes, verify_key: Any, *, at: dt.datetime | None = None) -> M2MS
     except expat.ExpatError as exc:
         raise M2MSIMMobjError(f"document is truncated or not well-formed XML ({expat.ErrorString(exc.code)} "
                               f"at line {exc.lineno} column {exc.offset})") from None
+    except (LookupError, ValueError) as exc:   # the XML declaration names an encoding expat cannot read
+        raise M2MSIMMobjError(f"document declares an encoding that cannot be read ({exc})") from None
     leaves = reader.leaves
     for path, fmt in _LEAVES.items():
         if path not in leaves:
