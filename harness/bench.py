@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import reprlib
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,8 +255,15 @@ def _one_of(sec: _Section, real: str, real_value: Any, emulator: Any) -> None:
 def _read_text(p: Path) -> str:
     """The file as text, refusing what cannot be a bench file before reading it all."""
     try:
-        with open(p, "rb") as f:
-            data = f.read(MAX_BENCH_BYTES + 1)     # never more: /dev/zero must not grow memory
+        # O_NONBLOCK: opening a FIFO nobody writes to must not hang; a device node is refused
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as f:
+            mode = os.fstat(fd).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+                kind = "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+                raise BenchFileError(p, [f"not a bench file: {kind}"])
+            os.set_blocking(fd, True)
+            data = f.read(MAX_BENCH_BYTES + 1)     # never more: an endless pipe must not grow memory
     except OSError as exc:
         raise BenchFileError(p, [f"cannot read bench file: {exc.strerror or exc}"]) from exc
     except ValueError as exc:                     # a NUL in the path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -102,9 +104,30 @@ def test_example_real_bench_is_well_formed() -> None:
 
 # -- files that are not bench files (issue 9): one line naming the file, never a traceback ------
 
-def test_an_endless_file_is_refused_without_reading_it_whole() -> None:
+def test_a_device_node_is_refused_without_reading_it() -> None:
     (line,) = problems(Path("/dev/zero"))
+    assert line == "not a bench file: a device"
+
+
+def test_an_endless_pipe_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    writer = subprocess.Popen(["cat", "/dev/zero"], stdout=subprocess.PIPE)
+    try:
+        (line,) = problems(Path(f"/proc/{os.getpid()}/fd/{writer.stdout.fileno()}"))
+    finally:
+        writer.kill()
+        writer.wait()
+        writer.stdout.close()
     assert line == "larger than 1024 KiB: not a bench file"
+
+
+def test_a_fifo_nobody_writes_to_does_not_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "bench.fifo"
+    os.mkfifo(fifo)
+    assert problems(fifo) == ["the bench names no device (tpm, uicc, modem)"]
+
+
+def test_a_folder_is_one_problem(tmp_path: Path) -> None:
+    assert problems(tmp_path) == ["cannot read bench file: Is a directory"]
 
 
 def test_a_big_file_is_refused_by_its_size(tmp_path: Path) -> None:

@@ -332,4 +332,4 @@ modem: {{port: "socket://127.0.0.1:9"}}
 def test_bench_zero_is_one_line(tmp_path: Path) -> None:
     done = mcim_hil("bench", "check", "--bench", "/dev/zero", timeout=30)
     assert done.returncode == 2
-    assert one_line(done.stderr) == "/dev/zero: larger than 1024 KiB: not a bench file"
+    assert one_line(done.stderr) == "/dev/zero: not a bench file: a device"
