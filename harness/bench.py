@@ -35,7 +35,8 @@ MAX_PROBLEMS_SHOWN = 20   # a broken file names its first problems and counts th
 
 _short = reprlib.Repr()
 _short.maxstring = _short.maxother = 60
-_short.maxlevel = 2
+_short.maxlevel = 1
+_short.maxlist = _short.maxdict = 4
 
 
 class BenchFileError(Exception):
@@ -227,9 +228,13 @@ class _Section:
         if unknown or len(value) != 1:
             self.problems.append(f"{where}: give exactly one of env or file")
             return None
+        given = value.get("env", value.get("file"))
+        if not isinstance(given, str) or not given or "\0" in given:
+            self.problems.append(f"{where}: {'env' if 'env' in value else 'file'} must be a non-empty string")
+            return None
         if "env" in value:
-            return SecretRef(where, env=str(value["env"]))
-        path = Path(str(value["file"]))
+            return SecretRef(where, env=given)
+        path = Path(given)
         return SecretRef(where, file=path if path.is_absolute() else base / path)
 
     def finish(self) -> None:

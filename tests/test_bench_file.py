@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,21 @@ def test_a_modem_timeout_out_of_range_is_a_problem(tmp_path: Path) -> None:
     p = write(tmp_path, "modem: {emulator: at-pty, timeout: " + "9" * 400 + "}\n")
     (line,) = problems(p)
     assert line.startswith("modem.timeout: ") and "is not between 0 and 3600 seconds" in line
+
+
+def test_a_billion_laughs_of_yaml_aliases_is_refused_quickly(tmp_path: Path) -> None:
+    # 9 levels of 9 aliases: 387 million strings if anything walks or prints it whole
+    levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    levels += ["tpm: {tcti: *i, ek_ca: *i}", "uicc: {emulator: *i, secrets: {adm1: {env: *i}, pin1: {file: *i}}}",
+               "modem: {port: *i, timeout: *i}", "r: &r [*r]", "name: *r"]
+    p = write(tmp_path, "\n".join(levels) + "\n")
+    probe = ("import sys\nfrom mcim_hil.bench import load_bench, BenchFileError\n"
+             "try:\n    load_bench(sys.argv[1], probe=False)\nexcept BenchFileError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", probe, str(p)], capture_output=True, text=True, timeout=60)
+    lines = done.stdout.splitlines()
+    assert f"{p}: uicc.secrets.adm1: env must be a non-empty string" in lines
+    assert f"{p}: uicc.secrets.pin1: file must be a non-empty string" in lines
+    assert f"{p}: name: expected str, got list ([[...]])" in lines
+    assert all(len(line) < 200 for line in lines), lines
