@@ -272,7 +272,9 @@ BENCH_SEEDS = [DEFAULT_BENCH.read_bytes(), (DEFAULT_BENCH.parent / "sysmo-sja2-q
                b"name: x\ntpm: {tcti: 'swtpm:host=127.0.0.1,port=2321', ek_ca: [a.pem]}\n"
                b"uicc: {reader: 're:Virtual.*', secrets: {adm1: {env: ADM}}}\nmodem: {port: /dev/ttyUSB2, timeout: 2}\n",
                b"modem: {emulator: at-pty, baudrate: 9600}\nm2me: {module_firmware: {manufacturer: a, model: b, "
-               b"revision: c}, platform_id: p}\ntopology: {vno_is_sho: true}\n"]
+               b"revision: c}, platform_id: p}\ntopology: {vno_is_sho: true}\n",
+               b"a: &a [x, [y, z]]\nb: &b [*a, *a, *a]\ntpm: {tcti: *b, state_dir: *a}\n"
+               b"uicc: {emulator: vuicc, iccid: *a, secrets: {adm1: {env: *b}, pin1: {file: *a}}}\n"]
 
 
 # -- the M2MSIMMobj (harness/network/m2msimmobj.py) --------------------------------------------
