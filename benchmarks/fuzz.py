@@ -69,7 +69,8 @@ def fuzz(target: Target, n: int, seed: int, shown: int = 5) -> dict:
         try:
             outcomes[target.check(data)] += 1
         except Crash as exc:
-            kind = re.sub(r"[0-9]+|'[^']*'", "#", str(exc).rsplit(" for ", 1)[0])[:120]
+            message = re.sub(r" for b['\"].*$", "", str(exc), flags=re.S)       # not the input itself
+            kind = re.sub(r"[0-9]+", "#", re.sub(r": '[^']*'\)", ": '...')", message))[:160]
             if kind not in kinds and len(kinds) < shown:      # each kind of crash once
                 kinds.add(kind)
                 print(f"  CRASH {target.name}: {exc}\n    input: {data.hex()}", flush=True)
