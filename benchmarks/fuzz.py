@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # the modem driver warns about every burst of noise it drops: that is its job, not news here
     logging.getLogger("mcim_hil.drivers.modem").setLevel(logging.ERROR)
+    # the emulator's logged failures are counted as crashes by the target; not printed twice
+    logging.getLogger("mcim_hil.emulators.modem").propagate = False
     chosen = [t for t in all_targets if not args.target or t.name in args.target]
     # Cheap parsers take more of the budget; the modem driver (a reader thread per input) less.
     weight = {"modem-driver": 0.4, "bench-loader": 0.6, "m2msimmobj": 0.6}

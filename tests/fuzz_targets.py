@@ -116,8 +116,7 @@ class _EmulatorErrors(logging.Handler):
 
 
 _emulator_errors = _EmulatorErrors()
-logging.getLogger("mcim_hil.emulators.modem").addHandler(_emulator_errors)
-logging.getLogger("mcim_hil.emulators.modem").propagate = False   # the fuzzer reports them itself
+_EMULATOR_LOG = logging.getLogger("mcim_hil.emulators.modem")
 
 
 def new_emulated_modem():
@@ -134,8 +133,12 @@ def new_emulated_modem():
 def run_modem_emulator(data: bytes) -> None:
     emu, written = new_emulated_modem()
     del _emulator_errors.records[:]
-    for line in chunks(data):
-        emu._execute(line)
+    _EMULATOR_LOG.addHandler(_emulator_errors)
+    try:
+        for line in chunks(data):
+            emu._execute(line)
+    finally:
+        _EMULATOR_LOG.removeHandler(_emulator_errors)
     if _emulator_errors.records:
         record = _emulator_errors.records[0]
         raise Crash(f"modem emulator logged {record.getMessage()!r}"
