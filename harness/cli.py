@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except SecretUnavailable as exc:
         print(f"{bench_path(args.bench)}: {exc}", file=sys.stderr)
         return 2
-    except BenchUnusable as exc:
+    except BenchUnusable as exc:    # a well-formed bench file (or --out) that cannot serve this command
         print(exc, file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt as exc:
         print(f"mcim-hil {what}: terminated by {signal_name(exc)}; the bench was stopped", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130

@@ -283,7 +283,7 @@ def test_a_bench_without_what_a_run_needs_names_file_and_key(tmp_path: Path, dro
     bench = tmp_path / "bench.yaml"
     bench.write_text(emulated_bench_text(extra, drop=drop))
     done = mcim_hil("run", "--bench", str(bench), "--air", "relayed", "--out", str(tmp_path / "out"))
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert one_line(done.stderr).startswith(f"{bench}: {expected}")
     assert not (tmp_path / "out").exists()          # refused before anything ran
 
@@ -292,7 +292,7 @@ def test_bench_check_without_secrets_names_file_and_key(tmp_path: Path) -> None:
     bench = tmp_path / "bench.yaml"
     bench.write_text(emulated_bench_text(drop=("secrets:", "adm1:", "pin1:")))
     done = mcim_hil("bench", "check", "--bench", str(bench))
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert one_line(done.stderr).startswith(f"{bench}: uicc.secrets.adm1: missing")
 
 
@@ -308,7 +308,7 @@ def test_out_that_cannot_take_the_artifacts_is_refused_before_the_procedure(tmp_
     out = out.replace("FILE", str(file))
     t0 = time.monotonic()
     done = mcim_hil("run", "--out", out, timeout=30)
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert one_line(done.stderr) == f"--out {out}: " + expected.format(file=file)
     assert "step" not in done.stdout
     assert file.read_text() == "x"
@@ -323,7 +323,7 @@ uicc: {{reader: "re:.", secrets: {{adm1: {{file: {DEFAULT_BENCH.parent}/emulated
 modem: {{port: "socket://127.0.0.1:9"}}
 """)
     done = mcim_hil("run", "--bench", str(bench), "--air", "module", "--out", str(tmp_path / "out"))
-    assert done.returncode == 2
+    assert done.returncode == 1
     line = one_line(done.stderr)
     assert line.startswith(f"{bench}: --air module needs the emulated modem")
     assert "modem.port socket://127.0.0.1:9" in line and "--air relayed" in line
