@@ -138,6 +138,7 @@ class Bench:
     modem: ModemResource | None
     topology: TopologyOptions = field(default_factory=TopologyOptions)
     m2me: M2meOptions = field(default_factory=M2meOptions)
+    gsmtap: str | None = None        # where to listen for sniffed SIM traffic: "HOST:PORT" or "off"
 
     @property
     def emulated(self) -> bool:
@@ -318,6 +319,11 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
     fw.finish()
     m2me = M2meOptions(platform_id=s.get("platform_id", (str,)), module_firmware=firmware)
     s.finish()
+    s = _Section(top.get("gsmtap", (dict,), {}), "gsmtap", problems)
+    gsmtap = s.get("listen", (str,))
+    if gsmtap is not None and gsmtap != "off" and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}", gsmtap):
+        problems.append(f"gsmtap.listen: {gsmtap!r} is not HOST:PORT or off")
+    s.finish()
     top.finish()
 
     if uicc is not None and uicc.via_modem and modem is None:
@@ -327,7 +333,8 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
     if problems:
         raise BenchFileError(p, problems)
 
-    bench = Bench(path=p, name=name, tpm=tpm, uicc=uicc, modem=modem, topology=topology, m2me=m2me)
+    bench = Bench(path=p, name=name, tpm=tpm, uicc=uicc, modem=modem, topology=topology, m2me=m2me,
+                  gsmtap=gsmtap)
     if probe:
         absent = probe_devices(bench)
         if absent:

@@ -18,6 +18,7 @@ from typing import Callable
 
 from .bench import BenchFileError, SecretUnavailable, bench_path, load_bench
 from .emulated import EmulatedBench
+from .lab import LabError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="module: the module attaches by itself (emulated modem); relayed: the harness relays "
                           "the AKA to the card (default: module on an emulated bench, else relayed)")
     run.add_argument("--out", metavar="DIR", help="where run.json goes (default: runs/<procedure>-<time>)")
+    run.add_argument("--gsmtap", metavar="HOST:PORT",
+                     help="listen there for GSMTAP SIM frames (a SIMtrace2) and merge them into the trace as "
+                          "sniffed, or 'off' (default: the bench file's gsmtap.listen)")
     args = parser.parse_args(argv)
     try:
         if args.command == "bench" and args.bench_command == "check":
@@ -49,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             return bench_up(args.bench)
         if args.command == "run":
             from .run import run_command
-            return run_command(args.bench, args.procedure, args.air, args.out)
+            return run_command(args.bench, args.procedure, args.air, args.out, gsmtap=args.gsmtap)
+    except LabError as exc:
+        print(f"mcim-hil: {exc}", file=sys.stderr)
+        return 2
     except BenchFileError as exc:
         print(exc, file=sys.stderr)
         return 2

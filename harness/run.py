@@ -26,7 +26,8 @@ def session_options(bench, air: str) -> SessionOptions:
     return SessionOptions(air=air, platform_id=bench.m2me.platform_id, golden=golden)
 
 
-def run_command(bench_file: str | None, procedure_name: str, air: str | None, out: str | None) -> int:
+def run_command(bench_file: str | None, procedure_name: str, air: str | None, out: str | None,
+                gsmtap: str | None = None) -> int:
     bench = load_bench(bench_file)
     procedure = PROCEDURES[procedure_name]
     air = air or ("module" if bench.modem and bench.modem.emulator else "relayed")
@@ -37,7 +38,9 @@ def run_command(bench_file: str | None, procedure_name: str, air: str | None, ou
     with StepProgress(procedure.steps) as progress:
         try:
             progress.status(f"bringing up bench {bench.name}")
-            with Session(bench, session_options(bench, air), record) as session:
+            options = session_options(bench, air)
+            options.gsmtap = gsmtap
+            with Session(bench, options, record) as session:
                 record.meta["setup_s"] = round(time.perf_counter() - t0, 3)
                 record.meta["pcid"] = session.m2me.pcid
                 record.meta["platform_id"] = session.m2me.platform_id
