@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             from .run import run_command
             return run_command(args.bench, args.procedure, args.air, args.out, gsmtap=args.gsmtap)
     except LabError as exc:
-        print(f"mcim-hil: {exc}", file=sys.stderr)
+        print(exc, file=sys.stderr)
         return 2
     except BenchFileError as exc:
         print(exc, file=sys.stderr)

@@ -108,6 +108,8 @@ class Session:
             self.emulated = EmulatedBench(self.bench)
             self.endpoints = self._stack.enter_context(self.emulated)
         assert self.endpoints is not None
+        if self.endpoints.lab is not None:
+            self.record.meta["labgrid"] = self.endpoints.lab
         self._start_sniffing()
         if self.devices is None:
             self.devices = open_devices(self.bench, self.endpoints, self._stack, hook=self.hook)

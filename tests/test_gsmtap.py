@@ -227,6 +227,6 @@ def test_run_on_a_busy_gsmtap_address_stops_with_one_line_naming_it(tmp_path: Pa
         code = main(["run", "--gsmtap", f"127.0.0.1:{port}", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert err[-1] == f"mcim-hil: gsmtap: cannot listen on 127.0.0.1:{port}: in use by another listener " \
+    assert err[-1] == f"--gsmtap: cannot listen on 127.0.0.1:{port}: in use by another listener " \
                       "(pySim-trace, Wireshark's udp listener, another run?)"
     assert "Traceback" not in "\n".join(err)

@@ -89,8 +89,10 @@ def split_frame(datagram: bytes) -> tuple[bytes, bytes] | None:
 class GsmtapListener:
     """Receives GSMTAP on a UDP address in a thread and hands each SIM exchange to ``deliver``."""
 
-    def __init__(self, address: tuple[str, int], deliver: Callable[[SniffedExchange], None]) -> None:
+    def __init__(self, address: tuple[str, int], deliver: Callable[[SniffedExchange], None],
+                 where: str = "gsmtap") -> None:
         self.requested = address
+        self.where = where
         self.deliver = deliver
         self.frames = 0
         self.ignored = 0
@@ -115,7 +117,7 @@ class GsmtapListener:
             sock.close()
             why = "in use by another listener (pySim-trace, Wireshark's udp listener, another run?)" \
                 if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-            raise LabError(f"gsmtap: cannot listen on {host}:{port}: {why}") from None
+            raise LabError(f"{self.where}: cannot listen on {host}:{port}: {why}") from None
         sock.setblocking(False)
         self._socket = sock
         self._thread = threading.Thread(target=self._serve, name=f"gsmtap {host}:{self.address[1]}",
@@ -170,11 +172,11 @@ class GsmtapListener:
         self.stop()
 
 
-def sniff_into(record: Record, address: tuple[str, int]) -> GsmtapListener:
+def sniff_into(record: Record, address: tuple[str, int], where: str = "gsmtap") -> GsmtapListener:
     """A started listener whose frames go into ``record`` as sniffed exchanges."""
     def deliver(x: SniffedExchange) -> None:
         record.sniffed(x.started, x.source, x.command, x.request, x.response)
-    listener = GsmtapListener(address, deliver)
+    listener = GsmtapListener(address, deliver, where)
     listener.start()
     return listener
 
@@ -195,7 +197,7 @@ def start_sniffing(record: Record, setting: str | None, emulated_modem: object |
         record.meta["sniffer"] = {"listen": OFF}
         return None
     if setting is not None:
-        listener = sniff_into(record, parse_address(setting, where))
+        listener = sniff_into(record, parse_address(setting, where), where)
     elif emulated_modem is not None:
         listener = sniff_into(record, ("127.0.0.1", 0))
     else:
