@@ -21,6 +21,8 @@ from lab_support import LoopbackLab, free_port, lab_bench_file, labgrid_missing
 
 pytestmark = pytest.mark.skipif(labgrid_missing() is not None, reason=str(labgrid_missing()))
 
+pytest_plugins = ["pytester"]
+
 MCIM_HIL = [sys.executable, "-m", "mcim_hil"]
 
 
@@ -141,3 +143,45 @@ def test_an_unknown_place_and_an_absent_coordinator_are_one_line_each(lab, tmp_p
         done = run(bench, tmp_path / "out")
         assert done.returncode != 0
         assert done.stderr.strip().splitlines() == [f"{bench}: labgrid: " + said.format(c=coordinator)]
+
+
+def test_sigterm_while_the_harness_holds_the_place_still_gives_it_back(lab) -> None:
+    import signal
+    import time
+    from mcim_hil.lab.place import LabgridPlace, PlaceLease
+    loopback, _ = lab
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with pytest.raises(SystemExit) as stopped:
+        with PlaceLease(LabgridPlace(loopback.coordinator, "sja2-bench1")):
+            assert loopback.acquired_by("sja2-bench1") is not None
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)       # the handler ends this at once
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert loopback.acquired_by("sja2-bench1") is None
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_beside_labgrid_s_plugin_a_test_takes_the_module_of_the_labgrid_target(lab, pytester: pytest.Pytester) -> None:
+    loopback, _ = lab
+    bench = lab_bench_file(pytester.path / "lab.yaml", loopback.coordinator, "sja2-bench1", gsmtap="off")
+    env = pytester.path / "env.yaml"
+    env.write_text("targets:\n  main:\n    resources:\n      RemotePlace:\n        name: sja2-bench1\n")
+    pytester.makepyfile(test_on_target="""
+        from labgrid.resource import NetworkSerialPort
+
+        def test_module_and_card_of_the_target(target, modem, uicc):
+            port = target.get_resource(NetworkSerialPort)      # labgrid's own fixture
+            assert modem.port == f"rfc2217://{port.host}:{port.port}?ign_set_control"
+            assert uicc.read_iccid() == "8988211000000000017"   # through the module's AT+CSIM
+    """)
+    loopback.client("-p", "sja2-bench1", "acquire", check=True)   # labgrid's RemotePlace wants it held
+    try:
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--lg-env", str(env), "--lg-coordinator",
+                                               loopback.coordinator, "--bench", str(bench), "--no-artifacts",
+                                               "--junitxml=out.xml", timeout=300)
+    finally:
+        loopback.client("-p", "sja2-bench1", "release")
+    result.assert_outcomes(passed=1)
+    junit = (pytester.path / "out.xml").read_text()
+    assert f'name="lg_env" value="{env}"' in junit and 'name="labgrid_place" value="sja2-bench1"' in junit
+    assert 'name="modem_port" value="rfc2217://127.0.0.1:' in junit
