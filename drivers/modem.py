@@ -356,7 +356,10 @@ class Modem:
         if not url:
             raise DeviceNotFound("(no port)", "open", "no serial port URL given")
         try:
-            port = serial.serial_for_url(url, baudrate=baudrate, timeout=_READ_POLL_S, write_timeout=timeout)
+            # pyserial's rfc2217 client refuses any write_timeout (NotImplementedError); its writes
+            # go to a TCP socket, which the RFC 2217 server (ser2net) drains
+            limits = {} if url.startswith("rfc2217://") else {"write_timeout": timeout}
+            port = serial.serial_for_url(url, baudrate=baudrate, timeout=_READ_POLL_S, **limits)
         except ValueError as exc:
             raise ModemError(url, "open", f"not a usable serial URL: {exc}") from exc
         except serial.SerialException as exc:

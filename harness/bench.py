@@ -155,6 +155,8 @@ class Bench:
     modem: ModemResource | None
     topology: TopologyOptions = field(default_factory=TopologyOptions)
     m2me: M2meOptions = field(default_factory=M2meOptions)
+    gsmtap: str | None = None        # where to listen for sniffed SIM traffic: "HOST:PORT" or "off"
+    labgrid: Any = None              # mcim_hil.lab.place.LabgridPlace: the modem is that place's serial port
 
     @property
     def emulated(self) -> bool:
@@ -309,6 +311,7 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
     name = top.get("name", (str,), p.stem)
 
     tpm = uicc = modem = None
+    on_place = isinstance(top.data.get("labgrid"), dict)
     if "tpm" in top.data:
         s = _Section(top.get("tpm", (dict,), {}), "tpm", problems)
         tcti = s.get("tcti", (str,))
@@ -351,7 +354,10 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
         s = _Section(top.get("modem", (dict,), {}), "modem", problems)
         port = s.get("port", (str,))
         emulator = s.choice("emulator", MODEM_EMULATORS)
-        _one_of(s, "port", port, emulator)
+        if on_place and (port is not None or emulator is not None):
+            problems.append("modem: the labgrid place's serial port is the modem: give no port or emulator")
+        elif not on_place:
+            _one_of(s, "port", port, emulator)
         timeout = s.get("timeout", (int, float), 5.0)
         if not 0 < timeout <= 3600:
             problems.append(f"modem.timeout: {_short.repr(timeout)} is not between 0 and 3600 seconds")
@@ -375,6 +381,25 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
     fw.finish()
     m2me = M2meOptions(platform_id=s.get("platform_id", (str,)), module_firmware=firmware)
     s.finish()
+    labgrid = None
+    if "labgrid" in top.data:
+        s = _Section(top.get("labgrid", (dict,), {}), "labgrid", problems)
+        coordinator = s.get("coordinator", (str,), required=True)
+        place = s.get("place", (str,), required=True)
+        serial = s.get("serial", (str,))
+        if coordinator is not None and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\s/]+)(:\d{1,5})?", coordinator):
+            problems.append(f"labgrid.coordinator: {coordinator!r} is not HOST:PORT")
+        if coordinator and place:
+            from .lab.place import LabgridPlace, coordinator_address
+            labgrid = LabgridPlace(coordinator_address(coordinator), place, serial)
+        s.finish()
+        if modem is None:
+            modem = ModemResource()
+    s = _Section(top.get("gsmtap", (dict,), {}), "gsmtap", problems)
+    gsmtap = s.get("listen", (str,))
+    if gsmtap is not None and gsmtap != "off" and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}", gsmtap):
+        problems.append(f"gsmtap.listen: {gsmtap!r} is not HOST:PORT or off")
+    s.finish()
     top.finish()
 
     if uicc is not None and uicc.via_modem and modem is None:
@@ -384,7 +409,8 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
     if problems:
         raise BenchFileError(p, problems)
 
-    bench = Bench(path=p, name=name, tpm=tpm, uicc=uicc, modem=modem, topology=topology, m2me=m2me)
+    bench = Bench(path=p, name=name, tpm=tpm, uicc=uicc, modem=modem, topology=topology, m2me=m2me,
+                  gsmtap=gsmtap, labgrid=labgrid)
     if probe:
         absent = probe_devices(bench)
         if absent:

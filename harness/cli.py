@@ -20,6 +20,7 @@ from mcim_hil.drivers.errors import DeviceError
 
 from .bench import BenchFileError, SecretUnavailable, bench_path, load_bench
 from .emulated import EmulatedBench
+from .lab import LabError
 from .run import BenchUnusable, Terminated, emulator_problems, interruptible, signal_name
 
 DEBUG_ENV = "MCIM_HIL_DEBUG"   # set it to see the traceback behind a one-line error
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="module: the module attaches by itself (emulated modem); relayed: the harness relays "
                           "the AKA to the card (default: module on an emulated bench, else relayed)")
     run.add_argument("--out", metavar="DIR", help="where run.json goes (default: runs/<procedure>-<time>)")
+    run.add_argument("--gsmtap", metavar="HOST:PORT",
+                     help="listen there for GSMTAP SIM frames (a SIMtrace2) and merge them into the trace as "
+                          "sniffed, or 'off' (default: the bench file's gsmtap.listen)")
     args = parser.parse_args(argv)
     what = "run" if args.command == "run" else f"bench {args.bench_command}"
     try:
@@ -56,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
                 return bench_up(args.bench)
             if args.command == "run":
                 from .run import run_command
-                return run_command(args.bench, args.procedure, args.air, args.out)
+                return run_command(args.bench, args.procedure, args.air, args.out, gsmtap=args.gsmtap)
+    except LabError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     except BenchFileError as exc:
         print(exc, file=sys.stderr)
         return 2

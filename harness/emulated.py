@@ -27,6 +27,7 @@ class Endpoints:
     modem_port: str | None = None
     ek_ca_certificates: list[Path] = field(default_factory=list)
     startup_s: float = 0.0
+    lab: dict | None = None      # the labgrid place held and its resources (mcim_hil.lab.place)
 
     def lines(self) -> list[str]:
         out = []
@@ -128,6 +129,12 @@ class EmulatedBench:
     def _start_modem(self) -> None:
         res = self.bench.modem
         if res is None:
+            return
+        if self.bench.labgrid is not None:   # the place's serial port is the modem; released in stop()
+            from .lab.place import PlaceLease
+            lease = PlaceLease(self.bench.labgrid, where=f"{self.bench.path}: labgrid")
+            self._stack.append(lease.acquire())
+            self.endpoints.modem_port, self.endpoints.lab = lease.modem_url, lease.describe()
             return
         if not res.emulator:
             self.endpoints.modem_port = res.port

@@ -32,6 +32,16 @@ REDACTED = "<redacted>"
 RUN_FILE = "run.json"
 _MIN_SECRET_CHARS = 4  # shorter strings would scrub unrelated text (a PIN is already 4)
 
+SNIFFED = "sniffed"  # event type: an exchange seen on the card interface (GSMTAP), not sent by the harness
+
+# What a sniffed exchange may show (the harness's own commands are flagged by its drivers; a
+# tracer's are not, so the record judges them by what they are):
+_PIN_INS = frozenset({0x20, 0x24, 0x26, 0x28, 0x2C})  # TS 102 221 11.1.9-13: data is a PIN or key
+_AUTHENTICATE_INS = frozenset({0x88, 0x89})  # TS 31.102 7.1.2: RAND/AUTN may show; RES, CK, IK, Kc are session secrets
+_GET_RESPONSE = 0xC0                         # TS 102 221 10.1.2: carries the previous command's answer (T=0)
+_FILE_DATA_INS = frozenset({0xB0, 0xB2, 0xD6, 0xDC})  # READ/UPDATE BINARY/RECORD: the selected file's content
+_SELECT = 0xA4
+
 PASSED = "passed"
 FAILED = "failed"
 SKIPPED = "skipped"
@@ -100,6 +110,7 @@ class Record:
         self._scrubber: re.Pattern[str] | None = None
         self._seq = 0
         self._lock = threading.RLock()
+        self._sniff_state: dict[str, _SniffState] = {}   # per tracer: the selected file, a secret answer pending
 
     # -- secrets -----------------------------------------------------------------------
     def secret_values(self, *values: bytes | str) -> None:
@@ -209,6 +220,42 @@ class Record:
         }
         if event.secret and event.device == "uicc":
             entry.update(apdu_outline(event.request, event.response))
+        elif event.device == "uicc" and len(event.request) > 1 and event.request[1] in _AUTHENTICATE_INS:
+            entry["response"] = REDACTED   # RAND/AUTN may show; the answer holds the session keys
+            entry["secret"] = True
+            entry.update(apdu_outline(event.request, event.response))
+        self._add(entry)
+
+    def sniffed(self, started: float, source: str, command: str, request: bytes, response: bytes) -> None:
+        """Add one exchange seen on the card interface by a tracer (GSMTAP), marked sniffed.
+
+        Redacted as the drivers flag the harness's own commands: a PIN command keeps only its
+        outline; AUTHENTICATE keeps RAND/AUTN but not its answer (nor the GET RESPONSE that
+        fetches it); reads and writes of a key file keep no data; and bytes holding a
+        registered secret keep only the outline.
+        """
+        with self._lock:
+            state = self._sniff_state.setdefault(source, _SniffState())
+            hide_request, hide_response = state.judge(request, response)
+            if not (hide_request or hide_response) and \
+                    any(self.scrub(part.hex()) != part.hex() for part in (request, response) if part):
+                hide_request = hide_response = True
+        secret = hide_request or hide_response
+        entry: dict[str, Any] = {
+            "type": SNIFFED,
+            "kind": SNIFFED,          # never a message kind: a group leader's split keeps it where it came
+            "device": "uicc",
+            "source": source,
+            "command": command,
+            "request": REDACTED if hide_request else request.hex(),
+            "response": REDACTED if hide_response else response.hex(),
+            "status": response[-2:].hex().upper() if len(response) >= 2 else "",
+            "started": started,
+            "duration_s": 0.0,
+            "secret": secret,
+        }
+        if secret:
+            entry.update(apdu_outline(request, response))
         self._add(entry)
 
     def _add(self, entry: dict[str, Any]) -> None:
@@ -298,6 +345,44 @@ def apdu_outline(request: bytes, response: bytes) -> dict[str, Any]:
         "response_length": max(len(response) - 2, 0),  # data bytes, without SW1 SW2
         "sw": response[-2:].hex().upper() if len(response) >= 2 else None,
     }
+
+
+def _secret_fids() -> frozenset[bytes]:
+    from mcim_hil.drivers.uicc_files import ALL_FILES
+    return frozenset(bytes.fromhex(ef.fid) for ef in ALL_FILES if ef.secret)
+
+
+class _SniffState:
+    """What a tracer's stream has shown so far that decides how the next exchange is redacted."""
+
+    def __init__(self) -> None:
+        self.selected: bytes | None = None   # FID of the file selected last
+        self.answer_pending = False          # the next GET RESPONSE fetches a secret answer
+
+    def judge(self, request: bytes, response: bytes) -> tuple[bool, bool]:
+        """(hide the command's data, hide the answer's data) for this exchange; updates the state."""
+        if len(request) < 5:
+            return True, True
+        ins, p1 = request[1], request[2]
+        in_key_file = self.selected in _secret_fids()
+        hide_request = hide_response = False
+        if ins in _PIN_INS:
+            hide_request = hide_response = True
+        elif ins in _AUTHENTICATE_INS:
+            hide_response = True
+        elif ins == _GET_RESPONSE:
+            hide_response = self.answer_pending
+        elif ins in _FILE_DATA_INS and not (ins in (0xB0, 0xD6) and p1 & 0x80):  # not by SFI
+            hide_request = hide_response = in_key_file
+        elif ins in _FILE_DATA_INS:
+            hide_request = hide_response = True   # by SFI: which file is unknown here, so withheld
+        if ins == _SELECT:
+            data = request[5:5 + request[4]]
+            self.selected = data[-2:] if p1 in (0x00, 0x08, 0x09) and len(data) >= 2 else None
+        # T=0: '61xx'/'9Fxx' means the answer follows with GET RESPONSE (TS 102 221 7.3.1.1.4)
+        more = len(response) >= 2 and response[-2] in (0x61, 0x9F)
+        self.answer_pending = more and (hide_response or (ins == _GET_RESPONSE and self.answer_pending))
+        return hide_request, hide_response
 
 
 def _json_default(value: Any) -> Any:

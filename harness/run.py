@@ -124,7 +124,8 @@ def out_problems(out_dir: Path) -> list[str]:
     return []
 
 
-def run_command(bench_file: str | None, procedure_name: str, air: str | None, out: str | None) -> int:
+def run_command(bench_file: str | None, procedure_name: str, air: str | None, out: str | None,
+                gsmtap: str | None = None) -> int:
     bench = load_bench(bench_file)
     procedure = PROCEDURES[procedure_name]
     air = air or ("module" if bench.modem and bench.modem.emulator else "relayed")
@@ -144,7 +145,9 @@ def run_command(bench_file: str | None, procedure_name: str, air: str | None, ou
     with StepProgress(procedure.steps) as progress:
         try:
             progress.status(f"bringing up bench {bench.name}")
-            session = Session(bench, session_options(bench, air), record)
+            options = session_options(bench, air)
+            options.gsmtap = gsmtap
+            session = Session(bench, options, record)
             session.__enter__()     # on failure it has closed itself
             bench_up = True
             try:

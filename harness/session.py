@@ -44,6 +44,7 @@ class SessionOptions:
     network: dict[str, Any] | None = None        # NetworkOptions overrides
     store_dir: Path | None = None
     ek_roots: list[x509.Certificate] | None = None  # replaces the bench's pinned EK CAs
+    gsmtap: str | None = None           # where to listen for sniffed SIM traffic (HOST:PORT, off); over the bench's
 
 
 def ek_roots(bench: Bench, endpoints: Endpoints | None) -> list[x509.Certificate]:
@@ -107,6 +108,9 @@ class Session:
             self.emulated = EmulatedBench(self.bench)
             self.endpoints = self._stack.enter_context(self.emulated)
         assert self.endpoints is not None
+        if self.endpoints.lab is not None:
+            self.record.meta["labgrid"] = self.endpoints.lab
+        self._start_sniffing()
         if self.devices is None:
             self.devices = open_devices(self.bench, self.endpoints, self._stack, hook=self.hook)
         self.tre = TrustedEnvironment(self.devices.tpm)
@@ -165,6 +169,13 @@ class Session:
         self._stack.close()
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _start_sniffing(self) -> None:
+        from .lab.gsmtap import start_sniffing, stop_sniffing
+        modem = self.emulated.modem_emulator if self.emulated is not None else None
+        listener = start_sniffing(self.record, self.options.gsmtap or self.bench.gsmtap, modem,
+                                  where="--gsmtap" if self.options.gsmtap else f"{self.bench.path}: gsmtap.listen")
+        self._stack.callback(stop_sniffing, self.record, listener, modem)
 
     def _ek_roots(self) -> list[x509.Certificate]:
         if self.options.ek_roots is not None:

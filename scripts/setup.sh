@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(swtpm swtpm-tools pcscd vsmartcard-vpcd libtss2-dev libpcsclite-dev pkg-config
-      tpm2-tools pcsc-tools python3-venv python3-dev gcc swig tshark chromium)
+      tpm2-tools pcsc-tools python3-venv python3-dev gcc swig tshark chromium ser2net)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 as_root() {
@@ -70,4 +70,23 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e .
   touch "$stamp"
+fi
+
+# 5. labgrid (labgrid places as benches, harness/lab/): client API, coordinator, exporter. Its
+# pyserial fork is left out: it replaces pyserial's `serial` module (labgrid issue 1245), and the
+# harness needs only pyserial's rfc2217 (with ?ign_set_control against ser2net 4).
+LABGRID_VERSION=26.0.1
+lg_stamp=.venv/.labgrid-installed
+if [ ! -f "$lg_stamp" ] || [ scripts/labgrid-requirements.txt -nt "$lg_stamp" ] || \
+   ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('labgrid') != '$LABGRID_VERSION')" 2>/dev/null; then
+  say "installing labgrid $LABGRID_VERSION (without its pyserial fork)"
+  .venv/bin/python -m pip install -q --no-deps "labgrid==$LABGRID_VERSION"
+  .venv/bin/python -m pip install -q -r scripts/labgrid-requirements.txt
+  touch "$lg_stamp"
+fi
+if .venv/bin/python -m pip show -q pyserial-labgrid >/dev/null 2>&1; then
+  # installed by hand with its dependencies: put pyserial's own `serial` module back
+  say "replacing pyserial-labgrid by pyserial (labgrid issue 1245)"
+  .venv/bin/python -m pip uninstall -q -y pyserial-labgrid
+  .venv/bin/python -m pip install -q --force-reinstall --no-deps "pyserial>=3.5"
 fi

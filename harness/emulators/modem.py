@@ -78,6 +78,7 @@ class _Sim:
         self.reader = reader
         self._connection = None
         self._usim_aid: bytes | None = None
+        self.tap = None  # a GsmtapTap: what a SIMtrace2 on the contacts would see
 
     def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -118,6 +119,8 @@ class _Sim:
                 self._connection = self._connect()
             try:
                 data, sw1, sw2 = self._connection.transmit(list(apdu))
+                if self.tap is not None:
+                    self.tap.exchange(apdu, bytes(data) + bytes([sw1, sw2]))
                 return bytes(data) + bytes([sw1, sw2])
             except SmartcardException as exc:
                 # "Card was reset" / "Card was removed": reopen and try once more.
@@ -388,6 +391,7 @@ class EmulatedModem:
                 pass
         self._master = self._slave = self._wake_r = self._wake_w = -1
         self._sim.close()
+        self.trace_sim_to(None)
 
     def __enter__(self) -> EmulatedModem:
         self.start()
@@ -398,6 +402,13 @@ class EmulatedModem:
 
     def __repr__(self) -> str:
         return f"EmulatedModem(port={self.port!r}, sim_reader={self.sim_reader!r})"
+
+    def trace_sim_to(self, address: tuple[str, int] | None) -> None:
+        """Send the module's SIM exchanges as GSMTAP to ``address``, as a SIMtrace2 does; None stops."""
+        from .gsmtap_tap import GsmtapTap
+        old, self._sim.tap = self._sim.tap, (GsmtapTap(address) if address is not None else None)
+        if old is not None:
+            old.close()
 
     def set_network(self, network: AirInterface | None) -> None:
         """The network the radio reaches; None takes the module out of coverage (no detach signalling)."""

@@ -8,17 +8,23 @@ SIM followed by the command APDU, the response data and SW1 SW2.
 Secrets never reach the file: a secret exchange is written from the record's outline of it
 (header, lengths, SW), its data bytes replaced by the filler below; an exchange the driver did
 not flag but whose bytes hold a registered secret is treated the same way.
+
+Exchanges sniffed on the module's card interface (a SIMtrace2, or the emulated modem acting as
+one: ``Record.sniffed``) are merged in by time, each from the tracer's own address and port to
+the GSMTAP port: the harness's own come from port 4729, so ``udp.srcport != 4729`` shows the
+sniffed ones. Their data withheld by the record is written as the same filler.
 """
 
 from __future__ import annotations
 
+import socket
 import struct
 from dataclasses import dataclass
 from itertools import cycle, islice
 from pathlib import Path
 from typing import Any, Iterator
 
-from mcim_hil.record import Record, apdu_outline
+from mcim_hil.record import REDACTED, SNIFFED, Record, apdu_outline
 
 from .logs import groups
 
@@ -49,6 +55,7 @@ class Exchange:
     command: str
     payload: bytes     # command APDU + response data + SW1 SW2
     redacted: bool
+    source: tuple[bytes, int] | None = None   # sniffed: the tracer's IPv4 address and UDP port
 
 
 def uicc_exchanges(record: Record) -> list[Exchange]:
@@ -63,6 +70,41 @@ def uicc_exchanges(record: Record) -> list[Exchange]:
             if exchange is not None:
                 out.append(exchange)
     return out
+
+
+def sniffed_exchanges(record: Record) -> list[Exchange]:
+    """The exchanges tracers sent during the run, as the record kept them (redacted)."""
+    run = record.to_dict()
+    out = []
+    for group in groups(run):
+        for event in group.of_type(SNIFFED):
+            exchange = _sniffed_exchange(event)
+            if exchange is not None:
+                out.append(exchange)
+    return out
+
+
+def _sniffed_exchange(event: dict[str, Any]) -> Exchange | None:
+    try:
+        if event["request"] != REDACTED:
+            request = bytes.fromhex(event["request"])
+        else:
+            header = bytes.fromhex(event["request_header"])
+            request = header + _filler(event["request_length"] - len(header))
+        if event["response"] != REDACTED:
+            response = bytes.fromhex(event["response"])
+        else:
+            sw = bytes.fromhex(event["sw"]) if event.get("sw") else b""
+            response = _filler(event["response_length"]) + sw if sw else b""
+    except (KeyError, ValueError):
+        return None         # not as the record writes it: nothing safe to show
+    host, _, port = str(event.get("source", "")).rpartition(":")
+    try:
+        source = (socket.inet_aton(host), int(port))
+    except (OSError, ValueError):
+        source = (_LOOPBACK, 0)   # an IPv6 tracer: shown from loopback
+    return Exchange(event["started"], event.get("source", ""), event["command"], request + response,
+                    bool(event.get("secret")), source)
 
 
 def _exchange(event: dict[str, Any], record: Record) -> Exchange | None:
@@ -80,6 +122,10 @@ def _exchange(event: dict[str, Any], record: Record) -> Exchange | None:
         return None         # a secret event recorded without its outline: nothing safe to show
     header = bytes.fromhex(outline["request_header"])
     request = header + _filler(outline["request_length"] - len(header))
+    if outline is event and event.get("request") not in (None, REDACTED):   # only the answer withheld
+        shown = bytes.fromhex(event["request"])                               # (AUTHENTICATE: RAND, AUTN)
+        if not _holds_secret(record, shown):
+            request = shown
     sw = bytes.fromhex(outline["sw"]) if outline.get("sw") else b""
     response = _filler(outline["response_length"]) + sw if sw else b""
     return Exchange(event["started"], event["port"], event["command"], _tpdu(request) + response, True)
@@ -139,6 +185,13 @@ def udp_ipv4_datagram(payload: bytes, ident: int, src: bytes = _LOOPBACK, dst: b
     return header + udp
 
 
+def _datagram(x: Exchange, ident: int) -> bytes:
+    if x.source is None:
+        return udp_ipv4_datagram(gsmtap_sim(x.payload), ident)
+    address, port = x.source
+    return udp_ipv4_datagram(gsmtap_sim(x.payload), ident, src=address, sport=port or GSMTAP_UDP_PORT)
+
+
 def pcap_file(packets: Iterator[tuple[float, bytes]] | list[tuple[float, bytes]]) -> bytes:
     """A classic pcap file (big-endian, so it starts with a1 b2 c3 d4) of raw IPv4 packets."""
     out = [struct.pack(">IHHiIII", PCAP_MAGIC, *PCAP_VERSION, 0, 0, PCAP_SNAPLEN, LINKTYPE_IPV4)]
@@ -150,8 +203,8 @@ def pcap_file(packets: Iterator[tuple[float, bytes]] | list[tuple[float, bytes]]
 
 
 def write_pcap(record: Record, path: Path) -> Path:
-    """Write the run's UICC commands to ``path`` as GSMTAP-over-UDP pcap."""
-    packets = [(x.started, udp_ipv4_datagram(gsmtap_sim(x.payload), n))
-               for n, x in enumerate(uicc_exchanges(record), start=1)]
+    """Write the run's UICC commands, and those sniffed, to ``path`` as GSMTAP-over-UDP pcap."""
+    exchanges = sorted(uicc_exchanges(record) + sniffed_exchanges(record), key=lambda x: x.started)
+    packets = [(x.started, _datagram(x, n)) for n, x in enumerate(exchanges, start=1)]
     path.write_bytes(pcap_file(packets))
     return path
