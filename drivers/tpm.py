@@ -105,6 +105,7 @@ PT_LEVEL, PT_REVISION, PT_MANUFACTURER = 0x101, 0x102, 0x105
 PT_VENDOR_STRING_1 = 0x106  # .. _4 = 0x109
 PT_FIRMWARE_VERSION_1, PT_FIRMWARE_VERSION_2 = 0x10B, 0x10C
 PT_NV_BUFFER_MAX = 0x12C
+PT_HR_TRANSIENT_AVAIL = 0x207  # TPM 2.0 Part 2, 6.13: free transient object slots (variable)
 
 _BANKS: dict[str, TPM2_ALG] = {
     "sha1": TPM2_ALG.SHA1, "sha256": TPM2_ALG.SHA256,
@@ -349,7 +350,10 @@ class Tpm:
         self.hook = hook
         self._tcti_ctx: TCTILdr | None = tcti_ctx
         self._esapi: ESAPI | None = esapi
-        self._owned: list[ESYS_TR] = []  # transient objects handed to the caller
+        self._owned: list[ESYS_TR] = []  # transient objects handed to the caller, as they hold them
+        # handed-out objects moved out and back (ContextSave, ContextLoad) to make room:
+        # the caller's handle -> the object's ESYS_TR now
+        self._moved: dict[int, ESYS_TR] = {}
         self._fixed: dict[int, int] | None = None
 
     # -- open / close ---------------------------------------------------------------------
@@ -457,9 +461,34 @@ class Tpm:
         except TpmError:
             pass
 
-    @staticmethod
-    def _handle(obj: Handle) -> ESYS_TR:
-        return obj.handle if isinstance(obj, (Ek, Ak, StorageKey)) else obj
+    def _handle(self, obj: Handle) -> ESYS_TR:
+        handle = obj.handle if isinstance(obj, (Ek, Ak, StorageKey)) else obj
+        return self._moved.get(int(handle), handle)
+
+    @contextmanager
+    def _room_for_persistent(self, op: _Operation, keep: Sequence[Handle] = ()) -> Iterator[None]:
+        """A free object slot for a command that names a persistent object: the TPM loads it
+        into a transient slot for the command (TPM 2.0 Part 1, 30.4), and a raw TPM has no
+        resource manager. When every slot holds an object we handed out, one that this
+        command does not use is saved (TPM2_ContextSave), flushed and loaded back after;
+        the caller's handle keeps naming it."""
+        _, data = self._call(op, "TPM2_GetCapability", self._ctx.get_capability,
+                             TPM2_CAP.TPM_PROPERTIES, PT_HR_TRANSIENT_AVAIL, 1)
+        props = [p for p in data.data.tpmProperties if int(p.property) == PT_HR_TRANSIENT_AVAIL]
+        kept = {int(self._handle(k)) for k in keep}
+        movable = [h for h in self._owned if int(self._handle(h)) not in kept]
+        if not props or int(props[0].value) > 0 or not movable:
+            yield  # room enough, or nothing of ours to move: the TPM's answer stands
+            return
+        mine = movable[0]
+        current = self._handle(mine)
+        saved = self._call(op, "TPM2_ContextSave", self._ctx.context_save, current)
+        self._call(op, "TPM2_FlushContext", self._ctx.flush_context, current)
+        try:
+            yield
+        finally:
+            self._moved[int(mine)] = self._call(op, "TPM2_ContextLoad", self._ctx.context_load,
+                                                saved)
 
     def _hand_out(self, handle: ESYS_TR) -> ESYS_TR:
         self._owned.append(handle)
@@ -692,7 +721,7 @@ class Tpm:
                                ESYS_TR.ENDORSEMENT, ek_session, expiration=0)
                 credential = self._call(op, "TPM2_ActivateCredential",
                                         self._ctx.activate_credential, self._handle(ak),
-                                        ek.handle, blob, seed,
+                                        self._handle(ek), blob, seed,
                                         session1=ESYS_TR.PASSWORD, session2=ek_session)
             finally:
                 if ek_session != ESYS_TR.PASSWORD:
@@ -774,7 +803,8 @@ class Tpm:
     def unseal_persistent(self, persistent_handle: int, pcrs: Sequence[int],
                           bank: str = "sha256", *, salt: Handle | None = None) -> bytes:
         """unseal() of a sealed object persisted at `persistent_handle`."""
-        with self._operation(secret=True) as op:
+        keep = [salt] if salt is not None else []
+        with self._operation(secret=True) as op, self._room_for_persistent(op, keep):
             tr = self._call(op, "TPM2_ReadPublic", self._ctx.tr_from_tpmpublic,
                             persistent_handle)
             try:
@@ -819,7 +849,7 @@ class Tpm:
         if EK_PERSISTENT_FIRST <= persistent_handle <= EK_PERSISTENT_LAST:
             raise SafetyRefused(self.tcti, "TPM2_EvictControl",
                                 f"0x{persistent_handle:08x} is in the endorsement key range")
-        with self._operation() as op:
+        with self._operation() as op, self._room_for_persistent(op):
             tr = self._call(op, "TPM2_ReadPublic", self._ctx.tr_from_tpmpublic,
                             persistent_handle)
             try:
@@ -843,7 +873,7 @@ class Tpm:
             return found
 
     def read_public(self, persistent_handle: int) -> TPM2B_PUBLIC:
-        with self._operation() as op:
+        with self._operation() as op, self._room_for_persistent(op):
             tr = self._call(op, "TPM2_ReadPublic", self._ctx.tr_from_tpmpublic,
                             persistent_handle)
             try:
@@ -854,10 +884,12 @@ class Tpm:
 
     def flush(self, handle: Handle) -> None:
         """TPM2_FlushContext of a transient object or session."""
+        mine = handle.handle if isinstance(handle, (Ek, Ak, StorageKey)) else handle
         tr = self._handle(handle)
         with self._operation() as op:
             try:
                 self._call(op, "TPM2_FlushContext", self._ctx.flush_context, tr)
             finally:
-                if tr in self._owned:
-                    self._owned.remove(tr)
+                if mine in self._owned:
+                    self._owned.remove(mine)
+                self._moved.pop(int(mine), None)

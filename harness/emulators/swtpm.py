@@ -40,10 +40,12 @@ HOST = "127.0.0.1"
 CMD_GET_CAPABILITY = 1
 CMD_INIT = 2
 CMD_SHUTDOWN = 3
+CMD_STOP = 14   # power off: the TPM stops answering until CMD_INIT
 
 # TPM 2.0 Part 2: TPM_ST_NO_SESSIONS, TPM_CC_Startup / GetRandom, TPM_SU_CLEAR, TPM_RC_INITIALIZE
 TPM_ST_NO_SESSIONS = 0x8001
 TPM_CC_STARTUP = 0x00000144
+TPM_CC_SHUTDOWN = 0x00000145
 TPM_CC_GET_RANDOM = 0x0000017B
 TPM_SU_CLEAR = 0x0000
 TPM_RC_SUCCESS = 0x000
@@ -344,12 +346,56 @@ class Swtpm:
         except OSError:
             return False
 
+    def shutdown(self) -> int:
+        """TPM2_Shutdown(SU_CLEAR): the orderly end of a TPM session; returns its response code.
+
+        Without it libtpms counts the next start as a power loss and quotes show
+        clockInfo.safe = 0 for a few seconds (TPM 2.0 Part 1, 36.6), so every planned stop
+        and power cycle sends it first.
+        """
+        self._require_running("shutdown")
+        try:
+            rc, _ = self._tpm_command(TPM_CC_SHUTDOWN, struct.pack(">H", TPM_SU_CLEAR))
+        except OSError as exc:
+            raise SwtpmError("TPM2_Shutdown", f"port {self.port}: {exc}",
+                             _read_tail(self._log_file) if self._log_file else "") from exc
+        return rc
+
     def power_cycle(self) -> None:
-        """Power the TPM off and on (ctrl CMD_INIT) and send TPM2_Startup(CLEAR).
+        """An orderly power cycle: TPM2_Shutdown(CLEAR), power off and on (ctrl CMD_INIT),
+        TPM2_Startup(CLEAR).
 
         PCRs reset; persistent objects and NV stay; transient objects and sessions are gone.
         """
         self._require_running("power_cycle")
+        self.shutdown()
+        self._power_on()
+
+    # -- fault controls: the TPM as a board that loses power ------------------------------
+
+    def power_off(self) -> None:
+        """Cut the TPM's power without TPM2_Shutdown (ctrl CMD_STOP): it answers nothing
+        until :meth:`power_on`, and that start counts as a power loss (clockInfo.safe = 0)."""
+        self._require_running("power_off")
+        try:
+            result = struct.unpack(">I", self._ctrl(CMD_STOP, b"", 4))[0]
+        except OSError as exc:
+            raise SwtpmError("swtpm ctrl CMD_STOP", f"port {self.ctrl_port}: {exc}") from exc
+        if result != 0:
+            raise SwtpmError("swtpm ctrl CMD_STOP", f"result 0x{result:x} on port {self.ctrl_port}")
+
+    def power_on(self) -> None:
+        """Power the TPM on (ctrl CMD_INIT) and send TPM2_Startup(CLEAR), as firmware would."""
+        self._require_running("power_on")
+        self._power_on()
+
+    def power_loss(self) -> None:
+        """Power lost and back: off without TPM2_Shutdown, then on. PCRs reset, transient
+        objects and sessions gone, persistent objects and NV stay."""
+        self.power_off()
+        self.power_on()
+
+    def _power_on(self) -> None:
         try:
             result = struct.unpack(">I", self._ctrl(CMD_INIT, struct.pack(">I", 0), 4))[0]
             if result != 0:
@@ -365,6 +411,10 @@ class Swtpm:
         """Shut swtpm down (ctrl CMD_SHUTDOWN, then SIGTERM, then SIGKILL); remove a temp dir."""
         try:
             if self.running:
+                try:
+                    self.shutdown()
+                except SwtpmError:
+                    pass  # a TPM that no longer answers: stop it all the same
                 try:
                     self._ctrl(CMD_SHUTDOWN, b"", 4)
                 except OSError:
