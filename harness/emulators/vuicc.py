@@ -138,6 +138,11 @@ INS_OUTGOING = {INS_READ_BINARY, INS_READ_RECORD, INS_STATUS, INS_GET_RESPONSE} 
 
 # vpcd control bytes (facts/pcsc.md)
 VPCD_POWER_OFF, VPCD_POWER_ON, VPCD_RESET, VPCD_GET_ATR = 0, 1, 2, 4
+# vpcd frames a 1-byte APDU exactly as a control byte. A real power off/on/reset is followed
+# at once by a GET ATR (ifd-vpcd's IFDHPowerICC asks the ATR; pcscd polls presence after a
+# power off); a 1-byte APDU is followed by nothing, vpcd waits for its answer. So a 00/01/02
+# with no frame after it within this time was an APDU.
+CONTROL_FOLLOW_S = 2.0
 
 AUTH_CONTEXT_GSM = 0x80  # TS 31.102 7.1.2: P2 b8=1, b3..b1 000 GSM
 AUTH_CONTEXT_3G = 0x81  # 001 3G
@@ -838,6 +843,23 @@ class _VpcdLink:
         self.buf += chunk
         return True
 
+    def frame_within(self, timeout: float) -> bool:
+        """True when a whole frame is (or arrives within ``timeout``) to be received."""
+        deadline = time.monotonic() + timeout
+        while not self._has_frame():
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                    return False
+                if not self._fill():
+                    return True  # closed: receive() says so
+            except OSError:
+                return True  # likewise
+        return True
+
+    def _has_frame(self) -> bool:
+        return len(self.buf) >= 2 and len(self.buf) >= 2 + int.from_bytes(self.buf[:2], "big")
+
     def receive(self) -> bytes | None:
         """The next frame's payload, or None when vpcd closed the connection."""
         while len(self.buf) < 2:
@@ -899,17 +921,20 @@ def serve(state_file: Path, port: int, host: str = "127.0.0.1", *,
                 sock.settimeout(None)
                 link = _VpcdLink(sock)
                 continue
+            control = len(payload) == 1 and (
+                payload[0] == VPCD_GET_ATR
+                or payload[0] in (VPCD_POWER_OFF, VPCD_POWER_ON, VPCD_RESET)
+                and link.frame_within(CONTROL_FOLLOW_S))
             _life.busy = True
-            if len(payload) == 1:
-                ctrl = payload[0]
-                if ctrl == VPCD_GET_ATR:
+            if control:
+                if payload[0] == VPCD_GET_ATR:
                     link.send(card.atr)
                     if not atr_announced:
                         announce("atr")
                         atr_announced = True
-                elif ctrl in (VPCD_POWER_OFF, VPCD_POWER_ON, VPCD_RESET):
+                else:
                     card.reset()
-            else:
+            else:  # an APDU; one of 1 byte is answered '6700' (ISO 7816-4 5.1: 4 bytes at least)
                 link.send(_answer(card, payload, port))
             _life.busy = False
             if _life.stop_requested:
