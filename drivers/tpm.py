@@ -20,6 +20,9 @@ There is deliberately no TPM2_Clear here.
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -73,7 +76,7 @@ from tpm2_pytss.types import (
 )
 from tpm2_pytss.utils import NoSuchIndex, create_ek_template
 
-from .errors import DeviceNotFound, SafetyRefused, TpmError
+from .errors import DeviceNotFound, SafetyRefused, TpmError, TpmPowerLost, TpmTimeout
 from .hook import CommandEvent, CommandHook
 
 T = TypeVar("T")
@@ -113,6 +116,18 @@ _BANKS: dict[str, TPM2_ALG] = {
 }
 _HASH_NAMES: dict[int, str] = {int(alg): name for name, alg in _BANKS.items()}
 _QUOTE_TRIES = 3  # another client extending a PCR between Quote and PCR_Read: quote again
+
+# Longest a driver operation may wait for the TPM (bench file: tpm.timeout). swtpm answers
+# in milliseconds; a discrete TPM's RSA key generation can take seconds.
+DEFAULT_TIMEOUT_S = 30.0
+_SOCKET_TCTIS = ("swtpm", "mssim")
+# What a response code says about the TPM's power (TPM 2.0 Part 2, 6.6.3): TpmPowerLost
+_POWER_LOST = {
+    "TPM_RC_INITIALIZE": "the TPM was reset or lost power and is not started",
+    "TPM_RC_FAILURE": "the TPM accepts no command: powered off, or in failure mode",
+    **{f"TPM_RC_REFERENCE_H{i}": "an object or session the driver holds is no longer loaded: "
+       "the TPM was reset or lost power" for i in range(7)},
+}  # libtss2's socket TCTIs: their receive ignores a timeout
 
 # --- templates -------------------------------------------------------------------------------
 
@@ -340,14 +355,86 @@ class _Operation:
             self.commands.append(command)
 
 
+# --- a bound on every operation ---------------------------------------------------------------
+
+def _shut_sockets_to(ports: set[int]) -> int:
+    """Shut down this process's TCP connections to ``ports``; returns how many.
+
+    The swtpm/mssim TCTIs connect for each command and keep no handle we could reach, so
+    the connection is found by its peer port (/proc/self/fd)."""
+    shut = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                continue
+            sock = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue
+        with sock:
+            try:
+                if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.getpeername()[1] in ports:
+                    sock.shutdown(socket.SHUT_RDWR)  # the blocked read sees EOF at once
+                    shut += 1
+            except OSError:
+                pass
+    return shut
+
+
+class _Watchdog:
+    """Bounds each driver operation on a socket TCTI (swtpm, mssim), whose receive blocks
+    for good (libtss2 ignores ESYS timeouts there, measured): an operation past its time
+    gets the TCTI's connection shut down, so the blocked receive fails at once."""
+
+    def __init__(self, ports: set[int], timeout: float) -> None:
+        self._ports = ports
+        self.timeout = timeout
+        self.fired = False
+        self._deadline: float | None = None
+        self._closed = False
+        self._cond = threading.Condition()
+        threading.Thread(target=self._run, name="tpm-watchdog", daemon=True).start()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                self.fired, self._deadline = True, None
+                _shut_sockets_to(self._ports)
+
+    @contextmanager
+    def armed(self) -> Iterator[None]:
+        with self._cond:
+            self._deadline = time.monotonic() + self.timeout
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._deadline = None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+
 # --- the driver ------------------------------------------------------------------------------
 
 class Tpm:
     """A TPM 2.0 reached through a TCTI; use :meth:`open`."""
 
-    def __init__(self, tcti: str, tcti_ctx: TCTILdr, esapi: ESAPI, hook: CommandHook) -> None:
+    def __init__(self, tcti: str, tcti_ctx: TCTILdr, esapi: ESAPI, hook: CommandHook,
+                 watchdog: _Watchdog | None = None) -> None:
         self.tcti = tcti
         self.hook = hook
+        self._watchdog = watchdog
+        self._given_up: str | None = None  # why the connection is no longer used
         self._tcti_ctx: TCTILdr | None = tcti_ctx
         self._esapi: ESAPI | None = esapi
         self._owned: list[ESYS_TR] = []  # transient objects handed to the caller, as they hold them
@@ -359,21 +446,35 @@ class Tpm:
     # -- open / close ---------------------------------------------------------------------
 
     @classmethod
-    def open(cls, tcti: str, hook: CommandHook | None = None) -> Tpm:
-        """Open ``name:conf`` (``swtpm:host=127.0.0.1,port=2321``, ``device:/dev/tpmrm0``...)."""
+    def open(cls, tcti: str, hook: CommandHook | None = None,
+             timeout: float = DEFAULT_TIMEOUT_S) -> Tpm:
+        """Open ``name:conf`` (``swtpm:host=127.0.0.1,port=2321``, ``device:/dev/tpmrm0``...).
+
+        ``timeout``: the longest one operation waits for the TPM on a socket TCTI; then it
+        raises TpmTimeout and the connection is given up. (The kernel bounds /dev/tpm*.)
+        """
         name, _, conf = tcti.partition(":")
         if not name:
             raise ValueError(f"TCTI {tcti!r}: expected name:conf")
+        if timeout <= 0:
+            raise ValueError(f"TPM timeout must be positive, got {timeout}")
         try:
             tcti_ctx = TCTILdr(name, conf or None)
         except TSS2_Exception as exc:
             raise DeviceNotFound(tcti, "Tss2_TctiLdr_Initialize", _describe(exc)) from exc
+        watchdog = None
+        if name in _SOCKET_TCTIS:
+            opts = dict(kv.split("=", 1) for kv in (conf or "").split(",") if "=" in kv)
+            port = int(opts.get("port", "2321"))  # tpm2-tss's default for both
+            watchdog = _Watchdog({port}, timeout)
         try:
             esapi = ESAPI(tcti_ctx)
         except TSS2_Exception as exc:
             tcti_ctx.close()
+            if watchdog is not None:
+                watchdog.close()
             raise DeviceNotFound(tcti, "Esys_Initialize", _describe(exc)) from exc
-        tpm = cls(tcti, tcti_ctx, esapi, hook if hook is not None else CommandHook())
+        tpm = cls(tcti, tcti_ctx, esapi, hook if hook is not None else CommandHook(), watchdog)
         if name in ("swtpm", "mssim"):
             # a simulator may be powered on but not started; an OS-managed TPM already is
             try:
@@ -398,7 +499,7 @@ class Tpm:
         """Flush the objects this driver handed out and still loaded, then let the TCTI go."""
         if self._esapi is None:
             return
-        for handle in list(self._owned):
+        for handle in list(self._owned) if self._given_up is None else []:
             try:
                 self.flush(handle)
             except TpmError:
@@ -408,6 +509,8 @@ class Tpm:
         if self._tcti_ctx is not None:
             self._tcti_ctx.close()
             self._tcti_ctx = None
+        if self._watchdog is not None:
+            self._watchdog.close()
 
     def __enter__(self) -> Tpm:
         return self
@@ -422,6 +525,9 @@ class Tpm:
     def _ctx(self) -> ESAPI:
         if self._esapi is None:
             raise TpmError(self.tcti, "open", "the TPM connection is closed")
+        if self._given_up is not None:
+            raise TpmError(self.tcti, "open", f"the TPM connection was given up: {self._given_up}; "
+                           "reopen it")
         return self._esapi
 
     # -- one hook event per operation; TpmError per failing command ---------------------------
@@ -432,7 +538,11 @@ class Tpm:
         started, t0 = time.time(), time.perf_counter()
         status = "TPM_RC_SUCCESS"
         try:
-            yield op
+            if self._watchdog is None:
+                yield op
+            else:
+                with self._watchdog.armed():
+                    yield op
         except TpmError as exc:
             status = exc.rc_name or "ERROR"
             raise
@@ -451,6 +561,18 @@ class Tpm:
         try:
             return fn(*args, **kwargs)
         except TSS2_Exception as exc:
+            if self._watchdog is not None and self._watchdog.fired:
+                self._given_up = f"no answer within {self._watchdog.timeout:g} s"
+                raise TpmTimeout(self.tcti, command, f"{self._given_up} (the TPM may or may not "
+                                 "have carried it out); the connection is given up",
+                                 rc=int(exc.rc), rc_name="timeout") from exc
+            name = rc_name(exc.rc)
+            lost = _POWER_LOST.get(name) if command != "TPM2_Startup" else None
+            if name.startswith("TPM_RC_REFERENCE_H") and not self._owned:
+                lost = None  # nothing of ours was loaded: a caller's stale handle
+            if lost:
+                raise TpmPowerLost(self.tcti, command, f"{lost} ({name})", rc=int(exc.rc),
+                                   rc_name=name) from exc
             raise TpmError(self.tcti, command, _describe(exc), rc=int(exc.rc),
                            rc_name=rc_name(exc.rc)) from exc
 

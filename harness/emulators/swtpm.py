@@ -253,6 +253,13 @@ class Swtpm:
         return f"swtpm:host={HOST},port={self.port}"
 
     @property
+    def pid(self) -> int:
+        """The swtpm process (for a test that freezes it with SIGSTOP)."""
+        self._require_running("pid")
+        assert self._proc is not None
+        return self._proc.pid
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

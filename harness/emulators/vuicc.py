@@ -1052,6 +1052,13 @@ class VirtualUicc:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int:
+        """The card's process (for a test that freezes it with SIGSTOP)."""
+        if self._proc is None:
+            raise VirtualUiccError(f"virtual UICC on port {self.port}: not started")
+        return self._proc.pid
+
     def stderr_tail(self, lines: int = 20) -> str:
         if self._stderr is None:
             return ""
