@@ -107,20 +107,27 @@ class EmulatedBench:
                 self.endpoints.uicc_reader = res.reader
             return
         from .emulators.pcscd import claim_free_slot
-        from .emulators.vuicc import VirtualUicc, create_card_file
+        from .emulators.vuicc import VirtualUicc, card_image, create_card_file
         claim = claim_free_slot()
         self._stack.append(claim)
-        state = res.card_state or self.workdir / "uicc.json"
-        if not state.exists():
+        state = res.card_state
+        image = None
+        if state is None or not state.exists():
             if res.adm1 is None:
                 raise ValueError(f"{self.bench.path}: uicc.secrets.adm1 is needed to make the virtual card")
             iccid = res.iccid or "8988211000000000017"
-            state.parent.mkdir(parents=True, exist_ok=True)
-            create_card_file(state, iccid=iccid, imsi=_factory_imsi(iccid),
-                             k=secrets.token_bytes(16), opc=secrets.token_bytes(16),
-                             adm1=res.adm1.resolve_key(),
-                             pin1=res.pin1.resolve_key() if res.pin1 else b"1234")
-        card = VirtualUicc(state, claim.slot.port, reader=claim.slot.reader)
+            factory = dict(iccid=iccid, imsi=_factory_imsi(iccid),
+                           k=secrets.token_bytes(16), opc=secrets.token_bytes(16),
+                           adm1=res.adm1.resolve_key(),
+                           pin1=res.pin1.resolve_key() if res.pin1 else b"1234")
+            if state is None:
+                # a card for this run only: its K, OPc and PINs live in its process's memory,
+                # never in a file (a kept uicc.card_state is a 0600 file, by the user's choice)
+                image = card_image(**factory)
+            else:
+                state.parent.mkdir(parents=True, exist_ok=True)
+                create_card_file(state, **factory)
+        card = VirtualUicc(state, claim.slot.port, reader=claim.slot.reader, image=image)
         self._stack.append(card)
         card.start()
         self.endpoints.uicc_reader = claim.slot.reader

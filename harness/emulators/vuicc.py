@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import json
 import os
 import re
 import select
@@ -84,6 +85,7 @@ from mcim_hil.emulators.vuicc_fs import (
 
 __all__ = [
     "SJA2_ATR",
+    "card_image",
     "UiccCard",
     "VirtualUicc",
     "VirtualUiccError",
@@ -793,13 +795,28 @@ def create_card_file(path: Path | str, *, iccid: str, imsi: str, k: bytes, opc: 
     ``adm1`` and ``pin1`` are the ASCII digits of the keys (4..8 bytes, 'FF' padded to 8).
     ``sqn_flags`` overrides EF.USIM_SQN flag byte 1 (default: delta and SQN checks, 5-bit IND).
     """
+    _factory_card(str(path), iccid=iccid, imsi=imsi, k=k, opc=opc, adm1=adm1, pin1=pin1,
+                  mnc_len=mnc_len, atr=atr, sqn_flags=sqn_flags).save(Path(path))
+
+
+def card_image(*, iccid: str, imsi: str, k: bytes, opc: bytes, adm1: bytes,
+               pin1: bytes = b"1234", mnc_len: int = 2, atr: bytes = SJA2_ATR,
+               sqn_flags: int | None = None) -> bytes:
+    """The same factory-fresh card as create_card_file, as bytes for ``VirtualUicc(image=...)``:
+    a card that lives in its process's memory only, never in a file."""
+    state = _factory_card("card image", iccid=iccid, imsi=imsi, k=k, opc=opc, adm1=adm1,
+                          pin1=pin1, mnc_len=mnc_len, atr=atr, sqn_flags=sqn_flags)
+    return json.dumps(state.to_json()).encode()
+
+
+def _factory_card(where: str, *, iccid: str, imsi: str, k: bytes, opc: bytes, adm1: bytes,
+                  pin1: bytes, mnc_len: int, atr: bytes, sqn_flags: int | None) -> CardState:
     kwargs = {} if sqn_flags is None else {"sqn_flags": sqn_flags}
     try:
-        state = factory_state(iccid=iccid, imsi=imsi, k=k, opc=opc, adm1=pad_pin(adm1),
-                              pin1=pin1, mnc_len=mnc_len, atr=atr, **kwargs)
+        return factory_state(iccid=iccid, imsi=imsi, k=k, opc=opc, adm1=pad_pin(adm1),
+                             pin1=pin1, mnc_len=mnc_len, atr=atr, **kwargs)
     except ValueError as exc:
-        raise VirtualUiccError(f"card file {path}: {exc}") from None
-    state.save(Path(path))
+        raise VirtualUiccError(f"{where}: {exc}") from None
 
 
 # --- the vpcd link ------------------------------------------------------------------
@@ -890,17 +907,25 @@ def _connect(host: str, port: int, timeout: float) -> socket.socket:
             time.sleep(0.1)
 
 
-def serve(state_file: Path, port: int, host: str = "127.0.0.1", *,
+def serve(state_file: Path | None, port: int, host: str = "127.0.0.1", *,
           announce: Callable[[str], None] = lambda _event: None,
-          connect_timeout: float = 3.0) -> int:
+          connect_timeout: float = 3.0, image: bytes | None = None) -> int:
     """Run the card on vpcd ``host:port`` until SIGTERM; returns an exit code. When vpcd goes
     away (pcscd restarted) the card waits for it to come back, as a card left in its reader.
 
     ``announce`` hears 'connected' and then 'atr' (the first ATR asked by vpcd).
+    ``image`` (card_image()) instead of a state file: the card lives in memory only.
     """
-    state_file = Path(state_file)
-    state = CardState.load(state_file)
-    card = UiccCard(state, lambda s: s.save(state_file))
+    if image is not None:
+        try:
+            state = CardState.from_json(json.loads(image))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CardStateError(f"card image: malformed ({type(exc).__name__})") from None
+        card = UiccCard(state, lambda s: None)  # its keys never reach a disk
+    else:
+        assert state_file is not None
+        state_file = Path(state_file)
+        card = UiccCard(CardState.load(state_file), lambda s: s.save(state_file))
     sock = _connect(host, port, connect_timeout)
     sock.settimeout(None)
     link = _VpcdLink(sock)
@@ -971,7 +996,8 @@ def _die_with_parent(parent_pid: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mcim_hil.emulators.vuicc",
                                      description="virtual UICC behind pcscd/vpcd")
-    parser.add_argument("--state", required=True, type=Path, help="card state file (JSON)")
+    parser.add_argument("--state", required=True,
+                        help="card state file (JSON), or - for a card image on stdin, kept in memory only")
     parser.add_argument("--port", required=True, type=int, help="vpcd TCP port of the slot")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--connect-timeout", type=float, default=3.0)
@@ -986,7 +1012,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.parent_pid is not None:
             _die_with_parent(args.parent_pid)
-        return serve(args.state, args.port, args.host, announce=announce,
+        if args.state == "-":
+            image = sys.stdin.buffer.read()
+            return serve(None, args.port, args.host, announce=announce,
+                         connect_timeout=args.connect_timeout, image=image)
+        return serve(Path(args.state), args.port, args.host, announce=announce,
                      connect_timeout=args.connect_timeout)
     except _Stop:
         return 0
@@ -1035,9 +1065,15 @@ class VirtualUicc:
     harness process dies.
     """
 
-    def __init__(self, state_file: Path | str, port: int, host: str = "127.0.0.1",
-                 reader: str | None = None) -> None:
-        self.state_file = Path(state_file)
+    def __init__(self, state_file: Path | str | None, port: int, host: str = "127.0.0.1",
+                 reader: str | None = None, *, image: bytes | None = None) -> None:
+        """``image`` (card_image()) instead of ``state_file``: a card that lives in the child's
+        memory only (handed over on its stdin), so its K, OPc and PINs never reach a disk;
+        it is gone when the card stops."""
+        if (state_file is None) == (image is None):
+            raise ValueError("a virtual card needs a state file or an image, not both")
+        self.state_file = Path(state_file) if state_file is not None else None
+        self._image = image
         self.port = port
         self.host = host
         self.reader = reader if reader is not None else reader_for_port(port)
@@ -1080,19 +1116,28 @@ class VirtualUicc:
         """
         if self.running:
             raise VirtualUiccError(f"virtual UICC on port {self.port}: already started")
-        if not self.state_file.is_file():
+        if self.state_file is not None and not self.state_file.is_file():
             raise VirtualUiccError(f"virtual UICC on port {self.port}: no card file {self.state_file}")
         self._stderr = tempfile.NamedTemporaryFile(prefix="vuicc-", suffix=".stderr")
-        cmd = [sys.executable, "-m", "mcim_hil.emulators.vuicc", "--state", str(self.state_file),
+        state_arg = str(self.state_file) if self.state_file is not None else "-"
+        cmd = [sys.executable, "-m", "mcim_hil.emulators.vuicc", "--state", state_arg,
                "--port", str(self.port), "--host", self.host,
                "--connect-timeout", str(max(0.5, timeout / 2))]
         if threading.current_thread() is threading.main_thread():
             # PR_SET_PDEATHSIG follows the starting thread: only tie the card to a main thread
             cmd += ["--parent-pid", str(os.getpid())]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stdin = subprocess.PIPE if self._image is not None else subprocess.DEVNULL
+        self._proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE,
                                       stderr=self._stderr, close_fds=True)
         deadline = time.monotonic() + timeout
         try:
+            if self._image is not None:
+                assert self._proc.stdin is not None
+                try:
+                    self._proc.stdin.write(self._image)
+                    self._proc.stdin.close()
+                except BrokenPipeError:
+                    pass  # the child died: _await_line reports it with its stderr
             self._await_line("atr", deadline)
             if self.reader is not None:
                 self._await_card_present(deadline)
