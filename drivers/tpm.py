@@ -127,6 +127,8 @@ _POWER_LOST = {
     "TPM_RC_FAILURE": "the TPM accepts no command: powered off, or in failure mode",
     **{f"TPM_RC_REFERENCE_H{i}": "an object or session the driver holds is no longer loaded: "
        "the TPM was reset or lost power" for i in range(7)},
+    "TSS2_TCTI_RC_IO_ERROR": "the connection to the TPM broke during the command: it lost "
+                             "power or went away",
 }  # libtss2's socket TCTIs: their receive ignores a timeout
 
 # --- templates -------------------------------------------------------------------------------

@@ -48,8 +48,14 @@ def _factory_imsi(iccid: str) -> str:
 class EmulatedBench:
     """Start with :meth:`start`, stop with :meth:`stop` (or use as a context manager)."""
 
-    def __init__(self, bench: Bench, workdir: Path | None = None) -> None:
+    def __init__(self, bench: Bench, workdir: Path | None = None, *, faults: bool = False) -> None:
+        """faults: the TPM's TCTI goes through swtpm's power-cut relay (Swtpm.power_loss_at).
+        The card's fault controls (VirtualUicc.fail_command, stay_silent, remove/insert)
+        are always there: ``uicc_emulator``; the TPM's: ``tpm_emulator``."""
         self.bench = bench
+        self._faults = faults
+        self.tpm_emulator = None
+        self.uicc_emulator = None
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="mcim-hil-bench-")) if workdir is None else workdir
         self.endpoints = Endpoints()
@@ -92,9 +98,10 @@ class EmulatedBench:
             self.endpoints.tpm_tcti = res.tcti
             return
         from .emulators.swtpm import Swtpm
-        tpm = Swtpm(state_dir=res.state_dir)
+        tpm = Swtpm(state_dir=res.state_dir, faults=self._faults)
         self._stack.append(tpm)
         tpm.start()
+        self.tpm_emulator = tpm
         self.endpoints.tpm_tcti = tpm.tcti
         self.endpoints.ek_ca_certificates = list(tpm.ek_ca_certificates())
 
@@ -130,6 +137,7 @@ class EmulatedBench:
         card = VirtualUicc(state, claim.slot.port, reader=claim.slot.reader, image=image)
         self._stack.append(card)
         card.start()
+        self.uicc_emulator = card
         self.endpoints.uicc_reader = claim.slot.reader
 
     def _start_modem(self) -> None:

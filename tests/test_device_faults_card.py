@@ -82,3 +82,46 @@ def test_a_card_that_stops_answering_times_out_naming_reader_and_command(
         assert uicc.read_iccid() == ICCID
     finally:
         uicc.close()
+
+
+def test_a_chosen_command_answered_with_an_error_status_word(vuicc: VirtualUicc) -> None:
+    uicc = Uicc(PcscTransport.open(vuicc.reader, timeout=5.0))
+    try:
+        vuicc.fail_command(0xB0, 0x6581, skip=1)  # the second READ BINARY: memory problem
+        assert uicc.read_iccid() == ICCID
+        with pytest.raises(CardError) as failure:
+            uicc.read_iccid()
+        assert failure.value.sw == 0x6581 and failure.value.device == vuicc.reader
+        assert uicc.read_iccid() == ICCID  # once only
+    finally:
+        uicc.close()
+
+
+def test_a_silent_card_times_out_and_comes_back_when_reinserted(vuicc: VirtualUicc) -> None:
+    uicc = Uicc(PcscTransport.open(vuicc.reader, timeout=1.0))
+    try:
+        vuicc.stay_silent(0xA4)
+        with pytest.raises(CardTimeout) as timeout:
+            _bounded(20, lambda: uicc.select("3F00"))
+        assert timeout.value.command == "SELECT 3F00"
+        vuicc.remove()
+        vuicc.insert()
+        _bounded(20, uicc.reconnect)
+        assert uicc.read_iccid() == ICCID
+    finally:
+        uicc.close()
+
+
+def test_a_removed_card_is_reported_removed(vuicc: VirtualUicc) -> None:
+    uicc = Uicc(PcscTransport.open(vuicc.reader, timeout=5.0))
+    try:
+        assert uicc.read_iccid() == ICCID
+        vuicc.remove()
+        with pytest.raises(CardRemoved) as removed:
+            _bounded(20, uicc.read_iccid)
+        assert removed.value.device == vuicc.reader
+        vuicc.insert()
+        _bounded(20, uicc.reconnect)
+        assert uicc.read_iccid() == ICCID
+    finally:
+        uicc.close()

@@ -81,3 +81,29 @@ def test_power_lost_under_the_driver_is_named(swtpm: Swtpm) -> None:
         again = tpm.create_ak()
         assert again.public.marshal() == ak.public.marshal()
         tpm.quote(again, b"fresh", [PCR_DEBUG])
+
+
+@pytest.mark.parametrize("when, persisted", [("before", False), ("after", True)])
+def test_power_lost_at_a_chosen_command(when: str, persisted: bool) -> None:
+    from tpm2_pytss.constants import TPM2_CC
+
+    handle = 0x81000042
+    with Swtpm(shared_identity=True, faults=True) as swtpm:
+        with Tpm.open(swtpm.tcti) as tpm:
+            ak = tpm.create_ak()
+            swtpm.power_loss_at(int(TPM2_CC.EvictControl), when)
+            with pytest.raises(TpmPowerLost) as lost:
+                _bounded(20, lambda: tpm.persist(ak, handle))
+            assert lost.value.command == "TPM2_EvictControl" and lost.value.device == swtpm.tcti
+        assert swtpm.power_cuts == [(int(TPM2_CC.EvictControl), when)]
+        with Tpm.open(swtpm.tcti) as tpm:  # the power came back: the TPM answers, PCRs reset
+            assert (handle in tpm.list_persistent()) is persisted
+            if persisted:
+                tpm.evict(handle)
+
+
+def test_power_loss_at_needs_the_relay(swtpm: Swtpm) -> None:
+    from mcim_hil.emulators.swtpm import SwtpmError
+
+    with pytest.raises(SwtpmError, match="faults=True"):
+        swtpm.power_loss_at(0x120)

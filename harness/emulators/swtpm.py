@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from .swtpm_faults import PowerCutRelay
+
 SWTPM = "swtpm"
 SWTPM_SETUP = "swtpm_setup"
 SWTPM_LOCALCA = "/usr/bin/swtpm_localca"
@@ -222,12 +224,17 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
 class Swtpm:
     """One swtpm process in socket mode; ``.tcti`` is what a bench file's TPM entry holds."""
 
-    def __init__(self, state_dir: Path | None = None, *, shared_identity: bool = False) -> None:
+    def __init__(self, state_dir: Path | None = None, *, shared_identity: bool = False,
+                 faults: bool = False) -> None:
         """state_dir None: a temp dir removed on stop. A given dir is kept with its TPM identity.
 
         shared_identity (temp dirs only): copy a state manufactured once per process instead
         of running swtpm_setup again; every such TPM then has the same EK and CA.
+        faults: ``.tcti`` names a relay (swtpm_faults) so :meth:`power_loss_at` can cut the
+        power at a chosen command.
         """
+        self._faults = faults
+        self._relay: PowerCutRelay | None = None
         if shared_identity and state_dir is not None:
             raise ValueError("shared_identity only applies to a temp state dir")
         self._given_dir = Path(state_dir).resolve() if state_dir is not None else None
@@ -250,7 +257,8 @@ class Swtpm:
     def tcti(self) -> str:
         if not self.port:
             raise SwtpmError("swtpm socket", "not started: no port yet")
-        return f"swtpm:host={HOST},port={self.port}"
+        port = self._relay.port if self._relay is not None else self.port
+        return f"swtpm:host={HOST},port={port}"
 
     @property
     def pid(self) -> int:
@@ -283,6 +291,8 @@ class Swtpm:
         try:
             self._manufacture_once()
             self._spawn_on_free_ports(timeout)
+            if self._faults:
+                self._relay = PowerCutRelay(HOST, self.port, self.power_off, self.power_on)
         except BaseException:
             if self._given_dir is None:  # nothing of a failed temp TPM stays behind
                 shutil.rmtree(self._dir, ignore_errors=True)
@@ -402,6 +412,21 @@ class Swtpm:
         self.power_off()
         self.power_on()
 
+    def power_loss_at(self, command_code: int, when: str = "before", *, skip: int = 0,
+                      power_back: bool = True) -> None:
+        """Arm a power loss at the next TPM command ``command_code`` (e.g. TPM2_CC.Import),
+        ``before`` it reaches the TPM or ``after`` it ran (its answer lost); the host's
+        connection drops, then the power comes back unless ``power_back`` is False.
+        Needs ``Swtpm(faults=True)``."""
+        if self._relay is None:
+            raise SwtpmError("swtpm relay", "power_loss_at needs Swtpm(faults=True)")
+        self._relay.arm(command_code, when, skip=skip, power_back=power_back)
+
+    @property
+    def power_cuts(self) -> list[tuple[int, str]]:
+        """(command code, when) of every power loss power_loss_at caused so far."""
+        return list(self._relay.cuts) if self._relay is not None else []
+
     def _power_on(self) -> None:
         try:
             result = struct.unpack(">I", self._ctrl(CMD_INIT, struct.pack(">I", 0), 4))[0]
@@ -434,6 +459,9 @@ class Swtpm:
             elif self._proc is not None:
                 self._proc.wait()
         finally:
+            if self._relay is not None:
+                self._relay.close()
+                self._relay = None
             self._forget_process()
             if self._given_dir is None and self._dir is not None:
                 shutil.rmtree(self._dir, ignore_errors=True)

@@ -51,6 +51,13 @@ from typing import Callable
 
 from mcim_hil.aka.auc import AkaVerdict, usim_check
 from mcim_hil.aka.milenage import Milenage, c2_sres, c3_kc, opc_from_op
+from mcim_hil.emulators.vuicc_faults import (
+    ANSWER,
+    FAIL,
+    FaultCommandError,
+    FaultPlan,
+    control_line,
+)
 from mcim_hil.emulators.vuicc_fs import (
     ADM1,
     ADM1_AC,
@@ -863,7 +870,7 @@ class _VpcdLink:
     def frame_within(self, timeout: float) -> bool:
         """True when a whole frame is (or arrives within ``timeout``) to be received."""
         deadline = time.monotonic() + timeout
-        while not self._has_frame():
+        while not self.has_frame():
             left = deadline - time.monotonic()
             try:
                 if left <= 0 or not select.select([self.sock], [], [], left)[0]:
@@ -874,7 +881,7 @@ class _VpcdLink:
                 return True  # likewise
         return True
 
-    def _has_frame(self) -> bool:
+    def has_frame(self) -> bool:
         return len(self.buf) >= 2 and len(self.buf) >= 2 + int.from_bytes(self.buf[:2], "big")
 
     def receive(self) -> bytes | None:
@@ -894,6 +901,34 @@ class _VpcdLink:
         self.sock.sendall(len(payload).to_bytes(2, "big") + payload)
 
 
+class _ControlChannel:
+    """The harness's fault controls, one line each, on a pipe (vuicc_faults)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+        self.closed = False
+
+    def _fill(self) -> None:
+        chunk = os.read(self.fd, 65536)
+        if not chunk:
+            self.closed = True
+        self.buf += chunk
+
+    def first_line(self) -> bytes:
+        """Blocks for one whole line (the card image)."""
+        while b"\n" not in self.buf and not self.closed:
+            self._fill()
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
+
+    def lines(self) -> list[bytes]:
+        """The lines readable now (call when select says the fd is readable)."""
+        self._fill()
+        *whole, self.buf = self.buf.split(b"\n")
+        return [line for line in whole if line.strip()]
+
+
 def _connect(host: str, port: int, timeout: float) -> socket.socket:
     deadline = time.monotonic() + timeout
     while True:
@@ -909,12 +944,15 @@ def _connect(host: str, port: int, timeout: float) -> socket.socket:
 
 def serve(state_file: Path | None, port: int, host: str = "127.0.0.1", *,
           announce: Callable[[str], None] = lambda _event: None,
-          connect_timeout: float = 3.0, image: bytes | None = None) -> int:
+          connect_timeout: float = 3.0, image: bytes | None = None,
+          control: _ControlChannel | None = None) -> int:
     """Run the card on vpcd ``host:port`` until SIGTERM; returns an exit code. When vpcd goes
     away (pcscd restarted) the card waits for it to come back, as a card left in its reader.
 
     ``announce`` hears 'connected' and then 'atr' (the first ATR asked by vpcd).
     ``image`` (card_image()) instead of a state file: the card lives in memory only.
+    ``control``: where the harness arms faults (vuicc_faults); each is acknowledged by
+    announcing ``ack <op>``.
     """
     if image is not None:
         try:
@@ -931,8 +969,28 @@ def serve(state_file: Path | None, port: int, host: str = "127.0.0.1", *,
     link = _VpcdLink(sock)
     announce("connected")
     atr_announced = False
+    plan = FaultPlan()
     try:
         while True:
+            if control is not None and (plan.removed or not link.has_frame()):
+                watch = [control.fd] if plan.removed else [control.fd, sock]
+                if control.fd in select.select(watch, [], [])[0]:
+                    was_removed = plan.removed
+                    for line in control.lines():
+                        try:
+                            announce(f"ack {plan.apply(line)}")
+                        except FaultCommandError as exc:
+                            announce(f"nak {exc}")
+                    if control.closed:
+                        control = None  # the harness is gone; PDEATHSIG ends us
+                    if plan.removed and not was_removed:
+                        card.reset()  # pulled out: vpcd's next poll finds no card
+                        sock.close()
+                    elif was_removed and not plan.removed:
+                        sock = _connect(host, port, connect_timeout)
+                        sock.settimeout(None)
+                        link = _VpcdLink(sock)
+                    continue
             try:
                 payload = link.receive()
             except ConnectionError:
@@ -946,12 +1004,12 @@ def serve(state_file: Path | None, port: int, host: str = "127.0.0.1", *,
                 sock.settimeout(None)
                 link = _VpcdLink(sock)
                 continue
-            control = len(payload) == 1 and (
+            vpcd_control = len(payload) == 1 and (
                 payload[0] == VPCD_GET_ATR
                 or payload[0] in (VPCD_POWER_OFF, VPCD_POWER_ON, VPCD_RESET)
                 and link.frame_within(CONTROL_FOLLOW_S))
             _life.busy = True
-            if control:
+            if vpcd_control:
                 if payload[0] == VPCD_GET_ATR:
                     link.send(card.atr)
                     if not atr_announced:
@@ -960,7 +1018,12 @@ def serve(state_file: Path | None, port: int, host: str = "127.0.0.1", *,
                 else:
                     card.reset()
             else:  # an APDU; one of 1 byte is answered '6700' (ISO 7816-4 5.1: 4 bytes at least)
-                link.send(_answer(card, payload, port))
+                verdict, sw = plan.on_command(payload)
+                if verdict == FAIL:
+                    link.send(_sw(sw))
+                elif verdict == ANSWER:
+                    link.send(_answer(card, payload, port))
+                # SILENT: no answer; vpcd waits until the harness removes the card
             _life.busy = False
             if _life.stop_requested:
                 return 0
@@ -1002,6 +1065,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--connect-timeout", type=float, default=3.0)
     parser.add_argument("--parent-pid", type=int, help="stop when this process (the harness) dies")
+    parser.add_argument("--control-stdin", action="store_true",
+                        help="take fault controls from stdin (one JSON line each, see vuicc_faults)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -1012,12 +1077,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.parent_pid is not None:
             _die_with_parent(args.parent_pid)
-        if args.state == "-":
-            image = sys.stdin.buffer.read()
-            return serve(None, args.port, args.host, announce=announce,
-                         connect_timeout=args.connect_timeout, image=image)
-        return serve(Path(args.state), args.port, args.host, announce=announce,
-                     connect_timeout=args.connect_timeout)
+        control = _ControlChannel(sys.stdin.fileno()) if args.control_stdin or args.state == "-" \
+            else None
+        image = control.first_line() if control is not None and args.state == "-" else None
+        if control is not None and not args.control_stdin:
+            control = None
+        return serve(None if image is not None else Path(args.state), args.port, args.host,
+                     announce=announce, connect_timeout=args.connect_timeout, image=image,
+                     control=control)
     except _Stop:
         return 0
     except (VirtualUiccError, CardStateError) as exc:
@@ -1123,19 +1190,19 @@ class VirtualUicc:
         cmd = [sys.executable, "-m", "mcim_hil.emulators.vuicc", "--state", state_arg,
                "--port", str(self.port), "--host", self.host,
                "--connect-timeout", str(max(0.5, timeout / 2))]
+        cmd.append("--control-stdin")  # the fault controls below
         if threading.current_thread() is threading.main_thread():
             # PR_SET_PDEATHSIG follows the starting thread: only tie the card to a main thread
             cmd += ["--parent-pid", str(os.getpid())]
-        stdin = subprocess.PIPE if self._image is not None else subprocess.DEVNULL
-        self._proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE,
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=self._stderr, close_fds=True)
         deadline = time.monotonic() + timeout
         try:
             if self._image is not None:
                 assert self._proc.stdin is not None
                 try:
-                    self._proc.stdin.write(self._image)
-                    self._proc.stdin.close()
+                    self._proc.stdin.write(self._image + b"\n")
+                    self._proc.stdin.flush()
                 except BrokenPipeError:
                     pass  # the child died: _await_line reports it with its stderr
             self._await_line("atr", deadline)
@@ -1167,6 +1234,43 @@ class VirtualUicc:
                     self._proc.wait(timeout=2)
                     raise self._fail("exited during start")
                 buf += chunk
+
+    # -- fault controls (vuicc_faults) ----------------------------------------------------
+
+    def fail_command(self, ins: int | None, sw: int, *, times: int = 1, skip: int = 0) -> None:
+        """Answer the next ``times`` commands with this INS (None: any) with ``sw`` instead of
+        running them, after letting ``skip`` of them through."""
+        self._control("fail", ins=ins, sw=sw, times=times, skip=skip)
+
+    def stay_silent(self, ins: int | None, *, times: int = 1, skip: int = 0) -> None:
+        """Take the next ``times`` commands with this INS (None: any) and never answer them:
+        the host's transmit times out. remove() then insert() brings the card back."""
+        self._control("silent", ins=ins, times=times, skip=skip)
+
+    def clear_faults(self) -> None:
+        self._control("clear")
+
+    def remove(self, timeout: float = 5.0) -> None:
+        """Pull the card out: it leaves vpcd and pcscd reports the reader empty (returns then)."""
+        self._control("remove")
+        if self.reader is not None:
+            self._await_card_absent(time.monotonic() + timeout)
+
+    def insert(self, timeout: float = 5.0) -> None:
+        """Put the card back after remove() (powered off: selections and verified PINs gone)."""
+        self._control("insert")
+        if self.reader is not None:
+            self._await_card_present(time.monotonic() + timeout)
+
+    def _control(self, op: str, **fields: object) -> None:
+        if not self.running or self._proc is None or self._proc.stdin is None:
+            raise VirtualUiccError(f"virtual UICC on port {self.port}: {op}: not running")
+        try:
+            self._proc.stdin.write(control_line(op, **fields))
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            raise self._fail(f"{op}: the card process is gone") from None
+        self._await_line(f"ack {op}", time.monotonic() + 5.0)
 
     def _await_card_present(self, deadline: float) -> None:
         from smartcard.scard import (SCARD_S_SUCCESS, SCARD_SCOPE_USER, SCARD_STATE_MUTE,
@@ -1229,6 +1333,11 @@ class VirtualUicc:
         proc = self._proc
         if proc is None:
             return None
+        if proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
