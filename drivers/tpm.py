@@ -20,9 +20,6 @@ There is deliberately no TPM2_Clear here.
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -77,6 +74,9 @@ from tpm2_pytss.types import (
 from tpm2_pytss.utils import NoSuchIndex, create_ek_template
 
 from .errors import DeviceNotFound, SafetyRefused, TpmError, TpmPowerLost, TpmTimeout
+from .tpm_rc import _POWER_LOST, _describe, rc_name
+from .tpm_templates import _AES128_CFB, _SESSION_AES128_CFB, _ak_template, _storage_key_template
+from .tpm_watchdog import _Watchdog
 from .hook import CommandEvent, CommandHook
 
 T = TypeVar("T")
@@ -121,66 +121,6 @@ _QUOTE_TRIES = 3  # another client extending a PCR between Quote and PCR_Read: q
 # in milliseconds; a discrete TPM's RSA key generation can take seconds.
 DEFAULT_TIMEOUT_S = 30.0
 _SOCKET_TCTIS = ("swtpm", "mssim")
-# What a response code says about the TPM's power (TPM 2.0 Part 2, 6.6.3): TpmPowerLost
-_POWER_LOST = {
-    "TPM_RC_INITIALIZE": "the TPM was reset or lost power and is not started",
-    "TPM_RC_FAILURE": "the TPM accepts no command: powered off, or in failure mode",
-    **{f"TPM_RC_REFERENCE_H{i}": "an object or session the driver holds is no longer loaded: "
-       "the TPM was reset or lost power" for i in range(7)},
-    "TSS2_TCTI_RC_IO_ERROR": "the connection to the TPM broke during the command: it lost "
-                             "power or went away",
-}  # libtss2's socket TCTIs: their receive ignores a timeout
-
-# --- templates -------------------------------------------------------------------------------
-
-_SESSION_AES128_CFB = TPMT_SYM_DEF(
-    algorithm=TPM2_ALG.AES,
-    keyBits=TPMU_SYM_KEY_BITS(aes=128),
-    mode=TPMU_SYM_MODE(aes=TPM2_ALG.CFB),
-)
-_AES128_CFB = TPMT_SYM_DEF_OBJECT(
-    algorithm=TPM2_ALG.AES,
-    keyBits=TPMU_SYM_KEY_BITS(aes=128),
-    mode=TPMU_SYM_MODE(aes=TPM2_ALG.CFB),
-)
-
-
-def _ak_template() -> TPM2B_PUBLIC:
-    """Restricted ECC P-256 ECDSA-SHA256 signing key (an attestation key)."""
-    return TPM2B_PUBLIC(publicArea=TPMT_PUBLIC(
-        type=TPM2_ALG.ECC,
-        nameAlg=TPM2_ALG.SHA256,
-        objectAttributes=(TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT
-                          | TPMA_OBJECT.SENSITIVEDATAORIGIN | TPMA_OBJECT.USERWITHAUTH
-                          | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT),
-        parameters=TPMU_PUBLIC_PARMS(eccDetail=TPMS_ECC_PARMS(
-            symmetric=TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL),
-            scheme=TPMT_ECC_SCHEME(scheme=TPM2_ALG.ECDSA,
-                                   details=TPMU_ASYM_SCHEME(
-                                       ecdsa=TPMS_SCHEME_HASH(hashAlg=TPM2_ALG.SHA256))),
-            curveID=TPM2_ECC.NIST_P256,
-            kdf=TPMT_KDF_SCHEME(scheme=TPM2_ALG.NULL),
-        )),
-    ))
-
-
-def _storage_key_template() -> TPM2B_PUBLIC:
-    """TCG TPM v2.0 Provisioning Guidance 7.5.1: the ECC P-256 SRK template (unique zeroed)."""
-    return TPM2B_PUBLIC(publicArea=TPMT_PUBLIC(
-        type=TPM2_ALG.ECC,
-        nameAlg=TPM2_ALG.SHA256,
-        objectAttributes=(TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT
-                          | TPMA_OBJECT.SENSITIVEDATAORIGIN | TPMA_OBJECT.USERWITHAUTH
-                          | TPMA_OBJECT.NODA | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT),
-        parameters=TPMU_PUBLIC_PARMS(eccDetail=TPMS_ECC_PARMS(
-            symmetric=_AES128_CFB,
-            scheme=TPMT_ECC_SCHEME(scheme=TPM2_ALG.NULL),
-            curveID=TPM2_ECC.NIST_P256,
-            kdf=TPMT_KDF_SCHEME(scheme=TPM2_ALG.NULL),
-        )),
-        unique=TPMU_PUBLIC_ID(ecc=TPMS_ECC_POINT(x=b"\x00" * 32, y=b"\x00" * 32)),
-    ))
-
 
 # --- results ---------------------------------------------------------------------------------
 
@@ -304,47 +244,6 @@ def _spki(key: PublicKey) -> bytes:
                             serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-# --- response code names ---------------------------------------------------------------------
-
-_NOT_CODES = {"VER1", "FMT1", "WARN", "H", "P", "S", "N_MASK", "MAX_FM0",
-              "A", "B", "C", "D", "E", "F"} | {f"RC{i}" for i in range(1, 10)}
-_TPM_RC_NAMES: dict[int, str] = {
-    int(value): f"TPM_RC_{name}" for name, value in vars(TPM2_RC).items()
-    if name.isupper() and isinstance(value, int) and name not in _NOT_CODES
-}
-_TSS_BASE_NAMES: dict[int, str] = {
-    int(value): name[len("BASE_RC_"):] for name, value in vars(TSS2_RC).items()
-    if name.startswith("BASE_RC_") and isinstance(value, int)
-}
-# tss2_common.h: response code layers
-_TSS_LAYERS = {6: "FAPI", 7: "ESYS", 8: "SYS", 9: "MU", 10: "TCTI", 11: "RESMGR", 13: "POLICY"}
-
-
-def rc_name(rc: int) -> str:
-    """Name of a TSS2/TPM response code: TPM_RC_POLICY_FAIL, TSS2_TCTI_RC_IO_ERROR..."""
-    layer, base = (rc >> 16) & 0xFF, rc & 0xFFFF
-    if layer in (0, 12):  # the TPM, or the TPM as relayed by a resource manager
-        if base & 0x080:  # TPM 2.0 Part 2, 6.6: format-one, strip handle/parameter/session
-            code = 0x080 | (base & 0x03F)
-        else:
-            code = base & 0x97F
-        return _TPM_RC_NAMES.get(code, f"TPM_RC_0x{code:03X}")
-    layer_name = _TSS_LAYERS.get(layer, f"LAYER{layer}")
-    return f"TSS2_{layer_name}_RC_{_TSS_BASE_NAMES.get(base, f'0x{base:X}')}"
-
-
-def _describe(exc: TSS2_Exception) -> str:
-    where = ""
-    if exc.fmt1:
-        if exc.parameter:
-            where = f", parameter {exc.parameter}"
-        elif exc.session:
-            where = f", session {exc.session}"
-        elif exc.handle:
-            where = f", handle {exc.handle}"
-    return f"{rc_name(exc.rc)} (0x{int(exc.rc):x}{where}): {exc}"
-
-
 class _Operation:
     """The TPM2 commands one driver operation issued, for its hook event."""
 
@@ -355,75 +254,6 @@ class _Operation:
     def note(self, command: str) -> None:
         if not self.commands or self.commands[-1] != command:
             self.commands.append(command)
-
-
-# --- a bound on every operation ---------------------------------------------------------------
-
-def _shut_sockets_to(ports: set[int]) -> int:
-    """Shut down this process's TCP connections to ``ports``; returns how many.
-
-    The swtpm/mssim TCTIs connect for each command and keep no handle we could reach, so
-    the connection is found by its peer port (/proc/self/fd)."""
-    shut = 0
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
-                continue
-            sock = socket.socket(fileno=os.dup(int(name)))
-        except OSError:
-            continue
-        with sock:
-            try:
-                if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.getpeername()[1] in ports:
-                    sock.shutdown(socket.SHUT_RDWR)  # the blocked read sees EOF at once
-                    shut += 1
-            except OSError:
-                pass
-    return shut
-
-
-class _Watchdog:
-    """Bounds each driver operation on a socket TCTI (swtpm, mssim), whose receive blocks
-    for good (libtss2 ignores ESYS timeouts there, measured): an operation past its time
-    gets the TCTI's connection shut down, so the blocked receive fails at once."""
-
-    def __init__(self, ports: set[int], timeout: float) -> None:
-        self._ports = ports
-        self.timeout = timeout
-        self.fired = False
-        self._deadline: float | None = None
-        self._closed = False
-        self._cond = threading.Condition()
-        threading.Thread(target=self._run, name="tpm-watchdog", daemon=True).start()
-
-    def _run(self) -> None:
-        with self._cond:
-            while not self._closed:
-                if self._deadline is None:
-                    self._cond.wait()
-                    continue
-                left = self._deadline - time.monotonic()
-                if left > 0:
-                    self._cond.wait(left)
-                    continue
-                self.fired, self._deadline = True, None
-                _shut_sockets_to(self._ports)
-
-    @contextmanager
-    def armed(self) -> Iterator[None]:
-        with self._cond:
-            self._deadline = time.monotonic() + self.timeout
-            self._cond.notify()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._deadline = None
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
 
 
 # --- the driver ------------------------------------------------------------------------------

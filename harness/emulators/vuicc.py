@@ -35,29 +35,30 @@ import argparse
 import hmac
 import json
 import os
-import re
 import select
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
 from typing import Callable
 
 from mcim_hil.aka.auc import AkaVerdict, usim_check
 from mcim_hil.aka.milenage import Milenage, c2_sres, c3_kc, opc_from_op
-from mcim_hil.emulators.vuicc_faults import (
-    ANSWER,
-    FAIL,
-    FaultCommandError,
-    FaultPlan,
-    control_line,
+from mcim_hil.emulators.vuicc_faults import ANSWER, FAIL, FaultCommandError, FaultPlan
+from mcim_hil.emulators.vuicc_link import (
+    CONTROL_FOLLOW_S,
+    VPCD_GET_ATR,
+    VPCD_POWER_OFF,
+    VPCD_POWER_ON,
+    VPCD_RESET,
+    _connect,
+    _ControlChannel,
+    _life,
+    _on_signal,
+    _Stop,
+    _VpcdLink,
 )
+from mcim_hil.emulators.vuicc_process import VirtualUicc, VirtualUiccError, reader_for_port
 from mcim_hil.emulators.vuicc_fs import (
     ADM1,
     ADM1_AC,
@@ -145,23 +146,11 @@ INS_CLA_00 = {INS_SELECT, INS_READ_BINARY, INS_UPDATE_BINARY, INS_READ_RECORD,
               INS_ENABLE_PIN, INS_AUTHENTICATE, INS_MANAGE_CHANNEL}
 INS_OUTGOING = {INS_READ_BINARY, INS_READ_RECORD, INS_STATUS, INS_GET_RESPONSE}  # case 2
 
-# vpcd control bytes (facts/pcsc.md)
-VPCD_POWER_OFF, VPCD_POWER_ON, VPCD_RESET, VPCD_GET_ATR = 0, 1, 2, 4
-# vpcd frames a 1-byte APDU exactly as a control byte. A real power off/on/reset is followed
-# at once by a GET ATR (ifd-vpcd's IFDHPowerICC asks the ATR; pcscd polls presence after a
-# power off); a 1-byte APDU is followed by nothing, vpcd waits for its answer. So a 00/01/02
-# with no frame after it within this time was an APDU.
-CONTROL_FOLLOW_S = 2.0
-
 AUTH_CONTEXT_GSM = 0x80  # TS 31.102 7.1.2: P2 b8=1, b3..b1 000 GSM
 AUTH_CONTEXT_3G = 0x81  # 001 3G
 TAG_AUTH_OK = 0xDB
 TAG_SYNC_FAILURE = 0xDC
 USIM_AID_PREFIX = bytes.fromhex("a0000000871002")  # RID + USIM application code
-
-
-class VirtualUiccError(Exception):
-    """The virtual card could not be created, started or stopped."""
 
 
 class _Status(Exception):
@@ -826,122 +815,6 @@ def _factory_card(where: str, *, iccid: str, imsi: str, k: bytes, opc: bytes, ad
         raise VirtualUiccError(f"{where}: {exc}") from None
 
 
-# --- the vpcd link ------------------------------------------------------------------
-
-
-class _Stop(Exception):
-    """SIGTERM or SIGINT: leave the vpcd loop and close the socket."""
-
-
-class _Lifecycle:
-    """Lets SIGTERM interrupt a wait on vpcd but never a command half done (and half saved)."""
-
-    busy = False
-    stop_requested = False
-
-
-_life = _Lifecycle()
-
-
-def _on_signal(signum: int, frame: FrameType | None) -> None:
-    if _life.busy:
-        _life.stop_requested = True
-        return
-    raise _Stop()
-
-
-class _VpcdLink:
-    """The card's end of the vpcd socket: length-prefixed frames both ways."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def _fill(self) -> bool:
-        # vpcd's writes meet delayed ACK: QUICKACK must be re-armed before every recv.
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            return False
-        self.buf += chunk
-        return True
-
-    def frame_within(self, timeout: float) -> bool:
-        """True when a whole frame is (or arrives within ``timeout``) to be received."""
-        deadline = time.monotonic() + timeout
-        while not self.has_frame():
-            left = deadline - time.monotonic()
-            try:
-                if left <= 0 or not select.select([self.sock], [], [], left)[0]:
-                    return False
-                if not self._fill():
-                    return True  # closed: receive() says so
-            except OSError:
-                return True  # likewise
-        return True
-
-    def has_frame(self) -> bool:
-        return len(self.buf) >= 2 and len(self.buf) >= 2 + int.from_bytes(self.buf[:2], "big")
-
-    def receive(self) -> bytes | None:
-        """The next frame's payload, or None when vpcd closed the connection."""
-        while len(self.buf) < 2:
-            if not self._fill():
-                return None
-        size = int.from_bytes(self.buf[:2], "big")
-        while len(self.buf) < 2 + size:
-            if not self._fill():
-                return None
-        payload = bytes(self.buf[2:2 + size])
-        del self.buf[:2 + size]
-        return payload
-
-    def send(self, payload: bytes) -> None:
-        self.sock.sendall(len(payload).to_bytes(2, "big") + payload)
-
-
-class _ControlChannel:
-    """The harness's fault controls, one line each, on a pipe (vuicc_faults)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.buf = b""
-        self.closed = False
-
-    def _fill(self) -> None:
-        chunk = os.read(self.fd, 65536)
-        if not chunk:
-            self.closed = True
-        self.buf += chunk
-
-    def first_line(self) -> bytes:
-        """Blocks for one whole line (the card image)."""
-        while b"\n" not in self.buf and not self.closed:
-            self._fill()
-        line, _, self.buf = self.buf.partition(b"\n")
-        return line
-
-    def lines(self) -> list[bytes]:
-        """The lines readable now (call when select says the fd is readable)."""
-        self._fill()
-        *whole, self.buf = self.buf.split(b"\n")
-        return [line for line in whole if line.strip()]
-
-
-def _connect(host: str, port: int, timeout: float) -> socket.socket:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return socket.create_connection((host, port), timeout=2.0)
-        except OSError as exc:
-            if time.monotonic() >= deadline:
-                raise VirtualUiccError(
-                    f"virtual UICC: cannot connect to vpcd at {host}:{port} ({exc.strerror or exc}); "
-                    "is pcscd running with the vpcd reader?") from exc
-            time.sleep(0.1)
-
-
 def serve(state_file: Path | None, port: int, host: str = "127.0.0.1", *,
           announce: Callable[[str], None] = lambda _event: None,
           connect_timeout: float = 3.0, image: bytes | None = None,
@@ -1090,278 +963,6 @@ def main(argv: list[str] | None = None) -> int:
     except (VirtualUiccError, CardStateError) as exc:
         print(f"virtual UICC port {args.port}: {exc}", file=sys.stderr, flush=True)
         return 2
-
-
-# --- the card as a child process ----------------------------------------------------
-
-
-def reader_for_port(port: int, conf_dir: Path = Path("/etc/reader.conf.d")) -> str | None:
-    """The PC/SC reader name pcscd gives the vpcd slot on ``port`` (slot n = CHANNELID + n)."""
-    try:
-        files = sorted(p for p in conf_dir.iterdir() if p.is_file())
-    except OSError:
-        return None
-    seen: dict[str, int] = {}
-    for conf in files:
-        try:
-            text = conf.read_text(errors="replace")
-        except OSError:
-            continue
-        for block in re.split(r"\n\s*\n", text):
-            name = re.search(r"^\s*FRIENDLYNAME\s+\"?([^\"\n]+?)\"?\s*$", block, re.M)
-            chan = re.search(r"^\s*CHANNELID\s+(0x[0-9a-fA-F]+|\d+)\s*$", block, re.M)
-            lib = re.search(r"^\s*LIBPATH\s+\S*vpcd\S*", block, re.M)
-            if not (name and chan and lib):
-                continue
-            index = seen.get(name.group(1), 0)
-            seen[name.group(1)] = index + 1
-            base = int(chan.group(1), 0)
-            if base <= port <= base + 1:
-                return f"{name.group(1)} {index:02X} {port - base:02X}"
-    return None
-
-
-class VirtualUicc:
-    """A virtual card in a child process, plugged into the vpcd slot on ``port``.
-
-    ``reader`` is the PC/SC name of that slot (default: worked out from
-    /etc/reader.conf.d). ``start()`` returns once pcscd shows the card in that reader;
-    ``stop()`` pulls it out and waits until pcscd shows the slot empty, so the next card
-    on the slot is not mistaken for this one. A child that dies is reported with the
-    tail of its stderr. Started from the main thread, the card also stops when the
-    harness process dies.
-    """
-
-    def __init__(self, state_file: Path | str | None, port: int, host: str = "127.0.0.1",
-                 reader: str | None = None, *, image: bytes | None = None) -> None:
-        """``image`` (card_image()) instead of ``state_file``: a card that lives in the child's
-        memory only (handed over on its stdin), so its K, OPc and PINs never reach a disk;
-        it is gone when the card stops."""
-        if (state_file is None) == (image is None):
-            raise ValueError("a virtual card needs a state file or an image, not both")
-        self.state_file = Path(state_file) if state_file is not None else None
-        self._image = image
-        self.port = port
-        self.host = host
-        self.reader = reader if reader is not None else reader_for_port(port)
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr: tempfile._TemporaryFileWrapper[bytes] | None = None
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"VirtualUicc(port={self.port}, reader={self.reader!r}, {state})"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int:
-        """The card's process (for a test that freezes it with SIGSTOP)."""
-        if self._proc is None:
-            raise VirtualUiccError(f"virtual UICC on port {self.port}: not started")
-        return self._proc.pid
-
-    def stderr_tail(self, lines: int = 20) -> str:
-        if self._stderr is None:
-            return ""
-        self._stderr.flush()
-        self._stderr.seek(0)
-        text = self._stderr.read().decode(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def _fail(self, what: str) -> VirtualUiccError:
-        tail = self.stderr_tail()
-        code = self._proc.poll() if self._proc else None
-        return VirtualUiccError(f"virtual UICC on port {self.port}: {what} (exit code {code})"
-                                + (f"; stderr tail:\n{tail}" if tail else ""))
-
-    def start(self, timeout: float = 5.0) -> None:
-        """Plug the card in: spawn it, let vpcd poll it, wait for pcscd to show it.
-
-        Raises VirtualUiccError (with the child's stderr tail) if that fails in ``timeout``.
-        """
-        if self.running:
-            raise VirtualUiccError(f"virtual UICC on port {self.port}: already started")
-        if self.state_file is not None and not self.state_file.is_file():
-            raise VirtualUiccError(f"virtual UICC on port {self.port}: no card file {self.state_file}")
-        self._stderr = tempfile.NamedTemporaryFile(prefix="vuicc-", suffix=".stderr")
-        state_arg = str(self.state_file) if self.state_file is not None else "-"
-        cmd = [sys.executable, "-m", "mcim_hil.emulators.vuicc", "--state", state_arg,
-               "--port", str(self.port), "--host", self.host,
-               "--connect-timeout", str(max(0.5, timeout / 2))]
-        cmd.append("--control-stdin")  # the fault controls below
-        if threading.current_thread() is threading.main_thread():
-            # PR_SET_PDEATHSIG follows the starting thread: only tie the card to a main thread
-            cmd += ["--parent-pid", str(os.getpid())]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=self._stderr, close_fds=True)
-        deadline = time.monotonic() + timeout
-        try:
-            if self._image is not None:
-                assert self._proc.stdin is not None
-                try:
-                    self._proc.stdin.write(self._image + b"\n")
-                    self._proc.stdin.flush()
-                except BrokenPipeError:
-                    pass  # the child died: _await_line reports it with its stderr
-            self._await_line("atr", deadline)
-            if self.reader is not None:
-                self._await_card_present(deadline)
-        except BaseException:
-            self._terminate()
-            self._close()  # the error already carries the stderr tail
-            raise
-
-    def _await_line(self, wanted: str, deadline: float) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()
-        buf = b""
-        while True:
-            for line in buf.split(b"\n")[:-1]:
-                if line.strip() == wanted.encode():
-                    return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise self._fail(
-                    "vpcd never polled the card (no ATR request): is this port served by pcscd's "
-                    "vpcd driver? (the vpcd driver keeps one connection per slot index per loaded "
-                    "library, so several vpcd readers need one library copy each)")
-            ready, _, _ = select.select([fd], [], [], min(left, 0.2))
-            if ready:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    self._proc.wait(timeout=2)
-                    raise self._fail("exited during start")
-                buf += chunk
-
-    # -- fault controls (vuicc_faults) ----------------------------------------------------
-
-    def fail_command(self, ins: int | None, sw: int, *, times: int = 1, skip: int = 0) -> None:
-        """Answer the next ``times`` commands with this INS (None: any) with ``sw`` instead of
-        running them, after letting ``skip`` of them through."""
-        self._control("fail", ins=ins, sw=sw, times=times, skip=skip)
-
-    def stay_silent(self, ins: int | None, *, times: int = 1, skip: int = 0) -> None:
-        """Take the next ``times`` commands with this INS (None: any) and never answer them:
-        the host's transmit times out. remove() then insert() brings the card back."""
-        self._control("silent", ins=ins, times=times, skip=skip)
-
-    def clear_faults(self) -> None:
-        self._control("clear")
-
-    def remove(self, timeout: float = 5.0) -> None:
-        """Pull the card out: it leaves vpcd and pcscd reports the reader empty (returns then)."""
-        self._control("remove")
-        if self.reader is not None:
-            self._await_card_absent(time.monotonic() + timeout)
-
-    def insert(self, timeout: float = 5.0) -> None:
-        """Put the card back after remove() (powered off: selections and verified PINs gone)."""
-        self._control("insert")
-        if self.reader is not None:
-            self._await_card_present(time.monotonic() + timeout)
-
-    def _control(self, op: str, **fields: object) -> None:
-        if not self.running or self._proc is None or self._proc.stdin is None:
-            raise VirtualUiccError(f"virtual UICC on port {self.port}: {op}: not running")
-        try:
-            self._proc.stdin.write(control_line(op, **fields))
-            self._proc.stdin.flush()
-        except BrokenPipeError:
-            raise self._fail(f"{op}: the card process is gone") from None
-        self._await_line(f"ack {op}", time.monotonic() + 5.0)
-
-    def _await_card_present(self, deadline: float) -> None:
-        from smartcard.scard import (SCARD_S_SUCCESS, SCARD_SCOPE_USER, SCARD_STATE_MUTE,
-                                     SCARD_STATE_PRESENT, SCARD_STATE_UNAWARE,
-                                     SCardEstablishContext, SCardGetStatusChange,
-                                     SCardReleaseContext)
-        rc, ctx = SCardEstablishContext(SCARD_SCOPE_USER)
-        if rc != SCARD_S_SUCCESS:
-            raise self._fail(f"cannot reach pcscd (SCardEstablishContext rc {rc:#x})")
-        try:
-            # Ask afresh each time (UNAWARE) rather than trusting change events: cheap and robust.
-            while True:
-                if not self.running:
-                    raise self._fail("exited during start")
-                rc, states = SCardGetStatusChange(ctx, 0, [(self.reader, SCARD_STATE_UNAWARE)])
-                if rc == SCARD_S_SUCCESS and states:
-                    _name, event, _atr = states[0]
-                    if event & SCARD_STATE_PRESENT and not event & SCARD_STATE_MUTE:
-                        return
-                if time.monotonic() >= deadline:
-                    raise self._fail(f"reader {self.reader!r} shows no card")
-                time.sleep(0.05)
-        finally:
-            SCardReleaseContext(ctx)
-
-    def _await_card_absent(self, deadline: float) -> None:
-        # So that a card started next on this slot is not mistaken for this one.
-        from smartcard.scard import (SCARD_S_SUCCESS, SCARD_SCOPE_USER, SCARD_STATE_PRESENT,
-                                     SCARD_STATE_UNAWARE, SCardEstablishContext,
-                                     SCardGetStatusChange, SCardReleaseContext)
-        rc, ctx = SCardEstablishContext(SCARD_SCOPE_USER)
-        if rc != SCARD_S_SUCCESS:
-            return
-        try:
-            while time.monotonic() < deadline:
-                rc, states = SCardGetStatusChange(ctx, 0, [(self.reader, SCARD_STATE_UNAWARE)])
-                if rc != SCARD_S_SUCCESS or not states or not states[0][1] & SCARD_STATE_PRESENT:
-                    return
-                time.sleep(0.05)
-        finally:
-            SCardReleaseContext(ctx)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Pull the card out. Raises if the child had crashed (with its stderr tail)."""
-        if self._proc is None:
-            return
-        crashed = self._proc.poll()
-        code = self._terminate(timeout)
-        if self.reader is not None and crashed is None:
-            self._await_card_absent(time.monotonic() + timeout)
-        try:
-            if crashed is not None and crashed != 0:
-                raise self._fail("had crashed")
-            if code not in (0, None):
-                raise self._fail("did not stop cleanly")
-        finally:
-            self._close()
-
-    def _terminate(self, timeout: float = 5.0) -> int | None:
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.stdin is not None:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-        return proc.returncode
-
-    def _close(self) -> None:
-        self._proc = None
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
-
-    def __enter__(self) -> VirtualUicc:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 if __name__ == "__main__":
