@@ -7,10 +7,11 @@ same logic serves a reader and a modem that passes 61xx through.
 
 from __future__ import annotations
 
+import queue
 import re
 import threading
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Protocol, Sequence
@@ -66,6 +67,34 @@ def _split_sw(name: str, response: bytes) -> tuple[bytes, int]:
 
 
 # --------------------------------------------------------------------------- PC/SC
+
+class _Worker:
+    """One daemon thread running calls in order. (A ThreadPoolExecutor's threads are joined
+    at interpreter exit: one stuck in a silent reader would hang the process for good.)"""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future, Callable[..., Any], tuple] | None] = \
+            queue.SimpleQueue()
+        threading.Thread(target=self._run, name="pcsc", daemon=True).start()
+
+    def _run(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, fn, args = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # handed to the waiting caller
+                    future.set_exception(exc)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        self._calls.put((future, fn, args))
+        return future
+
+    def shutdown(self) -> None:
+        """The thread ends after what is queued (at once when idle)."""
+        self._calls.put(None)
+
 
 _PROTOCOLS = {
     "T0 preferred": (scard.SCARD_PROTOCOL_T0, scard.SCARD_PROTOCOL_T1),
@@ -170,12 +199,12 @@ class PcscTransport(Transport):
         self.protocol = None
         # pyscard blocks inside pcscd's answer: each call runs on this thread, the caller waits
         # at most `timeout` for it
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="pcsc")
+        self._worker = _Worker()
         self._given_up: str | None = None
         try:
             self._connect()
         except BaseException:
-            self._worker.shutdown(wait=False)
+            self._worker.shutdown()
             raise
 
     @classmethod
@@ -218,8 +247,8 @@ class PcscTransport(Transport):
         if context is not None:  # wakes a blocked SCardGetStatusChange; harmless otherwise
             threading.Thread(target=scard.SCardCancel, args=(context,), daemon=True).start()
         old_worker.submit(_release, card, context)
-        old_worker.shutdown(wait=False)
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="pcsc")
+        old_worker.shutdown()
+        self._worker = _Worker()
 
     def _connect(self) -> None:
         if self._context is None:
@@ -316,7 +345,7 @@ class PcscTransport(Transport):
                 future.result(self.timeout)
             except FutureTimeout:
                 pass
-        self._worker.shutdown(wait=False)
+        self._worker.shutdown()
 
     def __repr__(self) -> str:
         return f"<PcscTransport {self.name!r} {self.share_mode} {self.protocol}>"

@@ -125,3 +125,27 @@ def test_a_removed_card_is_reported_removed(vuicc: VirtualUicc) -> None:
         assert uicc.read_iccid() == ICCID
     finally:
         uicc.close()
+
+
+def test_a_process_left_with_a_silent_card_still_exits(vuicc: VirtualUicc) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "from mcim_hil.drivers.errors import CardTimeout\n"
+        "from mcim_hil.drivers.uicc import Uicc\n"
+        "from mcim_hil.drivers.uicc_transport import PcscTransport\n"
+        f"uicc = Uicc(PcscTransport.open({vuicc.reader!r}, timeout=1.0))\n"
+        "try:\n"
+        "    uicc.select('3F00')\n"
+        "except CardTimeout as exc:\n"
+        "    print('timeout:', exc.command)\n"
+        "uicc.close()\n")
+    vuicc.stay_silent(0xA4)
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    finally:
+        vuicc.remove()
+        vuicc.insert()
+    assert done.returncode == 0, done.stderr[-500:]
+    assert "timeout: SELECT 3F00" in done.stdout
