@@ -251,3 +251,16 @@ def test_a_bench_keeping_its_tpm_provisions_twice_in_a_row(tmp_path: Path) -> No
             assert outcome.passed, [(r.number, r.detail) for r in outcome.rows if r.verdict != "passed"]
             sealed_names.append(object_name(session.devices.tpm.read_public(MCIM_HANDLE)))
     assert sealed_names[0] != sealed_names[1], "the second run replaced the first MCIM object"
+
+
+def test_a_kept_tpm_left_unsafe_starts_with_a_safe_clock(tmp_path: Path) -> None:
+    # a state dir that lost its power last time (an older mcim-hil, a crash) is settled on start
+    state = tmp_path / "bench-tpm"
+    with Swtpm(state) as swtpm:
+        swtpm.power_loss()
+        with Tpm.open(swtpm.tcti) as tpm:
+            assert _quote_clock(tpm).safe == 0
+    with Swtpm(state) as swtpm:
+        with Tpm.open(swtpm.tcti) as tpm:
+            clock = _quote_clock(tpm)
+    assert clock.safe == 1

@@ -48,6 +48,14 @@ CMD_STOP = 14   # power off: the TPM stops answering until CMD_INIT
 TPM_ST_NO_SESSIONS = 0x8001
 TPM_CC_STARTUP = 0x00000144
 TPM_CC_SHUTDOWN = 0x00000145
+TPM_CC_READ_CLOCK = 0x00000181
+TPM_CC_CLOCK_SET = 0x00000128
+TPM_ST_SESSIONS = 0x8002
+TPM_RH_OWNER = 0x40000001
+TPM_RS_PW = 0x40000009
+# libtpms writes Clock to NV (and so sets clockInfo.safe again) every 2^12 ms of TPM time
+# (its NV_CLOCK_UPDATE_INTERVAL)
+CLOCK_NV_INTERVAL_MS = 1 << 12
 TPM_CC_GET_RANDOM = 0x0000017B
 TPM_SU_CLEAR = 0x0000
 TPM_RC_SUCCESS = 0x000
@@ -291,6 +299,8 @@ class Swtpm:
         try:
             self._manufacture_once()
             self._spawn_on_free_ports(timeout)
+            if self._given_dir is not None:
+                self._settle_clock()
             if self._faults:
                 self._relay = PowerCutRelay(HOST, self.port, self.power_off, self.power_on)
         except BaseException:
@@ -362,6 +372,25 @@ class Swtpm:
             return rc == TPM_RC_SUCCESS
         except OSError:
             return False
+
+    def _settle_clock(self) -> None:
+        """A kept TPM last stopped without TPM2_Shutdown (an older mcim-hil, a crash) shows
+        clockInfo.safe = 0 until libtpms next writes its clock: advance Clock by that interval
+        (TPM2_ClockSet, owner auth empty as swtpm_setup leaves it), which writes it now."""
+        try:
+            rc, body = self._tpm_command(TPM_CC_READ_CLOCK, b"")
+            if rc != TPM_RC_SUCCESS or len(body) < 25:
+                return
+            _time, clock, _resets, _restarts, safe = struct.unpack(">QQIIB", body[:25])
+            if safe:
+                return
+            password = struct.pack(">IHBH", TPM_RS_PW, 0, 0, 0)  # TPM 2.0 Part 1, 19.8.4
+            self._tpm_command(TPM_CC_CLOCK_SET,
+                              struct.pack(">II", TPM_RH_OWNER, len(password)) + password
+                              + struct.pack(">Q", clock + CLOCK_NV_INTERVAL_MS),
+                              tag=TPM_ST_SESSIONS)
+        except OSError:
+            pass  # the bench's own checks will say what is wrong
 
     def shutdown(self) -> int:
         """TPM2_Shutdown(SU_CLEAR): the orderly end of a TPM session; returns its response code.
@@ -504,11 +533,13 @@ class Swtpm:
             sock.sendall(struct.pack(">I", code) + payload)
             return _recv_exact(sock, response_size)
 
-    def _tpm_command(self, command_code: int, parameters: bytes) -> tuple[int, bytes]:
-        """One raw TPM 2.0 command without sessions; returns (response code, parameters)."""
+    def _tpm_command(self, command_code: int, parameters: bytes,
+                     tag: int = TPM_ST_NO_SESSIONS) -> tuple[int, bytes]:
+        """One raw TPM 2.0 command (``parameters``: everything after the header); returns
+        (response code, what follows the response header)."""
         size = 10 + len(parameters)
         with socket.create_connection((HOST, self.port), timeout=2.0) as sock:
-            sock.sendall(struct.pack(">HII", TPM_ST_NO_SESSIONS, size, command_code) + parameters)
+            sock.sendall(struct.pack(">HII", tag, size, command_code) + parameters)
             _tag, length, rc = struct.unpack(">HII", _recv_exact(sock, 10))
             body = _recv_exact(sock, length - 10) if length > 10 else b""
         return rc, body
