@@ -25,8 +25,8 @@ def open_devices(bench: Bench, endpoints: Endpoints, stack: ExitStack,
     devices = Devices()
     if bench.tpm and "tpm" in want:
         from mcim_hil.drivers.tpm import Tpm
-        devices.tpm = stack.enter_context(Tpm.open(endpoints.tpm_tcti or "", hook=hook,
-                                                         timeout=bench.tpm.timeout))
+        devices.tpm = stack.enter_context(
+            Tpm.open(endpoints.tpm_tcti or "", hook=hook, timeout=bench.tpm.timeout))
     if bench.modem and ("modem" in want or (bench.uicc and bench.uicc.via_modem)):
         from mcim_hil.drivers.modem import Modem
         devices.modem = stack.enter_context(Modem.open(
