@@ -54,3 +54,24 @@ class ModemError(DeviceError):
 class SafetyRefused(DeviceError):
     """The harness refused a command that could damage precious hardware
     (the last ADM or PIN try, a TPM clear, a rewrite of factory data)."""
+
+
+class DeviceTimeout(DeviceError):
+    """A device did not answer a command within its time; the connection is given up
+    (reopen or reconnect it). Whether the device carried the command out is unknown."""
+
+
+class TpmTimeout(TpmError, DeviceTimeout):
+    """The TPM did not answer in time."""
+
+
+class TpmPowerLost(TpmError):
+    """The TPM lost power under the driver: its transient objects and sessions are gone."""
+
+
+class CardTimeout(CardError, DeviceTimeout):
+    """The card (or its reader) did not answer in time."""
+
+
+class CardRemoved(CardError):
+    """The card left its reader (or the reader went away) during the session."""

@@ -73,7 +73,10 @@ from tpm2_pytss.types import (
 )
 from tpm2_pytss.utils import NoSuchIndex, create_ek_template
 
-from .errors import DeviceNotFound, SafetyRefused, TpmError
+from .errors import DeviceNotFound, SafetyRefused, TpmError, TpmPowerLost, TpmTimeout
+from .tpm_rc import _POWER_LOST, _describe, rc_name
+from .tpm_templates import _AES128_CFB, _SESSION_AES128_CFB, _ak_template, _storage_key_template
+from .tpm_watchdog import _Watchdog
 from .hook import CommandEvent, CommandHook
 
 T = TypeVar("T")
@@ -105,6 +108,7 @@ PT_LEVEL, PT_REVISION, PT_MANUFACTURER = 0x101, 0x102, 0x105
 PT_VENDOR_STRING_1 = 0x106  # .. _4 = 0x109
 PT_FIRMWARE_VERSION_1, PT_FIRMWARE_VERSION_2 = 0x10B, 0x10C
 PT_NV_BUFFER_MAX = 0x12C
+PT_HR_TRANSIENT_AVAIL = 0x207  # TPM 2.0 Part 2, 6.13: free transient object slots (variable)
 
 _BANKS: dict[str, TPM2_ALG] = {
     "sha1": TPM2_ALG.SHA1, "sha256": TPM2_ALG.SHA256,
@@ -113,56 +117,10 @@ _BANKS: dict[str, TPM2_ALG] = {
 _HASH_NAMES: dict[int, str] = {int(alg): name for name, alg in _BANKS.items()}
 _QUOTE_TRIES = 3  # another client extending a PCR between Quote and PCR_Read: quote again
 
-# --- templates -------------------------------------------------------------------------------
-
-_SESSION_AES128_CFB = TPMT_SYM_DEF(
-    algorithm=TPM2_ALG.AES,
-    keyBits=TPMU_SYM_KEY_BITS(aes=128),
-    mode=TPMU_SYM_MODE(aes=TPM2_ALG.CFB),
-)
-_AES128_CFB = TPMT_SYM_DEF_OBJECT(
-    algorithm=TPM2_ALG.AES,
-    keyBits=TPMU_SYM_KEY_BITS(aes=128),
-    mode=TPMU_SYM_MODE(aes=TPM2_ALG.CFB),
-)
-
-
-def _ak_template() -> TPM2B_PUBLIC:
-    """Restricted ECC P-256 ECDSA-SHA256 signing key (an attestation key)."""
-    return TPM2B_PUBLIC(publicArea=TPMT_PUBLIC(
-        type=TPM2_ALG.ECC,
-        nameAlg=TPM2_ALG.SHA256,
-        objectAttributes=(TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT
-                          | TPMA_OBJECT.SENSITIVEDATAORIGIN | TPMA_OBJECT.USERWITHAUTH
-                          | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT),
-        parameters=TPMU_PUBLIC_PARMS(eccDetail=TPMS_ECC_PARMS(
-            symmetric=TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL),
-            scheme=TPMT_ECC_SCHEME(scheme=TPM2_ALG.ECDSA,
-                                   details=TPMU_ASYM_SCHEME(
-                                       ecdsa=TPMS_SCHEME_HASH(hashAlg=TPM2_ALG.SHA256))),
-            curveID=TPM2_ECC.NIST_P256,
-            kdf=TPMT_KDF_SCHEME(scheme=TPM2_ALG.NULL),
-        )),
-    ))
-
-
-def _storage_key_template() -> TPM2B_PUBLIC:
-    """TCG TPM v2.0 Provisioning Guidance 7.5.1: the ECC P-256 SRK template (unique zeroed)."""
-    return TPM2B_PUBLIC(publicArea=TPMT_PUBLIC(
-        type=TPM2_ALG.ECC,
-        nameAlg=TPM2_ALG.SHA256,
-        objectAttributes=(TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT
-                          | TPMA_OBJECT.SENSITIVEDATAORIGIN | TPMA_OBJECT.USERWITHAUTH
-                          | TPMA_OBJECT.NODA | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT),
-        parameters=TPMU_PUBLIC_PARMS(eccDetail=TPMS_ECC_PARMS(
-            symmetric=_AES128_CFB,
-            scheme=TPMT_ECC_SCHEME(scheme=TPM2_ALG.NULL),
-            curveID=TPM2_ECC.NIST_P256,
-            kdf=TPMT_KDF_SCHEME(scheme=TPM2_ALG.NULL),
-        )),
-        unique=TPMU_PUBLIC_ID(ecc=TPMS_ECC_POINT(x=b"\x00" * 32, y=b"\x00" * 32)),
-    ))
-
+# Longest a driver operation may wait for the TPM (bench file: tpm.timeout). swtpm answers
+# in milliseconds; a discrete TPM's RSA key generation can take seconds.
+DEFAULT_TIMEOUT_S = 30.0
+_SOCKET_TCTIS = ("swtpm", "mssim")
 
 # --- results ---------------------------------------------------------------------------------
 
@@ -286,47 +244,6 @@ def _spki(key: PublicKey) -> bytes:
                             serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-# --- response code names ---------------------------------------------------------------------
-
-_NOT_CODES = {"VER1", "FMT1", "WARN", "H", "P", "S", "N_MASK", "MAX_FM0",
-              "A", "B", "C", "D", "E", "F"} | {f"RC{i}" for i in range(1, 10)}
-_TPM_RC_NAMES: dict[int, str] = {
-    int(value): f"TPM_RC_{name}" for name, value in vars(TPM2_RC).items()
-    if name.isupper() and isinstance(value, int) and name not in _NOT_CODES
-}
-_TSS_BASE_NAMES: dict[int, str] = {
-    int(value): name[len("BASE_RC_"):] for name, value in vars(TSS2_RC).items()
-    if name.startswith("BASE_RC_") and isinstance(value, int)
-}
-# tss2_common.h: response code layers
-_TSS_LAYERS = {6: "FAPI", 7: "ESYS", 8: "SYS", 9: "MU", 10: "TCTI", 11: "RESMGR", 13: "POLICY"}
-
-
-def rc_name(rc: int) -> str:
-    """Name of a TSS2/TPM response code: TPM_RC_POLICY_FAIL, TSS2_TCTI_RC_IO_ERROR..."""
-    layer, base = (rc >> 16) & 0xFF, rc & 0xFFFF
-    if layer in (0, 12):  # the TPM, or the TPM as relayed by a resource manager
-        if base & 0x080:  # TPM 2.0 Part 2, 6.6: format-one, strip handle/parameter/session
-            code = 0x080 | (base & 0x03F)
-        else:
-            code = base & 0x97F
-        return _TPM_RC_NAMES.get(code, f"TPM_RC_0x{code:03X}")
-    layer_name = _TSS_LAYERS.get(layer, f"LAYER{layer}")
-    return f"TSS2_{layer_name}_RC_{_TSS_BASE_NAMES.get(base, f'0x{base:X}')}"
-
-
-def _describe(exc: TSS2_Exception) -> str:
-    where = ""
-    if exc.fmt1:
-        if exc.parameter:
-            where = f", parameter {exc.parameter}"
-        elif exc.session:
-            where = f", session {exc.session}"
-        elif exc.handle:
-            where = f", handle {exc.handle}"
-    return f"{rc_name(exc.rc)} (0x{int(exc.rc):x}{where}): {exc}"
-
-
 class _Operation:
     """The TPM2 commands one driver operation issued, for its hook event."""
 
@@ -344,32 +261,52 @@ class _Operation:
 class Tpm:
     """A TPM 2.0 reached through a TCTI; use :meth:`open`."""
 
-    def __init__(self, tcti: str, tcti_ctx: TCTILdr, esapi: ESAPI, hook: CommandHook) -> None:
+    def __init__(self, tcti: str, tcti_ctx: TCTILdr, esapi: ESAPI, hook: CommandHook,
+                 watchdog: _Watchdog | None = None) -> None:
         self.tcti = tcti
         self.hook = hook
+        self._watchdog = watchdog
+        self._given_up: str | None = None  # why the connection is no longer used
         self._tcti_ctx: TCTILdr | None = tcti_ctx
         self._esapi: ESAPI | None = esapi
-        self._owned: list[ESYS_TR] = []  # transient objects handed to the caller
+        self._owned: list[ESYS_TR] = []  # transient objects handed to the caller, as they hold them
+        # handed-out objects moved out and back (ContextSave, ContextLoad) to make room:
+        # the caller's handle -> the object's ESYS_TR now
+        self._moved: dict[int, ESYS_TR] = {}
         self._fixed: dict[int, int] | None = None
 
     # -- open / close ---------------------------------------------------------------------
 
     @classmethod
-    def open(cls, tcti: str, hook: CommandHook | None = None) -> Tpm:
-        """Open ``name:conf`` (``swtpm:host=127.0.0.1,port=2321``, ``device:/dev/tpmrm0``...)."""
+    def open(cls, tcti: str, hook: CommandHook | None = None,
+             timeout: float = DEFAULT_TIMEOUT_S) -> Tpm:
+        """Open ``name:conf`` (``swtpm:host=127.0.0.1,port=2321``, ``device:/dev/tpmrm0``...).
+
+        ``timeout``: the longest one operation waits for the TPM on a socket TCTI; then it
+        raises TpmTimeout and the connection is given up. (The kernel bounds /dev/tpm*.)
+        """
         name, _, conf = tcti.partition(":")
         if not name:
             raise ValueError(f"TCTI {tcti!r}: expected name:conf")
+        if timeout <= 0:
+            raise ValueError(f"TPM timeout must be positive, got {timeout}")
         try:
             tcti_ctx = TCTILdr(name, conf or None)
         except TSS2_Exception as exc:
             raise DeviceNotFound(tcti, "Tss2_TctiLdr_Initialize", _describe(exc)) from exc
+        watchdog = None
+        if name in _SOCKET_TCTIS:
+            opts = dict(kv.split("=", 1) for kv in (conf or "").split(",") if "=" in kv)
+            port = int(opts.get("port", "2321"))  # tpm2-tss's default for both
+            watchdog = _Watchdog({port}, timeout)
         try:
             esapi = ESAPI(tcti_ctx)
         except TSS2_Exception as exc:
             tcti_ctx.close()
+            if watchdog is not None:
+                watchdog.close()
             raise DeviceNotFound(tcti, "Esys_Initialize", _describe(exc)) from exc
-        tpm = cls(tcti, tcti_ctx, esapi, hook if hook is not None else CommandHook())
+        tpm = cls(tcti, tcti_ctx, esapi, hook if hook is not None else CommandHook(), watchdog)
         if name in ("swtpm", "mssim"):
             # a simulator may be powered on but not started; an OS-managed TPM already is
             try:
@@ -394,7 +331,7 @@ class Tpm:
         """Flush the objects this driver handed out and still loaded, then let the TCTI go."""
         if self._esapi is None:
             return
-        for handle in list(self._owned):
+        for handle in list(self._owned) if self._given_up is None else []:
             try:
                 self.flush(handle)
             except TpmError:
@@ -404,6 +341,8 @@ class Tpm:
         if self._tcti_ctx is not None:
             self._tcti_ctx.close()
             self._tcti_ctx = None
+        if self._watchdog is not None:
+            self._watchdog.close()
 
     def __enter__(self) -> Tpm:
         return self
@@ -418,6 +357,9 @@ class Tpm:
     def _ctx(self) -> ESAPI:
         if self._esapi is None:
             raise TpmError(self.tcti, "open", "the TPM connection is closed")
+        if self._given_up is not None:
+            raise TpmError(self.tcti, "open", f"the TPM connection was given up: {self._given_up}; "
+                           "reopen it")
         return self._esapi
 
     # -- one hook event per operation; TpmError per failing command ---------------------------
@@ -428,7 +370,11 @@ class Tpm:
         started, t0 = time.time(), time.perf_counter()
         status = "TPM_RC_SUCCESS"
         try:
-            yield op
+            if self._watchdog is None:
+                yield op
+            else:
+                with self._watchdog.armed():
+                    yield op
         except TpmError as exc:
             status = exc.rc_name or "ERROR"
             raise
@@ -447,6 +393,18 @@ class Tpm:
         try:
             return fn(*args, **kwargs)
         except TSS2_Exception as exc:
+            if self._watchdog is not None and self._watchdog.fired:
+                self._given_up = f"no answer within {self._watchdog.timeout:g} s"
+                raise TpmTimeout(self.tcti, command, f"{self._given_up} (the TPM may or may not "
+                                 "have carried it out); the connection is given up",
+                                 rc=int(exc.rc), rc_name="timeout") from exc
+            name = rc_name(exc.rc)
+            lost = _POWER_LOST.get(name) if command != "TPM2_Startup" else None
+            if name.startswith("TPM_RC_REFERENCE_H") and not self._owned:
+                lost = None  # nothing of ours was loaded: a caller's stale handle
+            if lost:
+                raise TpmPowerLost(self.tcti, command, f"{lost} ({name})", rc=int(exc.rc),
+                                   rc_name=name) from exc
             raise TpmError(self.tcti, command, _describe(exc), rc=int(exc.rc),
                            rc_name=rc_name(exc.rc)) from exc
 
@@ -457,9 +415,34 @@ class Tpm:
         except TpmError:
             pass
 
-    @staticmethod
-    def _handle(obj: Handle) -> ESYS_TR:
-        return obj.handle if isinstance(obj, (Ek, Ak, StorageKey)) else obj
+    def _handle(self, obj: Handle) -> ESYS_TR:
+        handle = obj.handle if isinstance(obj, (Ek, Ak, StorageKey)) else obj
+        return self._moved.get(int(handle), handle)
+
+    @contextmanager
+    def _room_for_persistent(self, op: _Operation, keep: Sequence[Handle] = ()) -> Iterator[None]:
+        """A free object slot for a command that names a persistent object: the TPM loads it
+        into a transient slot for the command (TPM 2.0 Part 1, 30.4), and a raw TPM has no
+        resource manager. When every slot holds an object we handed out, one that this
+        command does not use is saved (TPM2_ContextSave), flushed and loaded back after;
+        the caller's handle keeps naming it."""
+        _, data = self._call(op, "TPM2_GetCapability", self._ctx.get_capability,
+                             TPM2_CAP.TPM_PROPERTIES, PT_HR_TRANSIENT_AVAIL, 1)
+        props = [p for p in data.data.tpmProperties if int(p.property) == PT_HR_TRANSIENT_AVAIL]
+        kept = {int(self._handle(k)) for k in keep}
+        movable = [h for h in self._owned if int(self._handle(h)) not in kept]
+        if not props or int(props[0].value) > 0 or not movable:
+            yield  # room enough, or nothing of ours to move: the TPM's answer stands
+            return
+        mine = movable[0]
+        current = self._handle(mine)
+        saved = self._call(op, "TPM2_ContextSave", self._ctx.context_save, current)
+        self._call(op, "TPM2_FlushContext", self._ctx.flush_context, current)
+        try:
+            yield
+        finally:
+            self._moved[int(mine)] = self._call(op, "TPM2_ContextLoad", self._ctx.context_load,
+                                                saved)
 
     def _hand_out(self, handle: ESYS_TR) -> ESYS_TR:
         self._owned.append(handle)
@@ -692,7 +675,7 @@ class Tpm:
                                ESYS_TR.ENDORSEMENT, ek_session, expiration=0)
                 credential = self._call(op, "TPM2_ActivateCredential",
                                         self._ctx.activate_credential, self._handle(ak),
-                                        ek.handle, blob, seed,
+                                        self._handle(ek), blob, seed,
                                         session1=ESYS_TR.PASSWORD, session2=ek_session)
             finally:
                 if ek_session != ESYS_TR.PASSWORD:
@@ -774,7 +757,8 @@ class Tpm:
     def unseal_persistent(self, persistent_handle: int, pcrs: Sequence[int],
                           bank: str = "sha256", *, salt: Handle | None = None) -> bytes:
         """unseal() of a sealed object persisted at `persistent_handle`."""
-        with self._operation(secret=True) as op:
+        keep = [salt] if salt is not None else []
+        with self._operation(secret=True) as op, self._room_for_persistent(op, keep):
             tr = self._call(op, "TPM2_ReadPublic", self._ctx.tr_from_tpmpublic,
                             persistent_handle)
             try:
@@ -819,7 +803,7 @@ class Tpm:
         if EK_PERSISTENT_FIRST <= persistent_handle <= EK_PERSISTENT_LAST:
             raise SafetyRefused(self.tcti, "TPM2_EvictControl",
                                 f"0x{persistent_handle:08x} is in the endorsement key range")
-        with self._operation() as op:
+        with self._operation() as op, self._room_for_persistent(op):
             tr = self._call(op, "TPM2_ReadPublic", self._ctx.tr_from_tpmpublic,
                             persistent_handle)
             try:
@@ -843,7 +827,7 @@ class Tpm:
             return found
 
     def read_public(self, persistent_handle: int) -> TPM2B_PUBLIC:
-        with self._operation() as op:
+        with self._operation() as op, self._room_for_persistent(op):
             tr = self._call(op, "TPM2_ReadPublic", self._ctx.tr_from_tpmpublic,
                             persistent_handle)
             try:
@@ -854,10 +838,12 @@ class Tpm:
 
     def flush(self, handle: Handle) -> None:
         """TPM2_FlushContext of a transient object or session."""
+        mine = handle.handle if isinstance(handle, (Ek, Ak, StorageKey)) else handle
         tr = self._handle(handle)
         with self._operation() as op:
             try:
                 self._call(op, "TPM2_FlushContext", self._ctx.flush_context, tr)
             finally:
-                if tr in self._owned:
-                    self._owned.remove(tr)
+                if mine in self._owned:
+                    self._owned.remove(mine)
+                self._moved.pop(int(mine), None)

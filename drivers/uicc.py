@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
-from mcim_hil.drivers.errors import CardError, DeviceError, SafetyRefused
+from mcim_hil.drivers.errors import CardError, CardRemoved, CardTimeout, DeviceError, SafetyRefused
 from mcim_hil.drivers.hook import CommandEvent, CommandHook
 from mcim_hil.drivers.uicc_files import (
     ADF_USIM, DF_PATHS, EF_AD, EF_DIR, EF_ICCID, EF_IMSI, AdminData, EfDecl, Fcp, decode_dir_record,
@@ -328,6 +328,8 @@ class Uicc:
             self._emit(command, apdu, b"", type(exc).__name__, started, t0, secret)
             if isinstance(exc, CardError) and exc.command == command:
                 raise  # already names this command (raised by the T=0 logic below)
+            if isinstance(exc, (CardTimeout, CardRemoved)):  # the condition stays visible
+                raise type(exc)(self.name, command, f"{exc.command}: {exc.message}") from exc
             raise CardError(self.name, command, f"transport failed: {exc.message}") from exc
         self._emit(command, apdu, data + sw.to_bytes(2, "big"), f"{sw:04X}", started, t0, secret)
         if not _is_success(sw):

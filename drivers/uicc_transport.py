@@ -7,14 +7,22 @@ same logic serves a reader and a modem that passes 61xx through.
 
 from __future__ import annotations
 
+import queue
 import re
+import threading
 from abc import ABC, abstractmethod
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
-from typing import Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from smartcard import scard
 
-from mcim_hil.drivers.errors import CardError, DeviceError, DeviceNotFound
+from mcim_hil.drivers.errors import CardError, CardRemoved, CardTimeout, DeviceError, DeviceNotFound
+
+# Longest one PC/SC call may take (bench file: uicc.timeout). A card answers in milliseconds to
+# a second; pcscd and vpcd wait for a silent card for ever.
+DEFAULT_TIMEOUT_S = 10.0
 
 
 class Transport(ABC):
@@ -59,6 +67,34 @@ def _split_sw(name: str, response: bytes) -> tuple[bytes, int]:
 
 
 # --------------------------------------------------------------------------- PC/SC
+
+class _Worker:
+    """One daemon thread running calls in order. (A ThreadPoolExecutor's threads are joined
+    at interpreter exit: one stuck in a silent reader would hang the process for good.)"""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future, Callable[..., Any], tuple] | None] = \
+            queue.SimpleQueue()
+        threading.Thread(target=self._run, name="pcsc", daemon=True).start()
+
+    def _run(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, fn, args = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # handed to the waiting caller
+                    future.set_exception(exc)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        self._calls.put((future, fn, args))
+        return future
+
+    def shutdown(self) -> None:
+        """The thread ends after what is queued (at once when idle)."""
+        self._calls.put(None)
+
 
 _PROTOCOLS = {
     "T0 preferred": (scard.SCARD_PROTOCOL_T0, scard.SCARD_PROTOCOL_T1),
@@ -148,40 +184,85 @@ class PcscTransport(Transport):
     pySim-shell in shared mode) talk to it between our commands, "exclusive" does not.
     """
 
-    def __init__(self, context: int, reader: str, shared: bool, protocols: tuple[int, ...]) -> None:
+    def __init__(self, context: int, reader: str, shared: bool, protocols: tuple[int, ...],
+                 timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        if timeout <= 0:
+            raise ValueError(f"PC/SC timeout must be positive, got {timeout}")
         self._context = context
         self._card: int | None = None
         self.name = reader
         self.share_mode = "shared" if shared else "exclusive"
         self._share = scard.SCARD_SHARE_SHARED if shared else scard.SCARD_SHARE_EXCLUSIVE
         self._protocols = protocols
+        self.timeout = timeout
         self.atr = b""
         self.protocol = None
-        self._connect()
+        # pyscard blocks inside pcscd's answer: each call runs on this thread, the caller waits
+        # at most `timeout` for it
+        self._worker = _Worker()
+        self._given_up: str | None = None
+        try:
+            self._connect()
+        except BaseException:
+            self._worker.shutdown()
+            raise
 
     @classmethod
-    def open(cls, reader: ReaderSpec = None, shared: bool = True, protocol: str = "T0 preferred") -> PcscTransport:
+    def open(cls, reader: ReaderSpec = None, shared: bool = True, protocol: str = "T0 preferred",
+             timeout: float = DEFAULT_TIMEOUT_S) -> PcscTransport:
         """Connect to the card in ``reader``: exact name, regex (re.Pattern or "re:..."), index,
         or None for the first reader holding a card. ``protocol``: "T0 preferred" (T=1 fallback),
-        "T0" or "T1"."""
+        "T0" or "T1". ``timeout``: the longest one PC/SC call may take; then CardTimeout and
+        the connection is given up until reconnect()."""
         if protocol not in _PROTOCOLS:
             raise ValueError(f"protocol must be one of {sorted(_PROTOCOLS)}, got {protocol!r}")
         context = _establish_context()
         try:
             name = _choose_reader(context, reader)
-            return cls(context, name, shared, _PROTOCOLS[protocol])
+            return cls(context, name, shared, _PROTOCOLS[protocol], timeout)
         except BaseException:
             scard.SCardReleaseContext(context)
             raise
 
+    def _bounded(self, command: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(*args) on the PC/SC thread, waited for at most ``timeout``."""
+        if self._given_up is not None:
+            raise CardError(self.name, command, f"the connection was given up ({self._given_up}); "
+                            "call reconnect()")
+        future = self._worker.submit(fn, *args)
+        try:
+            return future.result(self.timeout)
+        except FutureTimeout:
+            self._given_up = f"no answer to {command} within {self.timeout:g} s"
+            self._abandon()
+            raise CardTimeout(self.name, command, f"no answer within {self.timeout:g} s (the card "
+                              "may or may not have carried it out); the connection is given up, "
+                              "call reconnect()") from None
+
+    def _abandon(self) -> None:
+        """Leave the blocked call to its thread with a fresh thread for what follows; once it
+        returns (the card answers or goes), that thread releases the old handle and context."""
+        old_worker, card, context = self._worker, self._card, self._context
+        self._card, self._context = None, None  # type: ignore[assignment]
+        if context is not None:  # wakes a blocked SCardGetStatusChange; harmless otherwise
+            threading.Thread(target=scard.SCardCancel, args=(context,), daemon=True).start()
+        old_worker.submit(_release, card, context)
+        old_worker.shutdown()
+        self._worker = _Worker()
+
     def _connect(self) -> None:
+        if self._context is None:
+            self._context = self._bounded("SCardEstablishContext", _establish_context)
         hresult = scard.SCARD_E_PROTO_MISMATCH
         for proto in self._protocols:
-            hresult, card, active = scard.SCardConnect(self._context, self.name, self._share, proto)
+            hresult, card, active = self._bounded("SCardConnect", scard.SCardConnect, self._context,
+                                                  self.name, self._share, proto)
             if hresult != scard.SCARD_E_PROTO_MISMATCH:
                 break
         if hresult in (scard.SCARD_E_NO_SMARTCARD, scard.SCARD_W_REMOVED_CARD):
             raise DeviceNotFound(self.name, "SCardConnect", "no card in the reader")
+        if hresult == scard.SCARD_E_READER_UNAVAILABLE:
+            raise DeviceNotFound(self.name, "SCardConnect", "reader unavailable (no card, or pcscd lost it)")
         if hresult == scard.SCARD_E_UNKNOWN_READER:
             raise DeviceNotFound(self.name, "SCardConnect", "reader has gone away")
         if hresult == scard.SCARD_E_SHARING_VIOLATION:
@@ -195,7 +276,7 @@ class PcscTransport(Transport):
         self._read_status()
 
     def _read_status(self) -> None:
-        hresult, _reader, _state, _proto, atr = scard.SCardStatus(self._card)
+        hresult, _reader, _state, _proto, atr = self._bounded("SCardStatus", scard.SCardStatus, self._card)
         if hresult != scard.SCARD_S_SUCCESS:
             raise CardError(self.name, "SCardStatus", _pcsc_message(hresult))
         self.atr = bytes(atr)
@@ -204,15 +285,17 @@ class PcscTransport(Transport):
         return scard.SCARD_PCI_T0 if self.protocol == "T=0" else scard.SCARD_PCI_T1
 
     def transmit(self, apdu: bytes, *, secret: bool = False) -> tuple[bytes, int]:
-        if self._card is None:
+        if self._card is None and self._given_up is None:
             raise CardError(self.name, "transmit", "transport is closed")
-        hresult, response = scard.SCardTransmit(self._card, self._pci(), list(apdu))
+        hresult, response = self._bounded("SCardTransmit", scard.SCardTransmit, self._card,
+                                          self._pci(), list(apdu))
         if hresult != scard.SCARD_S_SUCCESS:
+            if hresult in _GONE:
+                raise CardRemoved(self.name, "SCardTransmit",
+                                  f"{_pcsc_message(hresult)}: the card left the reader")
             hint = ""
             if hresult == scard.SCARD_W_RESET_CARD:
                 hint = "; the card was reset by another application, call reconnect()"
-            elif hresult in (scard.SCARD_W_REMOVED_CARD, scard.SCARD_E_NO_SMARTCARD):
-                hint = "; the card was removed"
             raise CardError(self.name, "SCardTransmit", _pcsc_message(hresult) + hint)
         return _split_sw(self.name, bytes(response))
 
@@ -221,22 +304,30 @@ class PcscTransport(Transport):
         if self._card is None or self.share_mode == "exclusive":
             yield
             return
-        hresult = scard.SCardBeginTransaction(self._card)
+        hresult = self._bounded("SCardBeginTransaction", scard.SCardBeginTransaction, self._card)
+        if hresult in _GONE:
+            raise CardRemoved(self.name, "SCardBeginTransaction",
+                              f"{_pcsc_message(hresult)}: the card left the reader")
         if hresult != scard.SCARD_S_SUCCESS:
             raise CardError(self.name, "SCardBeginTransaction", _pcsc_message(hresult))
         try:
             yield
         finally:
-            scard.SCardEndTransaction(self._card, scard.SCARD_LEAVE_CARD)
+            if self._given_up is None and self._card is not None:
+                self._bounded("SCardEndTransaction", scard.SCardEndTransaction, self._card,
+                              scard.SCARD_LEAVE_CARD)
 
     def reconnect(self) -> None:
-        """Warm-reset the card (SCardReconnect with SCARD_RESET_CARD)."""
+        """Warm-reset the card (SCardReconnect with SCARD_RESET_CARD); after a timeout, a new
+        context and connection (CardTimeout again if the card still does not answer)."""
         if self._card is None:
+            self._given_up = None
             self._connect()
             return
         hresult = scard.SCARD_E_PROTO_MISMATCH
         for proto in self._protocols:
-            hresult, active = scard.SCardReconnect(self._card, self._share, proto, scard.SCARD_RESET_CARD)
+            hresult, active = self._bounded("SCardReconnect", scard.SCardReconnect, self._card,
+                                            self._share, proto, scard.SCARD_RESET_CARD)
             if hresult != scard.SCARD_E_PROTO_MISMATCH:
                 break
         if hresult != scard.SCARD_S_SUCCESS:
@@ -245,15 +336,31 @@ class PcscTransport(Transport):
         self._read_status()
 
     def close(self) -> None:
-        if self._card is not None:
-            scard.SCardDisconnect(self._card, scard.SCARD_LEAVE_CARD)
-            self._card = None
-        if self._context is not None:
-            scard.SCardReleaseContext(self._context)
-            self._context = None  # type: ignore[assignment]
+        card, context = self._card, self._context
+        self._card, self._context = None, None  # type: ignore[assignment]
+        if card is not None or context is not None:
+            # a reader that hangs must not hang the close: bounded, then left to its thread
+            future = self._worker.submit(_release, card, context)
+            try:
+                future.result(self.timeout)
+            except FutureTimeout:
+                pass
+        self._worker.shutdown()
 
     def __repr__(self) -> str:
         return f"<PcscTransport {self.name!r} {self.share_mode} {self.protocol}>"
+
+
+# PC/SC answers meaning the card (or its reader) is gone
+_GONE = {scard.SCARD_W_REMOVED_CARD, scard.SCARD_E_NO_SMARTCARD, scard.SCARD_E_READER_UNAVAILABLE,
+         scard.SCARD_E_UNKNOWN_READER}
+
+
+def _release(card: int | None, context: int | None) -> None:
+    if card is not None:
+        scard.SCardDisconnect(card, scard.SCARD_LEAVE_CARD)
+    if context is not None:
+        scard.SCardReleaseContext(context)
 
 
 # --------------------------------------------------------------------------- AT+CSIM

@@ -104,6 +104,7 @@ class TpmResource:
     emulator: str | None = None      # "swtpm"
     state_dir: Path | None = None    # swtpm: keep the TPM identity between runs
     ek_ca: tuple[Path, ...] = ()     # the EK manufacturer CA certificates the PVA pins (PEM or DER)
+    timeout: float = 30.0            # longest one driver operation waits for the TPM (s)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class UiccResource:
     iccid: str | None = None         # vuicc: the factory ICCID
     adm1: SecretRef | None = None
     pin1: SecretRef | None = None
+    timeout: float = 10.0            # longest one PC/SC call waits for the card (s)
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,15 @@ def bench_path(arg: str | os.PathLike[str] | None = None) -> Path:
         return Path(arg)
     env = os.environ.get(BENCH_ENV)
     return Path(env) if env else DEFAULT_BENCH
+
+
+def _positive(s: "_Section", name: str, default: float) -> float:
+    """A device timeout in seconds: a positive number."""
+    value = s.get(name, (int, float), default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        s.problems.append(f"{s.key(name)}: expected a positive number of seconds, got {value!r}")
+        return default
+    return float(value)
 
 
 class _Section:
@@ -324,7 +335,8 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
             problems.append("tpm.ek_ca: expected a list of certificate file paths")
             ek_ca = []
         tpm = TpmResource(tcti=tcti, emulator=emulator, state_dir=_path(s.get("state_dir", (str,)), base),
-                          ek_ca=tuple(p for p in (_path(x, base) for x in ek_ca) if p is not None))
+                          ek_ca=tuple(p for p in (_path(x, base) for x in ek_ca) if p is not None),
+                          timeout=_positive(s, "timeout", 30.0))
         s.finish()
     if "uicc" in top.data:
         s = _Section(top.get("uicc", (dict,), {}), "uicc", problems)
@@ -346,7 +358,8 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
             profile=s.choice("profile", UICC_PROFILES, "sysmo-isim-sja2") or "sysmo-isim-sja2",
             shared=s.get("shared", (bool,), True), via_modem=via_modem,
             card_state=_path(s.get("card_state", (str,)), base),
-            iccid=s.get("iccid", (str,)), adm1=adm1, pin1=pin1)
+            iccid=s.get("iccid", (str,)), adm1=adm1, pin1=pin1,
+            timeout=_positive(s, "timeout", 10.0))
         if uicc.iccid is not None and not re.fullmatch(r"[0-9]{18,20}", uicc.iccid):
             problems.append("uicc.iccid: expected 18 to 20 digits")
         s.finish()

@@ -25,7 +25,8 @@ def open_devices(bench: Bench, endpoints: Endpoints, stack: ExitStack,
     devices = Devices()
     if bench.tpm and "tpm" in want:
         from mcim_hil.drivers.tpm import Tpm
-        devices.tpm = stack.enter_context(Tpm.open(endpoints.tpm_tcti or "", hook=hook))
+        devices.tpm = stack.enter_context(
+            Tpm.open(endpoints.tpm_tcti or "", hook=hook, timeout=bench.tpm.timeout))
     if bench.modem and ("modem" in want or (bench.uicc and bench.uicc.via_modem)):
         from mcim_hil.drivers.modem import Modem
         devices.modem = stack.enter_context(Modem.open(
@@ -39,7 +40,7 @@ def open_devices(bench: Bench, endpoints: Endpoints, stack: ExitStack,
             transport = CsimTransport(devices.modem)
         else:
             reader = endpoints.uicc_reader if endpoints.uicc_reader is not None else bench.uicc.reader
-            transport = PcscTransport.open(reader, shared=bench.uicc.shared)
+            transport = PcscTransport.open(reader, shared=bench.uicc.shared, timeout=bench.uicc.timeout)
             stack.callback(transport.close)
         devices.uicc = Uicc(transport, hook=hook)
     return devices

@@ -49,8 +49,14 @@ def _factory_imsi(iccid: str) -> str:
 class EmulatedBench:
     """Start with :meth:`start`, stop with :meth:`stop` (or use as a context manager)."""
 
-    def __init__(self, bench: Bench, workdir: Path | None = None) -> None:
+    def __init__(self, bench: Bench, workdir: Path | None = None, *, faults: bool = False) -> None:
+        """faults: the TPM's TCTI goes through swtpm's power-cut relay (Swtpm.power_loss_at).
+        The card's fault controls (VirtualUicc.fail_command, stay_silent, remove/insert)
+        are always there: ``uicc_emulator``; the TPM's: ``tpm_emulator``."""
         self.bench = bench
+        self._faults = faults
+        self.tpm_emulator = None
+        self.uicc_emulator = None
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="mcim-hil-bench-")) if workdir is None else workdir
         self.endpoints = Endpoints()
@@ -93,9 +99,10 @@ class EmulatedBench:
             self.endpoints.tpm_tcti = res.tcti
             return
         from .emulators.swtpm import Swtpm
-        tpm = Swtpm(state_dir=res.state_dir)
+        tpm = Swtpm(state_dir=res.state_dir, faults=self._faults)
         self._stack.append(tpm)
         tpm.start()
+        self.tpm_emulator = tpm
         self.endpoints.tpm_tcti = tpm.tcti
         self.endpoints.ek_ca_certificates = list(tpm.ek_ca_certificates())
 
@@ -108,22 +115,30 @@ class EmulatedBench:
                 self.endpoints.uicc_reader = res.reader
             return
         from .emulators.pcscd import claim_free_slot
-        from .emulators.vuicc import VirtualUicc, create_card_file
+        from .emulators.vuicc import VirtualUicc, card_image, create_card_file
         claim = claim_free_slot()
         self._stack.append(claim)
-        state = res.card_state or self.workdir / "uicc.json"
-        if not state.exists():
+        state = res.card_state
+        image = None
+        if state is None or not state.exists():
             if res.adm1 is None:
                 raise ValueError(f"{self.bench.path}: uicc.secrets.adm1 is needed to make the virtual card")
             iccid = res.iccid or "8988211000000000017"
-            state.parent.mkdir(parents=True, exist_ok=True)
-            create_card_file(state, iccid=iccid, imsi=_factory_imsi(iccid),
-                             k=secrets.token_bytes(16), opc=secrets.token_bytes(16),
-                             adm1=res.adm1.resolve_key(),
-                             pin1=res.pin1.resolve_key() if res.pin1 else b"1234")
-        card = VirtualUicc(state, claim.slot.port, reader=claim.slot.reader)
+            factory = dict(iccid=iccid, imsi=_factory_imsi(iccid),
+                           k=secrets.token_bytes(16), opc=secrets.token_bytes(16),
+                           adm1=res.adm1.resolve_key(),
+                           pin1=res.pin1.resolve_key() if res.pin1 else b"1234")
+            if state is None:
+                # a card for this run only: its K, OPc and PINs live in its process's memory,
+                # never in a file (a kept uicc.card_state is a 0600 file, by the user's choice)
+                image = card_image(**factory)
+            else:
+                state.parent.mkdir(parents=True, exist_ok=True)
+                create_card_file(state, **factory)
+        card = VirtualUicc(state, claim.slot.port, reader=claim.slot.reader, image=image)
         self._stack.append(card)
         card.start()
+        self.uicc_emulator = card
         self.endpoints.uicc_reader = claim.slot.reader
 
     def _start_modem(self) -> None:

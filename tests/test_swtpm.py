@@ -188,3 +188,79 @@ def test_a_tpm_state_we_did_not_manufacture_is_never_overwritten(tmp_path: Path)
         Swtpm(state).start()
     assert refusal.value.command == "swtpm_setup"
     assert (state / "tpm" / "tpm2-00.permall").read_bytes() == foreign
+
+
+def _quote_clock(tpm: Tpm) -> object:
+    from tpm2_pytss.types import TPMS_ATTEST
+    ak = tpm.create_ak()
+    try:
+        quote = tpm.quote(ak, b"clock", [PCR_DEBUG])
+    finally:
+        tpm.flush(ak)
+    return TPMS_ATTEST.unmarshal(quote.attest)[0].clockInfo
+
+
+def test_a_kept_tpm_restarted_quotes_with_safe_clock(tmp_path: Path) -> None:
+    # a planned stop sends TPM2_Shutdown(CLEAR): the next start is no power loss
+    state = tmp_path / "bench-tpm"
+    with Swtpm(state) as swtpm:
+        with Tpm.open(swtpm.tcti) as tpm:
+            assert _quote_clock(tpm).safe == 1
+    with Swtpm(state) as swtpm:
+        with Tpm.open(swtpm.tcti) as tpm:
+            assert _quote_clock(tpm).safe == 1
+
+
+def test_power_cycle_is_orderly_and_power_loss_is_not() -> None:
+    with Swtpm(shared_identity=True) as swtpm:
+        swtpm.power_cycle()
+        with Tpm.open(swtpm.tcti) as tpm:
+            before = _quote_clock(tpm)
+            assert before.safe == 1
+        swtpm.power_loss()
+        with Tpm.open(swtpm.tcti) as tpm:
+            after = _quote_clock(tpm)
+        assert after.safe == 0, "a power loss must show in the clock"
+        assert after.resetCount == before.resetCount + 1
+
+
+def test_a_bench_keeping_its_tpm_provisions_twice_in_a_row(tmp_path: Path) -> None:
+    # the second run finds a safe clock (orderly stop) and the first run's MCIM object at its
+    # persistent handle, with every object slot in use when it replaces it
+    import shutil
+
+    from mcim_hil.bench import load_bench
+    from mcim_hil.m2me.tre import MCIM_HANDLE
+    from mcim_hil.procedures import PROCEDURES, run_procedure
+    from mcim_hil.session import Session, SessionOptions
+
+    lab = Path(__file__).resolve().parent.parent / "lab_config"
+    shutil.copytree(lab / "emulated-secrets", tmp_path / "emulated-secrets")
+    text = (lab / "emulated.yaml").read_text()
+    bench_file = tmp_path / "kept.yaml"
+    bench_file.write_text(text.replace("  # state_dir: ~/.cache/mcim-hil/tpm",
+                                       f"  state_dir: {tmp_path / 'tpm'}  #"))
+    bench = load_bench(str(bench_file))
+    assert bench.tpm.state_dir == tmp_path / "tpm"
+    from mcim_hil.drivers.tpm import object_name
+
+    sealed_names = []
+    for _ in range(2):
+        with Session(bench, SessionOptions(air="relayed")) as session:
+            outcome = run_procedure(PROCEDURES["initial"], session, session.record)
+            assert outcome.passed, [(r.number, r.detail) for r in outcome.rows if r.verdict != "passed"]
+            sealed_names.append(object_name(session.devices.tpm.read_public(MCIM_HANDLE)))
+    assert sealed_names[0] != sealed_names[1], "the second run replaced the first MCIM object"
+
+
+def test_a_kept_tpm_left_unsafe_starts_with_a_safe_clock(tmp_path: Path) -> None:
+    # a state dir that lost its power last time (an older mcim-hil, a crash) is settled on start
+    state = tmp_path / "bench-tpm"
+    with Swtpm(state) as swtpm:
+        swtpm.power_loss()
+        with Tpm.open(swtpm.tcti) as tpm:
+            assert _quote_clock(tpm).safe == 0
+    with Swtpm(state) as swtpm:
+        with Tpm.open(swtpm.tcti) as tpm:
+            clock = _quote_clock(tpm)
+    assert clock.safe == 1

@@ -437,3 +437,40 @@ def test_response_code_names() -> None:
     assert rc_name(0x902) == "TPM_RC_OBJECT_MEMORY"
     assert rc_name(0x0A000A) == "TSS2_TCTI_RC_IO_ERROR"
     assert rc_name(0x070005) == "TSS2_ESYS_RC_BAD_REFERENCE"
+
+
+def _transient_objects(tcti: str) -> int:
+    """Loaded transient objects, as tpm2-tools sees them (an independent reader)."""
+    out = subprocess.run(["tpm2_getcap", "handles-transient", "-T", tcti],
+                         capture_output=True, text=True, check=True).stdout
+    return len(re.findall(r"0x80", out))
+
+
+def test_a_persisted_object_is_reached_with_every_slot_in_use(swtpm: Swtpm) -> None:
+    # provisioning again: AK, storage key and the new sealed object fill swtpm's 3 slots,
+    # then the old object at the persistent handle is read, unsealed and evicted
+    with Tpm.open(swtpm.tcti) as tpm:
+        ak = tpm.create_ak()
+        storage = tpm.create_storage_key()
+        old_secret, new_secret = os.urandom(32), os.urandom(32)
+        public, duplicate, seed, enc_key = _wrapped_secret(tpm, storage.public, old_secret)
+        old = tpm.load(storage, tpm.import_sealed(storage, public, duplicate, seed, enc_key), public)
+        tpm.persist(old, 0x81000A11)
+        tpm.flush(old)
+        public, duplicate, seed, enc_key = _wrapped_secret(tpm, storage.public, new_secret)
+        new = tpm.load(storage, tpm.import_sealed(storage, public, duplicate, seed, enc_key), public)
+        try:
+            assert tpm.read_public(0x81000A11).publicArea.objectAttributes is not None
+            assert tpm.unseal_persistent(0x81000A11, SEALED_PCRS, salt=storage) == old_secret
+            tpm.evict(0x81000A11)
+            tpm.persist(new, 0x81000A11)
+            assert tpm.unseal(new, SEALED_PCRS, salt=storage) == new_secret
+            # the objects moved out to make room still answer through the caller's handles
+            quote = tpm.quote(ak, b"still here", [16])
+            verify_ecdsa(ak.public_key, quote.attest, quote.signature)
+        finally:
+            tpm.flush(new)
+            tpm.evict(0x81000A11)
+        tpm.flush(storage)
+        tpm.flush(ak)
+    assert _transient_objects(swtpm.tcti) == 0, "no transient object left behind"

@@ -534,3 +534,33 @@ def test_operator_milenage_constants(card: Card) -> None:
     av = AuC(K, OPC, r=r, c=c).generate_av()
     data, sw = card.authenticate(av.rand, av.autn)
     assert sw == 0x9000 and parse_auth_ok(data)[:3] == (av.xres, av.ck, av.ik)
+
+
+def _within(seconds: float, call):  # noqa: ANN001, ANN202 - a test helper
+    """call() in a thread; pytest.fail if it has not returned in time (a wedged reader)."""
+    import threading
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        pytest.fail(f"no answer within {seconds} s: the reader is wedged")
+    return result[0]
+
+
+@pytest.mark.parametrize("byte", [0xA0, 0x00, 0x01, 0x02, 0x03])
+def test_a_one_byte_apdu_is_answered_wrong_length(vuicc: VirtualUicc, byte: int) -> None:
+    # vpcd frames a 1-byte APDU like one of its control bytes; the card must still answer it
+    card = Card()
+    try:
+        assert _within(10, lambda: card.raw(bytes([byte]))) == (b"", 0x6700)
+        data, sw = _within(10, lambda: card.select("3F00"))
+        assert sw == 0x9000 and fcp(data)[0x83] == bytes.fromhex("3F00")
+    finally:
+        card.close()
+    # a later connection (what `bench check` opens) works too
+    again = Card()
+    try:
+        assert _within(10, lambda: again.select("3F00"))[1] == 0x9000
+    finally:
+        again.close()

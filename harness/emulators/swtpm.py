@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from .swtpm_faults import PowerCutRelay
+
 SWTPM = "swtpm"
 SWTPM_SETUP = "swtpm_setup"
 SWTPM_LOCALCA = "/usr/bin/swtpm_localca"
@@ -40,10 +42,20 @@ HOST = "127.0.0.1"
 CMD_GET_CAPABILITY = 1
 CMD_INIT = 2
 CMD_SHUTDOWN = 3
+CMD_STOP = 14   # power off: the TPM stops answering until CMD_INIT
 
 # TPM 2.0 Part 2: TPM_ST_NO_SESSIONS, TPM_CC_Startup / GetRandom, TPM_SU_CLEAR, TPM_RC_INITIALIZE
 TPM_ST_NO_SESSIONS = 0x8001
 TPM_CC_STARTUP = 0x00000144
+TPM_CC_SHUTDOWN = 0x00000145
+TPM_CC_READ_CLOCK = 0x00000181
+TPM_CC_CLOCK_SET = 0x00000128
+TPM_ST_SESSIONS = 0x8002
+TPM_RH_OWNER = 0x40000001
+TPM_RS_PW = 0x40000009
+# libtpms writes Clock to NV (and so sets clockInfo.safe again) every 2^12 ms of TPM time
+# (its NV_CLOCK_UPDATE_INTERVAL)
+CLOCK_NV_INTERVAL_MS = 1 << 12
 TPM_CC_GET_RANDOM = 0x0000017B
 TPM_SU_CLEAR = 0x0000
 TPM_RC_SUCCESS = 0x000
@@ -220,12 +232,17 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
 class Swtpm:
     """One swtpm process in socket mode; ``.tcti`` is what a bench file's TPM entry holds."""
 
-    def __init__(self, state_dir: Path | None = None, *, shared_identity: bool = False) -> None:
+    def __init__(self, state_dir: Path | None = None, *, shared_identity: bool = False,
+                 faults: bool = False) -> None:
         """state_dir None: a temp dir removed on stop. A given dir is kept with its TPM identity.
 
         shared_identity (temp dirs only): copy a state manufactured once per process instead
         of running swtpm_setup again; every such TPM then has the same EK and CA.
+        faults: ``.tcti`` names a relay (swtpm_faults) so :meth:`power_loss_at` can cut the
+        power at a chosen command.
         """
+        self._faults = faults
+        self._relay: PowerCutRelay | None = None
         if shared_identity and state_dir is not None:
             raise ValueError("shared_identity only applies to a temp state dir")
         self._given_dir = Path(state_dir).resolve() if state_dir is not None else None
@@ -248,7 +265,15 @@ class Swtpm:
     def tcti(self) -> str:
         if not self.port:
             raise SwtpmError("swtpm socket", "not started: no port yet")
-        return f"swtpm:host={HOST},port={self.port}"
+        port = self._relay.port if self._relay is not None else self.port
+        return f"swtpm:host={HOST},port={port}"
+
+    @property
+    def pid(self) -> int:
+        """The swtpm process (for a test that freezes it with SIGSTOP)."""
+        self._require_running("pid")
+        assert self._proc is not None
+        return self._proc.pid
 
     @property
     def running(self) -> bool:
@@ -274,6 +299,10 @@ class Swtpm:
         try:
             self._manufacture_once()
             self._spawn_on_free_ports(timeout)
+            if self._given_dir is not None:
+                self._settle_clock()
+            if self._faults:
+                self._relay = PowerCutRelay(HOST, self.port, self.power_off, self.power_on)
         except BaseException:
             if self._given_dir is None:  # nothing of a failed temp TPM stays behind
                 shutil.rmtree(self._dir, ignore_errors=True)
@@ -344,12 +373,90 @@ class Swtpm:
         except OSError:
             return False
 
+    def _settle_clock(self) -> None:
+        """A kept TPM last stopped without TPM2_Shutdown (an older mcim-hil, a crash) shows
+        clockInfo.safe = 0 until libtpms next writes its clock: advance Clock by that interval
+        (TPM2_ClockSet, owner auth empty as swtpm_setup leaves it), which writes it now."""
+        try:
+            rc, body = self._tpm_command(TPM_CC_READ_CLOCK, b"")
+            if rc != TPM_RC_SUCCESS or len(body) < 25:
+                return
+            _time, clock, _resets, _restarts, safe = struct.unpack(">QQIIB", body[:25])
+            if safe:
+                return
+            password = struct.pack(">IHBH", TPM_RS_PW, 0, 0, 0)  # TPM 2.0 Part 1, 19.8.4
+            self._tpm_command(TPM_CC_CLOCK_SET,
+                              struct.pack(">II", TPM_RH_OWNER, len(password)) + password
+                              + struct.pack(">Q", clock + CLOCK_NV_INTERVAL_MS),
+                              tag=TPM_ST_SESSIONS)
+        except OSError:
+            pass  # the bench's own checks will say what is wrong
+
+    def shutdown(self) -> int:
+        """TPM2_Shutdown(SU_CLEAR): the orderly end of a TPM session; returns its response code.
+
+        Without it libtpms counts the next start as a power loss and quotes show
+        clockInfo.safe = 0 for a few seconds (TPM 2.0 Part 1, 36.6), so every planned stop
+        and power cycle sends it first.
+        """
+        self._require_running("shutdown")
+        try:
+            rc, _ = self._tpm_command(TPM_CC_SHUTDOWN, struct.pack(">H", TPM_SU_CLEAR))
+        except OSError as exc:
+            raise SwtpmError("TPM2_Shutdown", f"port {self.port}: {exc}",
+                             _read_tail(self._log_file) if self._log_file else "") from exc
+        return rc
+
     def power_cycle(self) -> None:
-        """Power the TPM off and on (ctrl CMD_INIT) and send TPM2_Startup(CLEAR).
+        """An orderly power cycle: TPM2_Shutdown(CLEAR), power off and on (ctrl CMD_INIT),
+        TPM2_Startup(CLEAR).
 
         PCRs reset; persistent objects and NV stay; transient objects and sessions are gone.
         """
         self._require_running("power_cycle")
+        self.shutdown()
+        self._power_on()
+
+    # -- fault controls: the TPM as a board that loses power ------------------------------
+
+    def power_off(self) -> None:
+        """Cut the TPM's power without TPM2_Shutdown (ctrl CMD_STOP): it answers nothing
+        until :meth:`power_on`, and that start counts as a power loss (clockInfo.safe = 0)."""
+        self._require_running("power_off")
+        try:
+            result = struct.unpack(">I", self._ctrl(CMD_STOP, b"", 4))[0]
+        except OSError as exc:
+            raise SwtpmError("swtpm ctrl CMD_STOP", f"port {self.ctrl_port}: {exc}") from exc
+        if result != 0:
+            raise SwtpmError("swtpm ctrl CMD_STOP", f"result 0x{result:x} on port {self.ctrl_port}")
+
+    def power_on(self) -> None:
+        """Power the TPM on (ctrl CMD_INIT) and send TPM2_Startup(CLEAR), as firmware would."""
+        self._require_running("power_on")
+        self._power_on()
+
+    def power_loss(self) -> None:
+        """Power lost and back: off without TPM2_Shutdown, then on. PCRs reset, transient
+        objects and sessions gone, persistent objects and NV stay."""
+        self.power_off()
+        self.power_on()
+
+    def power_loss_at(self, command_code: int, when: str = "before", *, skip: int = 0,
+                      power_back: bool = True) -> None:
+        """Arm a power loss at the next TPM command ``command_code`` (e.g. TPM2_CC.Import),
+        ``before`` it reaches the TPM or ``after`` it ran (its answer lost); the host's
+        connection drops, then the power comes back unless ``power_back`` is False.
+        Needs ``Swtpm(faults=True)``."""
+        if self._relay is None:
+            raise SwtpmError("swtpm relay", "power_loss_at needs Swtpm(faults=True)")
+        self._relay.arm(command_code, when, skip=skip, power_back=power_back)
+
+    @property
+    def power_cuts(self) -> list[tuple[int, str]]:
+        """(command code, when) of every power loss power_loss_at caused so far."""
+        return list(self._relay.cuts) if self._relay is not None else []
+
+    def _power_on(self) -> None:
         try:
             result = struct.unpack(">I", self._ctrl(CMD_INIT, struct.pack(">I", 0), 4))[0]
             if result != 0:
@@ -366,6 +473,10 @@ class Swtpm:
         try:
             if self.running:
                 try:
+                    self.shutdown()
+                except SwtpmError:
+                    pass  # a TPM that no longer answers: stop it all the same
+                try:
                     self._ctrl(CMD_SHUTDOWN, b"", 4)
                 except OSError:
                     pass
@@ -377,6 +488,9 @@ class Swtpm:
             elif self._proc is not None:
                 self._proc.wait()
         finally:
+            if self._relay is not None:
+                self._relay.close()
+                self._relay = None
             self._forget_process()
             if self._given_dir is None and self._dir is not None:
                 shutil.rmtree(self._dir, ignore_errors=True)
@@ -419,11 +533,13 @@ class Swtpm:
             sock.sendall(struct.pack(">I", code) + payload)
             return _recv_exact(sock, response_size)
 
-    def _tpm_command(self, command_code: int, parameters: bytes) -> tuple[int, bytes]:
-        """One raw TPM 2.0 command without sessions; returns (response code, parameters)."""
+    def _tpm_command(self, command_code: int, parameters: bytes,
+                     tag: int = TPM_ST_NO_SESSIONS) -> tuple[int, bytes]:
+        """One raw TPM 2.0 command (``parameters``: everything after the header); returns
+        (response code, what follows the response header)."""
         size = 10 + len(parameters)
         with socket.create_connection((HOST, self.port), timeout=2.0) as sock:
-            sock.sendall(struct.pack(">HII", TPM_ST_NO_SESSIONS, size, command_code) + parameters)
+            sock.sendall(struct.pack(">HII", tag, size, command_code) + parameters)
             _tag, length, rc = struct.unpack(">HII", _recv_exact(sock, 10))
             body = _recv_exact(sock, length - 10) if length > 10 else b""
         return rc, body

@@ -33,23 +33,32 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import json
 import os
-import re
 import select
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
 from typing import Callable
 
 from mcim_hil.aka.auc import AkaVerdict, usim_check
 from mcim_hil.aka.milenage import Milenage, c2_sres, c3_kc, opc_from_op
+from mcim_hil.emulators.vuicc_faults import ANSWER, FAIL, FaultCommandError, FaultPlan
+from mcim_hil.emulators.vuicc_link import (
+    CONTROL_FOLLOW_S,
+    VPCD_GET_ATR,
+    VPCD_POWER_OFF,
+    VPCD_POWER_ON,
+    VPCD_RESET,
+    _connect,
+    _ControlChannel,
+    _life,
+    _on_signal,
+    _Stop,
+    _VpcdLink,
+)
+from mcim_hil.emulators.vuicc_process import VirtualUicc, VirtualUiccError, reader_for_port
 from mcim_hil.emulators.vuicc_fs import (
     ADM1,
     ADM1_AC,
@@ -84,6 +93,7 @@ from mcim_hil.emulators.vuicc_fs import (
 
 __all__ = [
     "SJA2_ATR",
+    "card_image",
     "UiccCard",
     "VirtualUicc",
     "VirtualUiccError",
@@ -136,18 +146,11 @@ INS_CLA_00 = {INS_SELECT, INS_READ_BINARY, INS_UPDATE_BINARY, INS_READ_RECORD,
               INS_ENABLE_PIN, INS_AUTHENTICATE, INS_MANAGE_CHANNEL}
 INS_OUTGOING = {INS_READ_BINARY, INS_READ_RECORD, INS_STATUS, INS_GET_RESPONSE}  # case 2
 
-# vpcd control bytes (facts/pcsc.md)
-VPCD_POWER_OFF, VPCD_POWER_ON, VPCD_RESET, VPCD_GET_ATR = 0, 1, 2, 4
-
 AUTH_CONTEXT_GSM = 0x80  # TS 31.102 7.1.2: P2 b8=1, b3..b1 000 GSM
 AUTH_CONTEXT_3G = 0x81  # 001 3G
 TAG_AUTH_OK = 0xDB
 TAG_SYNC_FAILURE = 0xDC
 USIM_AID_PREFIX = bytes.fromhex("a0000000871002")  # RID + USIM application code
-
-
-class VirtualUiccError(Exception):
-    """The virtual card could not be created, started or stopped."""
 
 
 class _Status(Exception):
@@ -788,104 +791,79 @@ def create_card_file(path: Path | str, *, iccid: str, imsi: str, k: bytes, opc: 
     ``adm1`` and ``pin1`` are the ASCII digits of the keys (4..8 bytes, 'FF' padded to 8).
     ``sqn_flags`` overrides EF.USIM_SQN flag byte 1 (default: delta and SQN checks, 5-bit IND).
     """
+    _factory_card(str(path), iccid=iccid, imsi=imsi, k=k, opc=opc, adm1=adm1, pin1=pin1,
+                  mnc_len=mnc_len, atr=atr, sqn_flags=sqn_flags).save(Path(path))
+
+
+def card_image(*, iccid: str, imsi: str, k: bytes, opc: bytes, adm1: bytes,
+               pin1: bytes = b"1234", mnc_len: int = 2, atr: bytes = SJA2_ATR,
+               sqn_flags: int | None = None) -> bytes:
+    """The same factory-fresh card as create_card_file, as bytes for ``VirtualUicc(image=...)``:
+    a card that lives in its process's memory only, never in a file."""
+    state = _factory_card("card image", iccid=iccid, imsi=imsi, k=k, opc=opc, adm1=adm1,
+                          pin1=pin1, mnc_len=mnc_len, atr=atr, sqn_flags=sqn_flags)
+    return json.dumps(state.to_json()).encode()
+
+
+def _factory_card(where: str, *, iccid: str, imsi: str, k: bytes, opc: bytes, adm1: bytes,
+                  pin1: bytes, mnc_len: int, atr: bytes, sqn_flags: int | None) -> CardState:
     kwargs = {} if sqn_flags is None else {"sqn_flags": sqn_flags}
     try:
-        state = factory_state(iccid=iccid, imsi=imsi, k=k, opc=opc, adm1=pad_pin(adm1),
-                              pin1=pin1, mnc_len=mnc_len, atr=atr, **kwargs)
+        return factory_state(iccid=iccid, imsi=imsi, k=k, opc=opc, adm1=pad_pin(adm1),
+                             pin1=pin1, mnc_len=mnc_len, atr=atr, **kwargs)
     except ValueError as exc:
-        raise VirtualUiccError(f"card file {path}: {exc}") from None
-    state.save(Path(path))
+        raise VirtualUiccError(f"{where}: {exc}") from None
 
 
-# --- the vpcd link ------------------------------------------------------------------
-
-
-class _Stop(Exception):
-    """SIGTERM or SIGINT: leave the vpcd loop and close the socket."""
-
-
-class _Lifecycle:
-    """Lets SIGTERM interrupt a wait on vpcd but never a command half done (and half saved)."""
-
-    busy = False
-    stop_requested = False
-
-
-_life = _Lifecycle()
-
-
-def _on_signal(signum: int, frame: FrameType | None) -> None:
-    if _life.busy:
-        _life.stop_requested = True
-        return
-    raise _Stop()
-
-
-class _VpcdLink:
-    """The card's end of the vpcd socket: length-prefixed frames both ways."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def _fill(self) -> bool:
-        # vpcd's writes meet delayed ACK: QUICKACK must be re-armed before every recv.
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            return False
-        self.buf += chunk
-        return True
-
-    def receive(self) -> bytes | None:
-        """The next frame's payload, or None when vpcd closed the connection."""
-        while len(self.buf) < 2:
-            if not self._fill():
-                return None
-        size = int.from_bytes(self.buf[:2], "big")
-        while len(self.buf) < 2 + size:
-            if not self._fill():
-                return None
-        payload = bytes(self.buf[2:2 + size])
-        del self.buf[:2 + size]
-        return payload
-
-    def send(self, payload: bytes) -> None:
-        self.sock.sendall(len(payload).to_bytes(2, "big") + payload)
-
-
-def _connect(host: str, port: int, timeout: float) -> socket.socket:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return socket.create_connection((host, port), timeout=2.0)
-        except OSError as exc:
-            if time.monotonic() >= deadline:
-                raise VirtualUiccError(
-                    f"virtual UICC: cannot connect to vpcd at {host}:{port} ({exc.strerror or exc}); "
-                    "is pcscd running with the vpcd reader?") from exc
-            time.sleep(0.1)
-
-
-def serve(state_file: Path, port: int, host: str = "127.0.0.1", *,
+def serve(state_file: Path | None, port: int, host: str = "127.0.0.1", *,
           announce: Callable[[str], None] = lambda _event: None,
-          connect_timeout: float = 3.0) -> int:
+          connect_timeout: float = 3.0, image: bytes | None = None,
+          control: _ControlChannel | None = None) -> int:
     """Run the card on vpcd ``host:port`` until SIGTERM; returns an exit code. When vpcd goes
     away (pcscd restarted) the card waits for it to come back, as a card left in its reader.
 
     ``announce`` hears 'connected' and then 'atr' (the first ATR asked by vpcd).
+    ``image`` (card_image()) instead of a state file: the card lives in memory only.
+    ``control``: where the harness arms faults (vuicc_faults); each is acknowledged by
+    announcing ``ack <op>``.
     """
-    state_file = Path(state_file)
-    state = CardState.load(state_file)
-    card = UiccCard(state, lambda s: s.save(state_file))
+    if image is not None:
+        try:
+            state = CardState.from_json(json.loads(image))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CardStateError(f"card image: malformed ({type(exc).__name__})") from None
+        card = UiccCard(state, lambda s: None)  # its keys never reach a disk
+    else:
+        assert state_file is not None
+        state_file = Path(state_file)
+        card = UiccCard(CardState.load(state_file), lambda s: s.save(state_file))
     sock = _connect(host, port, connect_timeout)
     sock.settimeout(None)
     link = _VpcdLink(sock)
     announce("connected")
     atr_announced = False
+    plan = FaultPlan()
     try:
         while True:
+            if control is not None and (plan.removed or not link.has_frame()):
+                watch = [control.fd] if plan.removed else [control.fd, sock]
+                if control.fd in select.select(watch, [], [])[0]:
+                    was_removed = plan.removed
+                    for line in control.lines():
+                        try:
+                            announce(f"ack {plan.apply(line)}")
+                        except FaultCommandError as exc:
+                            announce(f"nak {exc}")
+                    if control.closed:
+                        control = None  # the harness is gone; PDEATHSIG ends us
+                    if plan.removed and not was_removed:
+                        card.reset()  # pulled out: vpcd's next poll finds no card
+                        sock.close()
+                    elif was_removed and not plan.removed:
+                        sock = _connect(host, port, connect_timeout)
+                        sock.settimeout(None)
+                        link = _VpcdLink(sock)
+                    continue
             try:
                 payload = link.receive()
             except ConnectionError:
@@ -899,18 +877,26 @@ def serve(state_file: Path, port: int, host: str = "127.0.0.1", *,
                 sock.settimeout(None)
                 link = _VpcdLink(sock)
                 continue
+            vpcd_control = len(payload) == 1 and (
+                payload[0] == VPCD_GET_ATR
+                or payload[0] in (VPCD_POWER_OFF, VPCD_POWER_ON, VPCD_RESET)
+                and link.frame_within(CONTROL_FOLLOW_S))
             _life.busy = True
-            if len(payload) == 1:
-                ctrl = payload[0]
-                if ctrl == VPCD_GET_ATR:
+            if vpcd_control:
+                if payload[0] == VPCD_GET_ATR:
                     link.send(card.atr)
                     if not atr_announced:
                         announce("atr")
                         atr_announced = True
-                elif ctrl in (VPCD_POWER_OFF, VPCD_POWER_ON, VPCD_RESET):
+                else:
                     card.reset()
-            else:
-                link.send(_answer(card, payload, port))
+            else:  # an APDU; one of 1 byte is answered '6700' (ISO 7816-4 5.1: 4 bytes at least)
+                verdict, sw = plan.on_command(payload)
+                if verdict == FAIL:
+                    link.send(_sw(sw))
+                elif verdict == ANSWER:
+                    link.send(_answer(card, payload, port))
+                # SILENT: no answer; vpcd waits until the harness removes the card
             _life.busy = False
             if _life.stop_requested:
                 return 0
@@ -946,11 +932,14 @@ def _die_with_parent(parent_pid: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mcim_hil.emulators.vuicc",
                                      description="virtual UICC behind pcscd/vpcd")
-    parser.add_argument("--state", required=True, type=Path, help="card state file (JSON)")
+    parser.add_argument("--state", required=True,
+                        help="card state file (JSON), or - for a card image on stdin, kept in memory only")
     parser.add_argument("--port", required=True, type=int, help="vpcd TCP port of the slot")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--connect-timeout", type=float, default=3.0)
     parser.add_argument("--parent-pid", type=int, help="stop when this process (the harness) dies")
+    parser.add_argument("--control-stdin", action="store_true",
+                        help="take fault controls from stdin (one JSON line each, see vuicc_faults)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -961,221 +950,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.parent_pid is not None:
             _die_with_parent(args.parent_pid)
-        return serve(args.state, args.port, args.host, announce=announce,
-                     connect_timeout=args.connect_timeout)
+        control = _ControlChannel(sys.stdin.fileno()) if args.control_stdin or args.state == "-" \
+            else None
+        image = control.first_line() if control is not None and args.state == "-" else None
+        if control is not None and not args.control_stdin:
+            control = None
+        return serve(None if image is not None else Path(args.state), args.port, args.host,
+                     announce=announce, connect_timeout=args.connect_timeout, image=image,
+                     control=control)
     except _Stop:
         return 0
     except (VirtualUiccError, CardStateError) as exc:
         print(f"virtual UICC port {args.port}: {exc}", file=sys.stderr, flush=True)
         return 2
-
-
-# --- the card as a child process ----------------------------------------------------
-
-
-def reader_for_port(port: int, conf_dir: Path = Path("/etc/reader.conf.d")) -> str | None:
-    """The PC/SC reader name pcscd gives the vpcd slot on ``port`` (slot n = CHANNELID + n)."""
-    try:
-        files = sorted(p for p in conf_dir.iterdir() if p.is_file())
-    except OSError:
-        return None
-    seen: dict[str, int] = {}
-    for conf in files:
-        try:
-            text = conf.read_text(errors="replace")
-        except OSError:
-            continue
-        for block in re.split(r"\n\s*\n", text):
-            name = re.search(r"^\s*FRIENDLYNAME\s+\"?([^\"\n]+?)\"?\s*$", block, re.M)
-            chan = re.search(r"^\s*CHANNELID\s+(0x[0-9a-fA-F]+|\d+)\s*$", block, re.M)
-            lib = re.search(r"^\s*LIBPATH\s+\S*vpcd\S*", block, re.M)
-            if not (name and chan and lib):
-                continue
-            index = seen.get(name.group(1), 0)
-            seen[name.group(1)] = index + 1
-            base = int(chan.group(1), 0)
-            if base <= port <= base + 1:
-                return f"{name.group(1)} {index:02X} {port - base:02X}"
-    return None
-
-
-class VirtualUicc:
-    """A virtual card in a child process, plugged into the vpcd slot on ``port``.
-
-    ``reader`` is the PC/SC name of that slot (default: worked out from
-    /etc/reader.conf.d). ``start()`` returns once pcscd shows the card in that reader;
-    ``stop()`` pulls it out and waits until pcscd shows the slot empty, so the next card
-    on the slot is not mistaken for this one. A child that dies is reported with the
-    tail of its stderr. Started from the main thread, the card also stops when the
-    harness process dies.
-    """
-
-    def __init__(self, state_file: Path | str, port: int, host: str = "127.0.0.1",
-                 reader: str | None = None) -> None:
-        self.state_file = Path(state_file)
-        self.port = port
-        self.host = host
-        self.reader = reader if reader is not None else reader_for_port(port)
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr: tempfile._TemporaryFileWrapper[bytes] | None = None
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"VirtualUicc(port={self.port}, reader={self.reader!r}, {state})"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def stderr_tail(self, lines: int = 20) -> str:
-        if self._stderr is None:
-            return ""
-        self._stderr.flush()
-        self._stderr.seek(0)
-        text = self._stderr.read().decode(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def _fail(self, what: str) -> VirtualUiccError:
-        tail = self.stderr_tail()
-        code = self._proc.poll() if self._proc else None
-        return VirtualUiccError(f"virtual UICC on port {self.port}: {what} (exit code {code})"
-                                + (f"; stderr tail:\n{tail}" if tail else ""))
-
-    def start(self, timeout: float = 5.0) -> None:
-        """Plug the card in: spawn it, let vpcd poll it, wait for pcscd to show it.
-
-        Raises VirtualUiccError (with the child's stderr tail) if that fails in ``timeout``.
-        """
-        if self.running:
-            raise VirtualUiccError(f"virtual UICC on port {self.port}: already started")
-        if not self.state_file.is_file():
-            raise VirtualUiccError(f"virtual UICC on port {self.port}: no card file {self.state_file}")
-        self._stderr = tempfile.NamedTemporaryFile(prefix="vuicc-", suffix=".stderr")
-        cmd = [sys.executable, "-m", "mcim_hil.emulators.vuicc", "--state", str(self.state_file),
-               "--port", str(self.port), "--host", self.host,
-               "--connect-timeout", str(max(0.5, timeout / 2))]
-        if threading.current_thread() is threading.main_thread():
-            # PR_SET_PDEATHSIG follows the starting thread: only tie the card to a main thread
-            cmd += ["--parent-pid", str(os.getpid())]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=self._stderr, close_fds=True)
-        deadline = time.monotonic() + timeout
-        try:
-            self._await_line("atr", deadline)
-            if self.reader is not None:
-                self._await_card_present(deadline)
-        except BaseException:
-            self._terminate()
-            self._close()  # the error already carries the stderr tail
-            raise
-
-    def _await_line(self, wanted: str, deadline: float) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()
-        buf = b""
-        while True:
-            for line in buf.split(b"\n")[:-1]:
-                if line.strip() == wanted.encode():
-                    return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise self._fail(
-                    "vpcd never polled the card (no ATR request): is this port served by pcscd's "
-                    "vpcd driver? (the vpcd driver keeps one connection per slot index per loaded "
-                    "library, so several vpcd readers need one library copy each)")
-            ready, _, _ = select.select([fd], [], [], min(left, 0.2))
-            if ready:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    self._proc.wait(timeout=2)
-                    raise self._fail("exited during start")
-                buf += chunk
-
-    def _await_card_present(self, deadline: float) -> None:
-        from smartcard.scard import (SCARD_S_SUCCESS, SCARD_SCOPE_USER, SCARD_STATE_MUTE,
-                                     SCARD_STATE_PRESENT, SCARD_STATE_UNAWARE,
-                                     SCardEstablishContext, SCardGetStatusChange,
-                                     SCardReleaseContext)
-        rc, ctx = SCardEstablishContext(SCARD_SCOPE_USER)
-        if rc != SCARD_S_SUCCESS:
-            raise self._fail(f"cannot reach pcscd (SCardEstablishContext rc {rc:#x})")
-        try:
-            # Ask afresh each time (UNAWARE) rather than trusting change events: cheap and robust.
-            while True:
-                if not self.running:
-                    raise self._fail("exited during start")
-                rc, states = SCardGetStatusChange(ctx, 0, [(self.reader, SCARD_STATE_UNAWARE)])
-                if rc == SCARD_S_SUCCESS and states:
-                    _name, event, _atr = states[0]
-                    if event & SCARD_STATE_PRESENT and not event & SCARD_STATE_MUTE:
-                        return
-                if time.monotonic() >= deadline:
-                    raise self._fail(f"reader {self.reader!r} shows no card")
-                time.sleep(0.05)
-        finally:
-            SCardReleaseContext(ctx)
-
-    def _await_card_absent(self, deadline: float) -> None:
-        # So that a card started next on this slot is not mistaken for this one.
-        from smartcard.scard import (SCARD_S_SUCCESS, SCARD_SCOPE_USER, SCARD_STATE_PRESENT,
-                                     SCARD_STATE_UNAWARE, SCardEstablishContext,
-                                     SCardGetStatusChange, SCardReleaseContext)
-        rc, ctx = SCardEstablishContext(SCARD_SCOPE_USER)
-        if rc != SCARD_S_SUCCESS:
-            return
-        try:
-            while time.monotonic() < deadline:
-                rc, states = SCardGetStatusChange(ctx, 0, [(self.reader, SCARD_STATE_UNAWARE)])
-                if rc != SCARD_S_SUCCESS or not states or not states[0][1] & SCARD_STATE_PRESENT:
-                    return
-                time.sleep(0.05)
-        finally:
-            SCardReleaseContext(ctx)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Pull the card out. Raises if the child had crashed (with its stderr tail)."""
-        if self._proc is None:
-            return
-        crashed = self._proc.poll()
-        code = self._terminate(timeout)
-        if self.reader is not None and crashed is None:
-            self._await_card_absent(time.monotonic() + timeout)
-        try:
-            if crashed is not None and crashed != 0:
-                raise self._fail("had crashed")
-            if code not in (0, None):
-                raise self._fail("did not stop cleanly")
-        finally:
-            self._close()
-
-    def _terminate(self, timeout: float = 5.0) -> int | None:
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-        return proc.returncode
-
-    def _close(self) -> None:
-        self._proc = None
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
-
-    def __enter__(self) -> VirtualUicc:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 if __name__ == "__main__":
