@@ -18,6 +18,7 @@ from typing import Callable
 
 from .bench import BenchFileError, SecretUnavailable, bench_path, load_bench
 from .emulated import EmulatedBench
+from .m2me.tre import describe_access_credential
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +110,8 @@ def _describe(device: str, devices, endpoints) -> list[tuple[str, str]]:
         return [("tcti", tpm.tcti), ("manufacturer", f"{info.manufacturer} ({info.vendor})"),
                 ("firmware", f"{info.firmware_version_text} (0x{info.firmware_version:016x}), "
                              f"TPM 2.0 rev {info.spec_revision / 100:.2f}"),
-                ("EK", "present, " + ("certificate in NV" if ek.certificate is not None else "no certificate"))]
+                ("EK", "present, " + ("certificate in NV" if ek.certificate is not None else "no certificate")),
+                ("initial-access credential", describe_access_credential(tpm))]
     if device == "uicc":
         uicc = devices.uicc
         return [("reader", uicc.transport.name), ("ATR", uicc.atr.hex()),

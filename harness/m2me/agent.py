@@ -9,6 +9,7 @@ and reports the status to the DPF. Its address on the network is the IP the VNO 
 from __future__ import annotations
 
 import dataclasses
+import hmac
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mcim_hil.drivers.errors import DeviceError
 from mcim_hil.drivers.sja2 import Sja2
+from mcim_hil.drivers.uicc_files import MILENAGE_C_DEFAULT, MILENAGE_R_DEFAULT
 from mcim_hil.drivers.uicc import Uicc
 from mcim_hil.network import m2msimmobj
 from mcim_hil.network.attestation import CredentialChallenge, Evidence, Measurement
@@ -46,7 +48,7 @@ from mcim_hil.network.messages import (
 )
 
 from .air import AirInterface, Attachment
-from .tre import Component, TrustedEnvironment
+from .tre import ACCESS_CREDENTIAL_HANDLE, Component, TreError, TrustedEnvironment
 
 
 class ProvisioningError(Exception):
@@ -79,7 +81,26 @@ class DiscardedCredentials:
     home_plmn: str
     tre_handle: int
     tre_object_evicted: bool    # the sealed MCIM object was in the TPM and is gone
-    card_profile_kept: bool     # the card keeps the old profile until the new MCIM overwrites it (s12)
+    card: RestoredAccess        # the card's old IMSI/K/OPc overwritten with the PCID credential
+
+
+@dataclass(frozen=True)
+class RestoredAccess:
+    """The initial-access credential put back on the card from the TRE: no key material."""
+
+    pcid: str
+    tre_handle: int
+    lifetime_left_s: float
+    keys_read_back: bool        # the card's K/OPc read back (ADM1) equal the TRE's
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """An install failed: what the M2ME fell back to (or why it could not)."""
+
+    cause: str
+    restored: RestoredAccess | None
+    error: str | None = None
 
 
 class M2me:
@@ -104,6 +125,7 @@ class M2me:
         self.change: ShoChange | None = None                 # 004 c4: a change of SHO in progress
         self.discarded: DiscardedCredentials | None = None   # 004 c4 s8
         self.discard_ack: DiscardAcknowledgement | None = None  # 004 c4 s10
+        self.fallback: Fallback | None = None                # an install failed: back to the PCID
 
     # -- start ------------------------------------------------------------------------------
 
@@ -185,16 +207,49 @@ class M2me:
             key = self.tre.install_sealed(sealed.public, sealed.duplicate, sealed.seed, sealed.encryption_key,
                                           sealed.pcr_selection)
         except DeviceError as exc:
-            raise ProvisioningError(f"TRE refused the sealed MCIM: {exc}") from exc
+            raise self._install_failed(f"TRE refused the sealed MCIM: {exc}") from exc
         try:
             mcim = open_mcim(obj.mcim_envelope, key, sealed.name)
             self._personalise_card(mcim)
         except (McimError, DeviceError) as exc:
             if not tre_had_mcim:
                 self.tre.discard_mcim()
-            raise ProvisioningError(f"MCIM not installed: {exc}") from exc
+            raise self._install_failed(f"MCIM not installed: {exc}") from exc
         self.installed = InstalledMcim(mcim.imsi, mcim.home_plmn, self.tre.mcim_handle)
         return self.installed
+
+    def _install_failed(self, cause: str) -> ProvisioningError:
+        """Never left without a credential: once the old SHO's MCIM is discarded (a change of SHO),
+        a failed install falls back to the initial-access credential, from the TRE to the card."""
+        if self.discarded is None:
+            return ProvisioningError(cause)
+        try:
+            if self.tre.has_mcim():
+                self.tre.discard_mcim()   # half an install is no credential
+            self.fallback = Fallback(cause, self.restore_access_credential())
+        except (DeviceError, TreError, ProvisioningError) as exc:
+            self.fallback = Fallback(cause, None, str(exc))
+            return ProvisioningError(f"{cause}; falling back to the initial-access credential FAILED too: {exc}")
+        return ProvisioningError(f"{cause}; fell back to the initial-access credential "
+                                 f"(PCID {self.fallback.restored.pcid}, from TRE 0x{ACCESS_CREDENTIAL_HANDLE:08x})")
+
+    def restore_access_credential(self) -> RestoredAccess:
+        """The initial-access credential, unsealed in the TRE, personalises the card (IMSI = PCID,
+        K/OPc, the default Milenage constants, SQN reset); the key files are read back (ADM1) and
+        compared in the agent, never shown. The TRE keeps its sealed copy."""
+        credential = self.tre.access_credential()
+        adm1 = self._adm1()
+        card = Sja2(self.uicc)
+        card.program(credential.pcid, credential.k, credential.opc, adm1=adm1,
+                     milenage_r=tuple(MILENAGE_R_DEFAULT), milenage_c=tuple(MILENAGE_C_DEFAULT),
+                     mnc_len=2, reset_sqn=True)
+        keys = card.read_keys(adm1=adm1).usim
+        same = hmac.compare_digest(keys.k, credential.k) and hmac.compare_digest(keys.op_opc, credential.opc)
+        if not same:
+            raise ProvisioningError(f"{self.uicc.name}: the card's key files do not read back as the "
+                                    f"initial-access credential written to them")
+        self.installed = None
+        return RestoredAccess(credential.pcid, ACCESS_CREDENTIAL_HANDLE, credential.lifetime_left(), True)
 
     def _personalise_card(self, mcim: Mcim) -> None:
         """The SJA2 profile writes IMSI, K, OPc (Milenage constants as given), SQN reset."""
@@ -281,7 +336,7 @@ class M2me:
         except ValueError:
             return answer(False, "the new SHO verification key is not a public key")
         self.change = ShoChange(self.bootstrap.sho_address, self.installed.imsi, msg.new_sho_address)
-        self.discarded, self.discard_ack, self.pending = None, None, None
+        self.discarded, self.discard_ack, self.pending, self.fallback = None, None, None, None
         # from now on the management session names the new SHO, and only an M2MSIMMobj signed by
         # the new SHO is accepted (the DPF stays the RO's)
         self.bootstrap = dataclasses.replace(self.bootstrap, sho_address=msg.new_sho_address,
@@ -289,11 +344,12 @@ class M2me:
         return answer(True)
 
     def discard_old_mcim(self) -> DiscardedCredentials:
-        """004 c4 s8: before installing the new MCIM, discard the old SHO's credentials: the sealed
-        MCIM object is evicted from the TRE and the agent forgets the old MCIM. The agent holds no
-        AVs or AKA keys of its own (the AKA runs on the card). The card keeps the old profile until
-        the new MCIM is written at s12. Refused while no new M2MSIMMobj is here, whole and checked
-        (s7), so the old MCIM is never given up for nothing."""
+        """004 c4 s8: before installing the new MCIM, discard ALL of the old SHO's credentials: the
+        sealed MCIM object is evicted from the TRE, the card's IMSI/K/OPc are overwritten with the
+        initial-access credential from the TRE (read back), and the agent forgets the old MCIM. The
+        agent holds no AVs or AKA keys of its own (the AKA runs on the card). The initial-access
+        credential in the TRE is never touched. Refused while no new M2MSIMMobj is here, whole and
+        checked (s7), so the old MCIM is never given up for nothing."""
         change = self._change()
         if self.pending is None:
             raise ProvisioningError("no new M2MSIMMobj was downloaded: the old SHO's MCIM is kept")
@@ -302,10 +358,14 @@ class M2me:
             evicted = self.tre.discard_mcim()
         except DeviceError as exc:
             raise ProvisioningError(f"TRE could not evict the old MCIM object: {exc}") from exc
+        try:
+            card = self.restore_access_credential()
+        except (DeviceError, TreError) as exc:
+            raise ProvisioningError(f"the card's old K/OPc could not be overwritten: {exc}") from exc
         self.installed = None
         self.discarded = DiscardedCredentials(imsi=change.old_imsi, home_plmn=old.home_plmn if old else "",
                                               tre_handle=self.tre.mcim_handle, tre_object_evicted=evicted,
-                                              card_profile_kept=True)
+                                              card=card)
         return self.discarded
 
     def notify_old_sho_discarded(self) -> DiscardAcknowledgement:

@@ -11,6 +11,8 @@ the same TPM, so nothing of them has to be persisted. Only the sealed MCIM objec
 from __future__ import annotations
 
 import hashlib
+import struct
+import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -23,6 +25,11 @@ from mcim_hil.drivers.tpm import Ak, StorageKey, Tpm
 MEASUREMENT_PCR = 23
 # Owner persistent range (TPM 2.0 Part 2, 7.5 / TCG handle registry): where the sealed MCIM lives.
 MCIM_HANDLE = 0x81000A11
+# ... and where the initial network access (PCID) credential lives, apart from any MCIM, from
+# manufacture on: no install or discard of an MCIM touches this handle.
+ACCESS_CREDENTIAL_HANDLE = 0x81000A10
+_ACCESS_FORMAT = ">B15s16s16s2sd"   # version, PCID (ASCII, space-padded), K, OPc, AMF, not_after
+_ACCESS_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,32 @@ class EndorsementKey:
 
     public: bytes                   # marshalled TPM2B_PUBLIC
     certificate: bytes | None       # DER, from the TCG NV index
+
+
+@dataclass(frozen=True)
+class AccessCredential:
+    """The initial network access credential (TR 33.812 5.1.3.8.4.3, last paragraphs): the PCID,
+    its K/OPc and its lifetime. Keys out of repr and comparisons' diffs."""
+
+    pcid: str
+    k: bytes = field(repr=False)
+    opc: bytes = field(repr=False)
+    amf: bytes
+    not_after: float            # epoch seconds
+
+    def lifetime_left(self, now: float | None = None) -> float:
+        return self.not_after - (time.time() if now is None else now)
+
+    def to_bytes(self) -> bytes:
+        return struct.pack(_ACCESS_FORMAT, _ACCESS_VERSION, self.pcid.ljust(15).encode(), self.k, self.opc,
+                           self.amf, self.not_after)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AccessCredential:
+        if len(data) != struct.calcsize(_ACCESS_FORMAT) or data[0] != _ACCESS_VERSION:
+            raise TreError("the sealed initial-access credential has an unknown format")
+        _, pcid, k, opc, amf, not_after = struct.unpack(_ACCESS_FORMAT, data)
+        return cls(pcid.decode().strip(), k, opc, amf, not_after)
 
 
 class TreError(Exception):
@@ -169,3 +202,46 @@ class TrustedEnvironment:
             return False
         self.tpm.evict(self.mcim_handle)
         return True
+
+    # -- the initial network access credential ----------------------------------------------
+
+    def has_access_credential(self) -> bool:
+        return ACCESS_CREDENTIAL_HANDLE in self.tpm.list_persistent()
+
+    def seal_access_credential(self, credential: AccessCredential) -> int:
+        """Manufacture: the TPM seals the credential under the storage key with its own policy
+        (PolicySecret(owner) + PolicyCommandCode(Unseal): any PCR state, so the M2ME can always
+        go back to it) and persists it at ACCESS_CREDENTIAL_HANDLE. Returns the handle."""
+        srk = self.keys().storage_key
+        private, public = self.tpm.create_sealed(srk, credential.to_bytes(), self.tpm.owner_unseal_policy())
+        handle = self.tpm.load(srk, private, public)
+        try:
+            if self.has_access_credential():
+                self.tpm.evict(ACCESS_CREDENTIAL_HANDLE)
+            self.tpm.persist(handle, ACCESS_CREDENTIAL_HANDLE)
+        finally:
+            self.tpm.flush(handle)
+        return ACCESS_CREDENTIAL_HANDLE
+
+    def access_credential(self) -> AccessCredential:
+        """Unseal the initial-access credential (salted session: no clear key on the TPM's bus)."""
+        if not self.has_access_credential():
+            raise TreError(f"{self.tpm.tcti}: no initial-access credential at persistent "
+                           f"0x{ACCESS_CREDENTIAL_HANDLE:08x} (not manufactured)")
+        data = self.tpm.unseal_persistent_owner(ACCESS_CREDENTIAL_HANDLE, salt=self.keys().storage_key)
+        return AccessCredential.from_bytes(data)
+
+
+def describe_access_credential(tpm: Tpm, now: float | None = None) -> str:
+    """Where the initial-access credential lives and how long it still serves (bench check):
+    the PCID and the lifetime only, never its keys."""
+    if ACCESS_CREDENTIAL_HANDLE not in tpm.list_persistent():
+        return f"none at persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x} (M2ME not manufactured)"
+    srk = tpm.create_storage_key()   # the salt only: one object slot of swtpm's three
+    try:
+        credential = AccessCredential.from_bytes(tpm.unseal_persistent_owner(ACCESS_CREDENTIAL_HANDLE, salt=srk))
+    finally:
+        tpm.flush(srk)
+    left = credential.lifetime_left(now)
+    state = f"{left / 86400:.0f} days left" if left > 0 else f"EXPIRED {-left / 86400:.0f} days ago"
+    return f"persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x}, sealed (owner policy), PCID {credential.pcid}, {state}"

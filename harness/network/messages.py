@@ -252,6 +252,7 @@ class CredentialIssued(Message):
     k: bytes
     opc: bytes
     amf: bytes = b"\x80\x00"
+    not_after: float | None = None   # the credential's lifetime (5.1.3.8.4.3, last paragraph)
 
     SECRET_FIELDS = _hide("k", "opc")
 
