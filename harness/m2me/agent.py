@@ -71,6 +71,8 @@ class ShoChange:
     old_sho_address: str
     old_imsi: str
     new_sho_address: str
+    new_sho_verify_key: bytes = b""
+    pristine: bool = False      # 5.1.3.8.4.3: back to the pristine state, then the initial provisioning
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class DiscardedCredentials:
     tre_handle: int
     tre_object_evicted: bool    # the sealed MCIM object was in the TPM and is gone
     card: RestoredAccess        # the card's old IMSI/K/OPc overwritten with the PCID credential
+    old_sho_acknowledged: bool | None = None   # pristine s3: told the old SHO (None: nothing to tell)
 
 
 @dataclass(frozen=True)
@@ -287,6 +290,13 @@ class M2me:
         except ValueError:
             return BootstrapAck(sender=self._address(), recipient=msg.sender, pcid=msg.pcid, accepted=False,
                                 reason="the SHO verification key is not a public key")
+        change = self.change
+        if change is not None and change.pristine and (msg.sho_address != change.new_sho_address
+                                                       or msg.sho_verify_key != change.new_sho_verify_key):
+            # 004 c4p s8: the DRF must lead to the SHO the subscriber instructed, with its key
+            return BootstrapAck(sender=self._address(), recipient=msg.sender, pcid=msg.pcid, accepted=False,
+                                reason=f"the DRF names SHO {msg.sho_address}; the subscriber instructed "
+                                       f"{change.new_sho_address}")
         self.bootstrap = msg
         return BootstrapAck(sender=self._address(), recipient=msg.sender, pcid=msg.pcid, accepted=True)
 
@@ -326,7 +336,7 @@ class M2me:
                                      accepted=accepted, reason=reason)
 
         if msg.pristine:
-            return answer(False, "going back to the pristine state (5.1.3.8.4.3) is not done by this agent")
+            return self._on_pristine_instruction(msg, answer)
         if self.installed is None or self.bootstrap is None:
             return answer(False, "no MCIM installed: there is no old SHO to re-provision from")
         if msg.new_sho_address == self.bootstrap.sho_address:
@@ -342,6 +352,52 @@ class M2me:
         self.bootstrap = dataclasses.replace(self.bootstrap, sho_address=msg.new_sho_address,
                                              sho_verify_key=msg.new_sho_verify_key)
         return answer(True)
+
+    # -- 004 c4p (5.1.3.8.4.3): back to the pristine state ------------------------------------------
+
+    def _on_pristine_instruction(self, msg: ReprovisioningInstruction,
+                                 answer: Callable[..., ReprovisioningAck]) -> ReprovisioningAck:
+        """004 c4p s2: accepted with an MCIM installed, or already back on the PCID credential (a
+        change of SHO whose install failed). The target SHO is kept: the DRF must lead to it (s8)."""
+        try:
+            serialization.load_der_public_key(msg.new_sho_verify_key)
+        except ValueError:
+            return answer(False, "the new SHO verification key is not a public key")
+        if self.installed is not None and self.bootstrap is not None:
+            old_sho, old_imsi = self.bootstrap.sho_address, self.installed.imsi
+        elif self.change is not None and self.discarded is not None:
+            old_sho, old_imsi = self.change.old_sho_address, self.change.old_imsi   # already discarded
+        else:
+            return answer(False, "no MCIM installed and no earlier change: the M2ME is pristine already")
+        self.change = ShoChange(old_sho, old_imsi, msg.new_sho_address, msg.new_sho_verify_key, pristine=True)
+        self.pending, self.fallback = None, None
+        return answer(True)
+
+    def return_to_pristine(self) -> DiscardedCredentials:
+        """004 c4p s3: remove the old SHO's MCIM (TPM object evicted, the card re-personalised with
+        the PCID credential from the TRE, read back), tell the old SHO while its connectivity
+        lasts (unless a failed change told it already), and detach: the M2ME is pristine."""
+        change = self._change()
+        if not change.pristine:
+            raise ProvisioningError("no return to the pristine state was instructed")
+        already = self.discarded if self.discarded is not None and self.installed is None else None
+        home_plmn = self.installed.home_plmn if self.installed else (already.home_plmn if already else "")
+        try:
+            evicted = self.tre.discard_mcim()
+            card = self.restore_access_credential()
+        except (DeviceError, TreError) as exc:
+            raise ProvisioningError(f"the old SHO's MCIM could not be removed: {exc}") from exc
+        acknowledged: bool | None = None
+        if already is None and self.address:
+            reply = self.bus.request(CredentialsDiscarded(sender=self._address(), recipient=change.old_sho_address,
+                                                          pcid=self.pcid, imsi=change.old_imsi))
+            acknowledged = isinstance(reply, DiscardAcknowledgement) and reply.acknowledged
+        self.discarded = DiscardedCredentials(imsi=change.old_imsi, home_plmn=home_plmn,
+                                              tre_handle=self.tre.mcim_handle, tre_object_evicted=evicted,
+                                              card=card, old_sho_acknowledged=acknowledged)
+        self.detach()
+        self.bootstrap, self.session_id, self.discard_ack = None, None, None
+        return self.discarded
 
     def discard_old_mcim(self) -> DiscardedCredentials:
         """004 c4 s8: before installing the new MCIM, discard ALL of the old SHO's credentials: the

@@ -689,6 +689,24 @@ class DiscardConfirmationAck(Message):
     pcid: str
 
 
+@dataclass(frozen=True, kw_only=True, repr=False)
+class DrfAuthorisationRequest(Message):
+    """NSHO -> RO (DRF): authorise your DPF to provision this M2MSIMMobj (004 c4p s12)."""
+
+    pcid: str
+    m2msimmobj: bytes
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class DrfProvisioningAuthorisation(Message):
+    """RO (DRF) -> its DPF: an SHO's M2MSIMMobj, authorised on that SHO's behalf (004 c4p s12).
+    The answer is a ProvisioningAuthorisationAck."""
+
+    pcid: str
+    sho_address: str
+    m2msimmobj: bytes
+
+
 ALL_MESSAGES: tuple[type[Message], ...] = tuple(
     cls for cls in list(globals().values())
     if isinstance(cls, type) and issubclass(cls, Message) and cls is not Message

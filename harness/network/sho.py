@@ -37,6 +37,7 @@ from mcim_hil.network.messages import (
     DiscardAcknowledgement,
     DiscardConfirmation,
     DiscardConfirmationAck,
+    DrfAuthorisationRequest,
     EvidenceRequest,
     EvidenceResponse,
     IntegrityInquiry,
@@ -284,17 +285,19 @@ class Sho(Entity):
         self.db.update("contracts", {"pcid": pcid}, state=BUILT, updated_at=time.time())
         return document
 
-    def authorise_provisioning(self, pcid: str) -> ProvisioningAuthorisationAck:
-        """000 s17: deliver the M2MSIMMobj to the RO's DPF and authorise the provisioning."""
+    def authorise_provisioning(self, pcid: str, *, via_drf: bool = False) -> ProvisioningAuthorisationAck:
+        """000 s17: deliver the M2MSIMMobj to the RO's DPF and authorise the provisioning. With
+        ``via_drf`` (004 c4p s12): authorise the RO's DRF to authorise its DPF."""
         imsi = self.imsi_of(pcid)
         row = self.db.get("subscribers", imsi=imsi) if imsi else None
         if row is None or row["state"] != PENDING:
             raise Refused(self.address, f"authorisation for {pcid}", "no M2MSIMMobj waiting for this M2ME")
-        ack = self.request(ProvisioningAuthorisation(sender=self.address, recipient=self.dpf_address, pcid=pcid,
-                                                     m2msimmobj=row["m2msimmobj"]),
-                           ProvisioningAuthorisationAck)
+        to = self.drf_address if via_drf else self.dpf_address
+        message = (DrfAuthorisationRequest if via_drf else ProvisioningAuthorisation)(
+            sender=self.address, recipient=to, pcid=pcid, m2msimmobj=row["m2msimmobj"])
+        ack = self.request(message, ProvisioningAuthorisationAck)
         if not ack.accepted:
-            raise Refused(self.dpf_address, f"authorisation for {pcid}", ack.reason, ack)
+            raise Refused(to, f"authorisation for {pcid}", ack.reason, ack)
         self.db.update("contracts", {"pcid": pcid}, state=AUTHORISED, updated_at=time.time())
         return ack
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from . import change_sho, initial, initial_ivf
+from . import change_sho, initial, initial_ivf, pristine
 from .base import Procedure, RunOutcome, StepRow, run_procedure
 
 PROCEDURES: dict[str, Procedure] = {p.name: p for p in (initial.PROCEDURE, initial_ivf.PROCEDURE,
-                                                        change_sho.PROCEDURE)}
+                                                        change_sho.PROCEDURE, pristine.PROCEDURE)}
 
 __all__ = ["PROCEDURES", "Procedure", "RunOutcome", "StepRow", "run_procedure"]

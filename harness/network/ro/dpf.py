@@ -18,6 +18,7 @@ from mcim_hil.network.messages import (
     DiscardConfirmation,
     DiscardConfirmationAck,
     DownloadReceipt,
+    DrfProvisioningAuthorisation,
     M2MSIMMobjDownload,
     ManagementSessionAccept,
     ManagementSessionOpen,
@@ -55,6 +56,7 @@ class Dpf(Entity):
         self.on(ProvisioningAuthorisation, self._authorisation)
         self.on(ProvisioningStatus, self._status)
         self.on(DiscardAcknowledgementRelay, self._discard_relay)
+        self.on(DrfProvisioningAuthorisation, self._drf_authorisation)
 
     def session(self, pcid: str) -> dict | None:
         return self.db.get("sessions", pcid=pcid)
@@ -131,6 +133,26 @@ class Dpf(Entity):
                     state=AUTHORISED, updated_at=time.time())
         self.db.delete("statuses", pcid=msg.pcid)
         return answer(True)
+
+    def _drf_authorisation(self, msg: DrfProvisioningAuthorisation) -> Message:
+        # 004 c4p s12: from this RO's DRF only, on behalf of the SHO it names (the DRF checked it)
+        def answer(accepted: bool, reason: str | None = None) -> Message:
+            return ProvisioningAuthorisationAck(sender=self.address, recipient=msg.sender, pcid=msg.pcid,
+                                                accepted=accepted, reason=reason)
+
+        if msg.sender != self.drf_address:
+            return answer(False, f"{msg.sender} is not this RO's DRF")
+        if not msg.m2msimmobj:
+            return answer(False, "empty M2MSIMMobj")
+        self.db.put("authorisations", pcid=msg.pcid, sho_address=msg.sho_address, m2msimmobj=msg.m2msimmobj,
+                    state=AUTHORISED, updated_at=time.time())
+        self.db.delete("statuses", pcid=msg.pcid)
+        return answer(True)
+
+    def authorised_by(self, pcid: str) -> str | None:
+        """The SHO the current authorisation is for (the DPF reports the status to it)."""
+        row = self.db.get("authorisations", pcid=pcid)
+        return row["sho_address"] if row else None
 
     def _status(self, msg: ProvisioningStatus) -> Message:
         # 000 s20: from the M2ME of an open session only

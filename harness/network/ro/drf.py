@@ -16,7 +16,10 @@ from mcim_hil.network.messages import (
     BootstrapMessage,
     BootstrapRequest,
     BootstrapRequestAck,
+    DrfAuthorisationRequest,
+    DrfProvisioningAuthorisation,
     Message,
+    ProvisioningAuthorisationAck,
     RegistrationAck,
     RegistrationRequest,
     RegistryEntry,
@@ -52,6 +55,7 @@ class Drf(Entity):
         self.on(SubscriberRegistration, self._subscriber_registration)
         self.on(BootstrapRequest, self._bootstrap_request)
         self.on(RegistryQuery, self._registry_query)
+        self.on(DrfAuthorisationRequest, self._authorisation_request)
 
     def trust_sho(self, address: str) -> None:
         if self.trusted_shos is not None:
@@ -138,6 +142,22 @@ class Drf(Entity):
         return BootstrapRequestAck(sender=self.address, recipient=msg.sender, pcid=msg.pcid,
                                    accepted=accepted,
                                    reason=None if accepted else "no SHO has a contract for this PCID")
+
+    def _authorisation_request(self, msg: DrfAuthorisationRequest) -> Message:
+        # 004 c4p s12: the SHO registered for the M2ME authorises the DRF to authorise its DPF
+        def answer(accepted: bool, reason: str | None = None) -> Message:
+            return ProvisioningAuthorisationAck(sender=self.address, recipient=msg.sender, pcid=msg.pcid,
+                                                accepted=accepted, reason=reason)
+
+        entry = self.db.get("registry", pcid=msg.pcid)
+        if entry is None or entry["sho_address"] != msg.sender:
+            holder = entry["sho_address"] if entry else "none"
+            return answer(False, f"{msg.sender} is not the SHO registered for {msg.pcid} (registered: {holder})")
+        ack = self.request(DrfProvisioningAuthorisation(sender=self.address, recipient=entry["dpf_address"],
+                                                        pcid=msg.pcid, sho_address=msg.sender,
+                                                        m2msimmobj=msg.m2msimmobj),
+                           ProvisioningAuthorisationAck)
+        return answer(ack.accepted, ack.reason)
 
     def _registry_query(self, msg: RegistryQuery) -> Message:
         entry = self.db.get("registry", pcid=msg.pcid)
