@@ -12,6 +12,9 @@ import pytest
 
 from mcim_hil.drivers.sja2 import Sja2
 from mcim_hil.m2me.tre import ACCESS_CREDENTIAL_HANDLE, MCIM_HANDLE
+from mcim_hil.network.bus import Refused
+from mcim_hil.network.messages import ManagementSessionOpen, ReprovisioningInstruction
+from mcim_hil.network.subscriber import M2meSubscriber
 from mcim_hil.network.sho import VIA_IVF, VIA_PVA
 from mcim_hil.procedures import PROCEDURES, Procedure, RunOutcome, run_procedure
 from mcim_hil.session import Session
@@ -221,3 +224,84 @@ def test_step_8_overwrites_the_cards_old_keys_and_keeps_the_initial_access_crede
     # the initial-access credential's sealed object: the same, untouched by every install and discard
     assert old[3] and after8[3] and after12[3] and old[4] == after8[4] == after12[4]
     assert "K/OPc read back equal" in outcome.rows[8].detail
+
+
+# -- the subscriber's instruction is authenticated (step 2) ----------------------------------------------
+
+class _Forger:
+    """Stands in for the subscriber at step 2 and sends what ``make`` builds from a genuine one."""
+
+    def __init__(self, real: M2meSubscriber, make: Callable[[M2meSubscriber, dict], ReprovisioningInstruction]):
+        self.real, self.make, self.address = real, make, real.address
+
+    def instruction(self, **kw: object) -> ReprovisioningInstruction:
+        return self.make(self.real, kw)
+
+
+FORGERIES: dict[str, tuple[Callable[[M2meSubscriber, dict], ReprovisioningInstruction], str]] = {
+    "unsigned": (lambda real, kw: replace(real.instruction(**kw), signature=b""), "unsigned instruction"),
+    "signed by another key": (lambda real, kw: M2meSubscriber().instruction(**kw),
+                              "not signed by the subscriber registered at manufacture"),
+    "an attacker's SHO key slipped in": (
+        lambda real, kw: replace(real.instruction(**kw), new_sho_verify_key=M2meSubscriber().public_key),
+        "not signed by the subscriber registered at manufacture"),
+    "for another M2ME": (lambda real, kw: real.instruction(**{**kw, "pcid": "001029999999999"}),
+                         "instruction for another M2ME"),
+}
+
+
+@RELAYED
+@pytest.mark.parametrize("forgery", list(FORGERIES))
+def test_an_instruction_not_from_the_subscriber_is_refused_at_step_2(m2me: Session, forgery: str) -> None:
+    s = m2me
+    make, reason = FORGERIES[forgery]
+
+    def forger_takes_over(s: Session) -> None:
+        s.subscriber = _Forger(s.subscriber, make)
+
+    outcome = run_procedure(CHANGE.after_step(1, forger_takes_over), s, s.record)
+    assert outcome.failed_step is not None and outcome.failed_step.number == 2
+    assert reason in outcome.failed_step.detail
+    # nothing changed on the M2ME: still the old SHO's MCIM, no change in progress
+    assert s.m2me.change is None and s.m2me.installed is not None
+    assert MCIM_HANDLE in s.devices.tpm.list_persistent()
+
+
+@RELAYED
+def test_a_replayed_instruction_is_refused_at_step_2(m2me: Session) -> None:
+    s = m2me
+    sent: list[ReprovisioningInstruction] = []
+
+    def replay(real: M2meSubscriber, kw: dict) -> ReprovisioningInstruction:
+        return sent[0]
+
+    def recorded_earlier(s: Session) -> None:
+        real = s.subscriber
+        msg = real.instruction(m2me_address=s.m2me.address, pcid=s.m2me.pcid, new_sho_address=s.network.nsho.address,
+                               new_sho_verify_key=s.state["change_ack"].sho_verify_key)
+        assert s.network.bus.request(msg).accepted     # the genuine one, seen on the bus
+        sent.append(msg)
+        s.subscriber = _Forger(real, replay)
+
+    outcome = run_procedure(CHANGE.after_step(1, recorded_earlier), s, s.record)
+    assert outcome.failed_step is not None and outcome.failed_step.number == 2
+    assert "replayed instruction (nonce already used)" in outcome.failed_step.detail
+
+
+@RELAYED
+def test_the_dpf_opens_a_session_only_for_the_m2me_the_drf_bootstrapped(m2me: Session) -> None:
+    s = m2me
+    run(s)
+    dpf, pcid = s.network.ro.dpf, s.m2me.pcid
+    genuine = s.m2me.bootstrap.bootstrap_token
+    assert genuine
+    for token in (b"", bytes(16), genuine[:-1] + bytes([genuine[-1] ^ 1])):
+        with pytest.raises(Refused, match="not the bootstrap token|has not bootstrapped"):
+            s.network.bus.request(ManagementSessionOpen(sender="10.45.0.99", recipient=dpf.address, pcid=pcid,
+                                                        m2me_address="10.45.0.99", sho_address=s.network.nsho.address,
+                                                        bootstrap_token=token))
+    with pytest.raises(Refused, match="not the DPF registered"):
+        s.network.bus.request(ManagementSessionOpen(sender="10.45.0.99", recipient=dpf.address,
+                                                    pcid="001029999999999", m2me_address="10.45.0.99",
+                                                    sho_address=s.network.nsho.address, bootstrap_token=genuine))
+    assert dpf.session(pcid)["m2me_address"] == s.m2me.address   # the M2ME's own session stands

@@ -13,7 +13,9 @@ import hmac
 from dataclasses import dataclass
 from typing import Callable
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from mcim_hil.drivers.errors import DeviceError
 from mcim_hil.drivers.sja2 import Sja2
@@ -129,6 +131,8 @@ class M2me:
         self.discarded: DiscardedCredentials | None = None   # 004 c4 s8
         self.discard_ack: DiscardAcknowledgement | None = None  # 004 c4 s10
         self.fallback: Fallback | None = None                # an install failed: back to the PCID
+        self.subscriber_key = b""          # DER SPKI of the M2ME subscriber, registered at manufacture
+        self._instruction_nonces: set[bytes] = set()
 
     # -- start ------------------------------------------------------------------------------
 
@@ -180,7 +184,8 @@ class M2me:
         boot = self._bootstrap()
         reply = self.bus.request(ManagementSessionOpen(sender=self._address(), recipient=boot.dpf_address,
                                                        pcid=self.pcid, m2me_address=self._address(),
-                                                       sho_address=boot.sho_address))
+                                                       sho_address=boot.sho_address,
+                                                       bootstrap_token=boot.bootstrap_token))
         if not isinstance(reply, ManagementSessionAccept):
             raise Refused(boot.dpf_address, "management session", getattr(reply, "reason", None), reply)
         self.session_id = reply.session_id
@@ -335,6 +340,9 @@ class M2me:
             return ReprovisioningAck(sender=self._address(), recipient=msg.sender, pcid=msg.pcid,
                                      accepted=accepted, reason=reason)
 
+        refused = self._unauthentic(msg)
+        if refused:
+            return answer(False, refused)
         if msg.pristine:
             return self._on_pristine_instruction(msg, answer)
         if self.installed is None or self.bootstrap is None:
@@ -352,6 +360,27 @@ class M2me:
         self.bootstrap = dataclasses.replace(self.bootstrap, sho_address=msg.new_sho_address,
                                              sho_verify_key=msg.new_sho_verify_key)
         return answer(True)
+
+    def _unauthentic(self, msg: ReprovisioningInstruction) -> str | None:
+        """Why an instruction is not the registered subscriber's, fresh and for this M2ME; None if it is."""
+        if not self.subscriber_key:
+            return "no subscriber key was registered at manufacture"
+        if not msg.signature:
+            return "unsigned instruction"
+        if msg.pcid != self.pcid:
+            return f"instruction for another M2ME (PCID {msg.pcid})"
+        if len(msg.nonce) < 16:
+            return "instruction without a fresh nonce"
+        key = serialization.load_der_public_key(self.subscriber_key)
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        try:
+            key.verify(msg.signature, msg.signed_bytes(), ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            return "not signed by the subscriber registered at manufacture"
+        if msg.nonce in self._instruction_nonces:
+            return "replayed instruction (nonce already used)"
+        self._instruction_nonces.add(msg.nonce)
+        return None
 
     # -- 004 c4p (5.1.3.8.4.3): back to the pristine state ------------------------------------------
 

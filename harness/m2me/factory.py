@@ -38,9 +38,10 @@ class Manufactured:
 
 
 def manufacture(m2me: M2me, m2mes, components: list[Component], *,
-                golden: dict[str, Component] | None = None) -> Manufactured:
+                golden: dict[str, Component] | None = None, subscriber_key: bytes = b"") -> Manufactured:
     """Personalise a pristine M2ME. ``golden`` overrides, per component, what the supplier
-    says it shipped (by default: what the device holds at manufacture)."""
+    says it shipped (by default: what the device holds at manufacture). ``subscriber_key``: the
+    M2ME subscriber's public key (DER), the only one whose re-provisioning instructions it takes."""
     tre = m2me.tre
     keys = tre.keys()
     ek = tre.endorsement_key()
@@ -60,6 +61,7 @@ def manufacture(m2me: M2me, m2mes, components: list[Component], *,
     Sja2(m2me.uicc).program(personal.pcid, personal.k, personal.opc, adm1=m2me._adm1(),
                             mnc_len=2, reset_sqn=True)
     m2me.pcid = personal.pcid
+    m2me.subscriber_key = subscriber_key
     m2me.pfc = personal.pfc.public_bytes(serialization.Encoding.DER)
 
     shipped = {c.name: c for c in components}

@@ -311,6 +311,9 @@ class BootstrapMessage(Message):
     mcim_provisioning_context: dict[str, str]
     m2m_application_context: dict[str, str]
     sho_verify_key: bytes  # DER SubjectPublicKeyInfo
+    bootstrap_token: bytes = b""   # shown to the DPF: proof the DRF bootstrapped this M2ME
+
+    SECRET_FIELDS = _hide("bootstrap_token")
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -558,6 +561,9 @@ class ManagementSessionOpen(Message):
     pcid: str
     m2me_address: str
     sho_address: str
+    bootstrap_token: bytes = b""   # from the DRF's bootstrap message
+
+    SECRET_FIELDS = _hide("bootstrap_token")
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -634,6 +640,14 @@ class ReprovisioningInstruction(Message):
     new_sho_address: str
     new_sho_verify_key: bytes  # DER SubjectPublicKeyInfo: checks the new SHO's M2MSIMMobj
     pristine: bool = False     # 5.1.3.8.4.3: go back to the pristine state first
+    nonce: bytes = b""         # fresh per instruction: the M2ME refuses one it has seen
+    signature: bytes = b""     # the subscriber's ECDSA over signed_bytes(); empty: unsigned
+
+    def signed_bytes(self) -> bytes:
+        """What the subscriber signs: every field that says what to do, for which M2ME."""
+        parts = [b"mcim-hil reprovisioning v1", self.pcid.encode(), self.new_sho_address.encode(), self.new_sho_verify_key, b"\x01" if self.pristine else b"\x00",
+                 self.nonce]
+        return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -705,6 +719,25 @@ class DrfProvisioningAuthorisation(Message):
     pcid: str
     sho_address: str
     m2msimmobj: bytes
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class BootstrapCheck(Message):
+    """RO (DPF) -> RO (DRF): did you bootstrap this M2ME, and is this its token? (000 s11)"""
+
+    pcid: str
+    bootstrap_token: bytes
+
+    SECRET_FIELDS = _hide("bootstrap_token")
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class BootstrapCheckResult(Message):
+    """RO (DRF) -> RO (DPF)."""
+
+    pcid: str
+    bootstrapped: bool
+    reason: str | None = None
 
 
 ALL_MESSAGES: tuple[type[Message], ...] = tuple(

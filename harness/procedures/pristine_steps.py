@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcim_hil.network.messages import ReprovisioningAck, ReprovisioningInstruction
+from mcim_hil.network.messages import ReprovisioningAck
 
 from . import steps as op
 from .base import StepFailed
@@ -26,14 +26,15 @@ def subscriber_contacts_new_sho(s: Any) -> str:
 def subscriber_instructs_pristine(s: Any) -> str:
     """s2: the subscriber instructs the M2ME to re-provision by going back to the pristine state."""
     nsho = op._new_sho(s)
-    reply = s.network.bus.request(ReprovisioningInstruction(
-        sender=op.SUBSCRIBER, recipient=s.m2me.address, pcid=s.m2me.pcid, new_sho_address=nsho.address,
+    reply = s.network.bus.request(s.subscriber.instruction(
+        m2me_address=s.m2me.address, pcid=s.m2me.pcid, new_sho_address=nsho.address,
         new_sho_verify_key=s.state["change_ack"].sho_verify_key, pristine=True))
     if not isinstance(reply, ReprovisioningAck) or not reply.accepted:
         raise StepFailed(f"the M2ME refused the re-provisioning: {getattr(reply, 'reason', reply.kind)}")
     for key in ("installed", "install_error"):   # a fresh provisioning from here on
         s.state.pop(key, None)
-    return f"subscriber -> M2ME: go back to the pristine state, then re-provision from {nsho.address}; accepted"
+    return (f"subscriber -> M2ME: go back to the pristine state, then re-provision from {nsho.address} (signed, "
+            f"nonce; checked with the subscriber key registered at manufacture); accepted")
 
 
 def m2me_returns_to_pristine(s: Any) -> str:

@@ -11,11 +11,11 @@ from typing import Any
 from mcim_hil.network.attestation import ValidationResult
 from mcim_hil.network.messages import (
     ReprovisioningAck,
-    ReprovisioningInstruction,
     SubscriptionChangeAck,
     SubscriptionChangeRequest,
 )
 from mcim_hil.network.sho import VIA_IVF
+from mcim_hil.network.subscriber import SUBSCRIBER_ADDRESS
 
 from mcim_hil.record import StepSkipped
 
@@ -268,8 +268,9 @@ def attach_with_mcim(s: Any) -> str:
 
 # -- change of SHO over the old SHO's connectivity (004 c4, 5.1.3.8.4.2) ------------------------
 
-# The M2ME subscriber (the owner) on the bus: it speaks to the new SHO (s1) and to the M2ME (s2).
-SUBSCRIBER = "owner.m2me-subscriber.example"
+# The M2ME subscriber (the owner) on the bus: it speaks to the new SHO (s1) and to the M2ME (s2),
+# its instructions signed with the key registered in the M2ME at manufacture.
+SUBSCRIBER = SUBSCRIBER_ADDRESS
 
 
 def _new_sho(s: Any) -> Any:
@@ -320,8 +321,8 @@ def subscriber_contacts_new_sho(s: Any) -> str:
 def subscriber_instructs_m2me(s: Any) -> str:
     """004 c4 s2: the subscriber instructs the M2ME; it opens its management session naming the new SHO."""
     nsho = _new_sho(s)
-    reply = s.network.bus.request(ReprovisioningInstruction(
-        sender=SUBSCRIBER, recipient=s.m2me.address, pcid=s.m2me.pcid, new_sho_address=nsho.address,
+    reply = s.network.bus.request(s.subscriber.instruction(
+        m2me_address=s.m2me.address, pcid=s.m2me.pcid, new_sho_address=nsho.address,
         new_sho_verify_key=s.state["change_ack"].sho_verify_key))
     if not isinstance(reply, ReprovisioningAck) or not reply.accepted:
         raise StepFailed(f"the M2ME refused the re-provisioning: {getattr(reply, 'reason', reply.kind)}")
@@ -329,7 +330,8 @@ def subscriber_instructs_m2me(s: Any) -> str:
     session = s.network.ro.dpf.session(s.m2me.pcid) or {}
     if session.get("sho_address") != nsho.address:
         raise StepFailed(f"the management session names SHO {session.get('sho_address')}, not {nsho.address}")
-    return (f"subscriber -> M2ME: re-provision from {nsho.address}; M2ME opened management session "
+    return (f"subscriber -> M2ME: re-provision from {nsho.address} (signed, nonce; the M2ME checked it with the "
+            f"subscriber key registered at manufacture); M2ME opened management session "
             f"{accept.session_id} with the DPF naming the new SHO")
 
 

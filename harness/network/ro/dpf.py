@@ -14,6 +14,8 @@ import time
 
 from mcim_hil.network.bus import Bus, Entity, Refused
 from mcim_hil.network.messages import (
+    BootstrapCheck,
+    BootstrapCheckResult,
     DiscardAcknowledgementRelay,
     DiscardConfirmation,
     DiscardConfirmationAck,
@@ -105,6 +107,10 @@ class Dpf(Entity):
 
     # -- handlers ----------------------------------------------------------------------------------
     def _session_open(self, msg: ManagementSessionOpen) -> Message:
+        check = self.request(BootstrapCheck(sender=self.address, recipient=self.drf_address, pcid=msg.pcid,
+                                            bootstrap_token=msg.bootstrap_token), BootstrapCheckResult)
+        if not check.bootstrapped:
+            raise Refused(self.address, f"management session for {msg.pcid} from {msg.sender}", check.reason)
         session_id = secrets.token_hex(8)
         self.db.put("sessions", pcid=msg.pcid, session_id=session_id, m2me_address=msg.m2me_address,
                     sho_address=msg.sho_address, opened_at=time.time())
