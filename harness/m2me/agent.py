@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,6 +27,8 @@ from mcim_hil.network.attestation import CredentialChallenge, Evidence, Measurem
 from mcim_hil.network.bus import Bus, Refused
 from mcim_hil.network.mcim import Mcim, McimError, open_mcim
 from mcim_hil.network.messages import (
+    AccessCredentialDelivery,
+    AccessCredentialRenewalRequest,
     BootstrapAck,
     BootstrapMessage,
     ConnectAccept,
@@ -51,6 +54,11 @@ from mcim_hil.network.messages import (
 
 from .air import AirInterface, Attachment
 from .tre import ACCESS_CREDENTIAL_HANDLE, Component, TreError, TrustedEnvironment
+
+
+# renew the initial-access credential during a change of SHO when it has less than this left
+# (5.1.3.8.4.3, last paragraph: "about to expire")
+ACCESS_RENEWAL_MARGIN_S = 30 * 86400.0
 
 
 class ProvisioningError(Exception):
@@ -100,6 +108,16 @@ class RestoredAccess:
 
 
 @dataclass(frozen=True)
+class RenewedAccess:
+    """The initial-access credential renewed into the TRE: no key material."""
+
+    pcid: str
+    tre_handle: int
+    old_lifetime_left_s: float
+    lifetime_left_s: float
+
+
+@dataclass(frozen=True)
 class Fallback:
     """An install failed: what the M2ME fell back to (or why it could not)."""
 
@@ -132,6 +150,8 @@ class M2me:
         self.discard_ack: DiscardAcknowledgement | None = None  # 004 c4 s10
         self.fallback: Fallback | None = None                # an install failed: back to the PCID
         self.subscriber_key = b""          # DER SPKI of the M2ME subscriber, registered at manufacture
+        self.clock: Callable[[], float] = time.time   # tests move it
+        self.access_renewal_margin_s = ACCESS_RENEWAL_MARGIN_S
         self._instruction_nonces: set[bytes] = set()
 
     # -- start ------------------------------------------------------------------------------
@@ -257,7 +277,7 @@ class M2me:
             raise ProvisioningError(f"{self.uicc.name}: the card's key files do not read back as the "
                                     f"initial-access credential written to them")
         self.installed = None
-        return RestoredAccess(credential.pcid, ACCESS_CREDENTIAL_HANDLE, credential.lifetime_left(), True)
+        return RestoredAccess(credential.pcid, ACCESS_CREDENTIAL_HANDLE, credential.lifetime_left(self.clock()), True)
 
     def _personalise_card(self, mcim: Mcim) -> None:
         """The SJA2 profile writes IMSI, K, OPc (Milenage constants as given), SQN reset."""
@@ -381,6 +401,35 @@ class M2me:
             return "replayed instruction (nonce already used)"
         self._instruction_nonces.add(msg.nonce)
         return None
+
+    # -- the initial-access credential's lifetime (5.1.3.8.4.3, last paragraphs) ------------------
+
+    def access_lifetime_left(self) -> float:
+        return self.tre.access_credential().lifetime_left(self.clock())
+
+    def renew_access_credential_if_due(self) -> RenewedAccess | None:
+        """During a change of SHO: with less than the margin left, ask the RO's DPF for a new
+        initial-access credential (the CCIF issues it) and install it into the TRE."""
+        if self.access_lifetime_left() > self.access_renewal_margin_s:
+            return None
+        return self.renew_access_credential()
+
+    def renew_access_credential(self) -> RenewedAccess:
+        boot = self._bootstrap()
+        old = self.access_lifetime_left()
+        srk = self.tre.keys().storage_key
+        reply = self.bus.request(AccessCredentialRenewalRequest(sender=self._address(), recipient=boot.dpf_address,
+                                                                pcid=self.pcid, storage_key_public=srk.public.marshal()))
+        if not isinstance(reply, AccessCredentialDelivery) or reply.pcid != self.pcid:
+            raise Refused(boot.dpf_address, "access credential renewal", getattr(reply, "reason", None), reply)
+        try:
+            credential = self.tre.install_access_credential(reply.public, reply.duplicate, reply.seed,
+                                                            reply.encryption_key)
+        except (DeviceError, TreError) as exc:
+            raise ProvisioningError(f"the TRE refused the renewed initial-access credential: {exc}") from exc
+        if credential.pcid != self.pcid:
+            raise ProvisioningError(f"the renewed credential is for PCID {credential.pcid}, not {self.pcid}")
+        return RenewedAccess(self.pcid, ACCESS_CREDENTIAL_HANDLE, old, credential.lifetime_left(self.clock()))
 
     # -- 004 c4p (5.1.3.8.4.3): back to the pristine state ------------------------------------------
 

@@ -11,13 +11,14 @@ the same TPM, so nothing of them has to be persisted. Only the sealed MCIM objec
 from __future__ import annotations
 
 import hashlib
-import struct
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from mcim_hil.drivers.errors import TpmError
 from mcim_hil.drivers.tpm import Ak, StorageKey, Tpm
+from mcim_hil.network.access_credential import AccessCredential
 
 # PC Client PTP: PCR 23 is "application support", resettable and extendable at locality 0.
 # The M2ME's boot measurements go there, so a bench TPM that does not reboot between runs
@@ -28,8 +29,6 @@ MCIM_HANDLE = 0x81000A11
 # ... and where the initial network access (PCID) credential lives, apart from any MCIM, from
 # manufacture on: no install or discard of an MCIM touches this handle.
 ACCESS_CREDENTIAL_HANDLE = 0x81000A10
-_ACCESS_FORMAT = ">B15s16s16s2sd"   # version, PCID (ASCII, space-padded), K, OPc, AMF, not_after
-_ACCESS_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -63,32 +62,6 @@ class EndorsementKey:
 
     public: bytes                   # marshalled TPM2B_PUBLIC
     certificate: bytes | None       # DER, from the TCG NV index
-
-
-@dataclass(frozen=True)
-class AccessCredential:
-    """The initial network access credential (TR 33.812 5.1.3.8.4.3, last paragraphs): the PCID,
-    its K/OPc and its lifetime. Keys out of repr and comparisons' diffs."""
-
-    pcid: str
-    k: bytes = field(repr=False)
-    opc: bytes = field(repr=False)
-    amf: bytes
-    not_after: float            # epoch seconds
-
-    def lifetime_left(self, now: float | None = None) -> float:
-        return self.not_after - (time.time() if now is None else now)
-
-    def to_bytes(self) -> bytes:
-        return struct.pack(_ACCESS_FORMAT, _ACCESS_VERSION, self.pcid.ljust(15).encode(), self.k, self.opc,
-                           self.amf, self.not_after)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> AccessCredential:
-        if len(data) != struct.calcsize(_ACCESS_FORMAT) or data[0] != _ACCESS_VERSION:
-            raise TreError("the sealed initial-access credential has an unknown format")
-        _, pcid, k, opc, amf, not_after = struct.unpack(_ACCESS_FORMAT, data)
-        return cls(pcid.decode().strip(), k, opc, amf, not_after)
 
 
 class TreError(Exception):
@@ -212,8 +185,23 @@ class TrustedEnvironment:
         """Manufacture: the TPM seals the credential under the storage key with its own policy
         (PolicySecret(owner) + PolicyCommandCode(Unseal): any PCR state, so the M2ME can always
         go back to it) and persists it at ACCESS_CREDENTIAL_HANDLE. Returns the handle."""
-        srk = self.keys().storage_key
-        private, public = self.tpm.create_sealed(srk, credential.to_bytes(), self.tpm.owner_unseal_policy())
+        with self._storage_key_alone() as srk:
+            private, public = self.tpm.create_sealed(srk, credential.to_bytes(), self.tpm.owner_unseal_policy())
+            self._persist_access_object(srk, private, public)
+        return ACCESS_CREDENTIAL_HANDLE
+
+    @contextmanager
+    def _storage_key_alone(self) -> Iterator[StorageKey]:
+        """The storage key without the AK: replacing a persistent object takes two more of a raw
+        swtpm's three object slots (the new object loaded, the old one read for its eviction)."""
+        self.release()
+        srk = self.tpm.create_storage_key()
+        try:
+            yield srk
+        finally:
+            self.tpm.flush(srk)
+
+    def _persist_access_object(self, srk: StorageKey, private: bytes, public: bytes) -> None:
         handle = self.tpm.load(srk, private, public)
         try:
             if self.has_access_credential():
@@ -221,7 +209,6 @@ class TrustedEnvironment:
             self.tpm.persist(handle, ACCESS_CREDENTIAL_HANDLE)
         finally:
             self.tpm.flush(handle)
-        return ACCESS_CREDENTIAL_HANDLE
 
     def access_credential(self) -> AccessCredential:
         """Unseal the initial-access credential (salted session: no clear key on the TPM's bus)."""
@@ -229,7 +216,19 @@ class TrustedEnvironment:
             raise TreError(f"{self.tpm.tcti}: no initial-access credential at persistent "
                            f"0x{ACCESS_CREDENTIAL_HANDLE:08x} (not manufactured)")
         data = self.tpm.unseal_persistent_owner(ACCESS_CREDENTIAL_HANDLE, salt=self.keys().storage_key)
-        return AccessCredential.from_bytes(data)
+        try:
+            return AccessCredential.from_bytes(data)
+        except ValueError as exc:
+            raise TreError(f"{self.tpm.tcti}: 0x{ACCESS_CREDENTIAL_HANDLE:08x}: {exc}") from exc
+
+    def install_access_credential(self, public: bytes, duplicate: bytes, seed: bytes,
+                                  encryption_key: bytes) -> AccessCredential:
+        """A renewed credential, wrapped by the network for this TPM's storage key: imported and
+        loaded (the TPM checks its integrity), persisted in place of the old one, read back."""
+        with self._storage_key_alone() as srk:
+            private = self.tpm.import_sealed(srk, public, duplicate, seed, encryption_key)
+            self._persist_access_object(srk, private.marshal(), public)
+        return self.access_credential()
 
 
 def describe_access_credential(tpm: Tpm, now: float | None = None) -> str:
@@ -242,6 +241,6 @@ def describe_access_credential(tpm: Tpm, now: float | None = None) -> str:
         credential = AccessCredential.from_bytes(tpm.unseal_persistent_owner(ACCESS_CREDENTIAL_HANDLE, salt=srk))
     finally:
         tpm.flush(srk)
-    left = credential.lifetime_left(now)
+    left = credential.lifetime_left(time.time() if now is None else now)
     state = f"{left / 86400:.0f} days left" if left > 0 else f"EXPIRED {-left / 86400:.0f} days ago"
     return f"persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x}, sealed (owner policy), PCID {credential.pcid}, {state}"

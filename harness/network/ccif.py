@@ -12,6 +12,9 @@ from collections.abc import Callable, Iterable
 
 from mcim_hil.network.bus import Bus, Entity
 from mcim_hil.network.messages import (
+    AccessCredentialRenewal,
+    AccessCredentialRenewed,
+    AccessCredentialUpdateAck,
     CredentialIssued,
     CredentialIssueRequest,
     CredentialRequest,
@@ -34,6 +37,7 @@ class Ccif(Entity):
 
     def __init__(self, bus: Bus, store: Store, *, address: str, pcid_plmn: str,
                  icf_addresses: Iterable[str] = (), m2mes_addresses: Iterable[str] = (),
+                 dpf_addresses: Iterable[str] = (),
                  lifetime_s: float = ACCESS_LIFETIME_S, clock: Callable[[], float] = time.time) -> None:
         super().__init__(bus, address)
         if not (pcid_plmn.isdigit() and len(pcid_plmn) in (5, 6)):
@@ -41,6 +45,7 @@ class Ccif(Entity):
         self.pcid_plmn = pcid_plmn
         self.icf_addresses = set(icf_addresses)
         self.m2mes_addresses = set(m2mes_addresses)
+        self.dpf_addresses = set(dpf_addresses)
         self.lifetime_s = lifetime_s
         self.clock = clock               # tests control it
         self.db = store.entity("ccif")
@@ -48,6 +53,7 @@ class Ccif(Entity):
                                        "opc": "SECRET", "amf": "BLOB", "issued_at": "REAL"}, "pcid")
         self.on(CredentialIssueRequest, self._issue)
         self.on(CredentialRequest, self._lookup)
+        self.on(AccessCredentialRenewal, self._renew)
 
     def enrol(self, pcid: str, k: bytes, opc: bytes, *, platform_id: str = "",
               amf: bytes = AMF_DEFAULT) -> None:
@@ -84,7 +90,25 @@ class Ccif(Entity):
             return CredentialResponse(sender=self.address, recipient=msg.sender, pcid=msg.pcid,
                                       found=False)
         return CredentialResponse(sender=self.address, recipient=msg.sender, pcid=msg.pcid,
-                                  found=True, k=row["k"], opc=row["opc"], amf=row["amf"])
+                                  found=True, k=row["k"], opc=row["opc"], amf=row["amf"],
+                                  not_after=row["issued_at"] + self.lifetime_s)
+
+    def _renew(self, msg: AccessCredentialRenewal) -> Message:
+        """5.1.3.8.4.3: a new K/OPc and lifetime for a PCID, asked by the RO's DPF; the RO's ICFs
+        get it too, so the next PCID attach authenticates with it."""
+        row = self.db.get("credentials", pcid=msg.pcid)
+        if msg.sender not in self.dpf_addresses or row is None:
+            raise CcifError(f"{self.address}: renewal of {msg.pcid} from {msg.sender}: "
+                            + ("not a DPF of this CCIF" if row is not None else "unknown PCID"))
+        issued_at = self.clock()
+        row.update(k=os.urandom(16), opc=os.urandom(16), issued_at=issued_at)
+        self.db.put("credentials", **row)
+        renewed = dict(pcid=msg.pcid, k=row["k"], opc=row["opc"], amf=row["amf"],
+                       not_after=issued_at + self.lifetime_s)
+        for icf in sorted(self.icf_addresses):
+            self.request(AccessCredentialRenewed(sender=self.address, recipient=icf, **renewed),
+                         AccessCredentialUpdateAck)
+        return AccessCredentialRenewed(sender=self.address, recipient=msg.sender, **renewed)
 
     def _next_pcid(self) -> str:
         msin_digits = IMSI_DIGITS - len(self.pcid_plmn)

@@ -164,6 +164,7 @@ class CredentialResponse(Message):
     k: bytes | None = None
     opc: bytes | None = None
     amf: bytes = b"\x80\x00"
+    not_after: float | None = None   # the credential's lifetime (5.1.3.8.4.3, last paragraph)
 
     SECRET_FIELDS = _hide("k", "opc")
 
@@ -738,6 +739,59 @@ class BootstrapCheckResult(Message):
     pcid: str
     bootstrapped: bool
     reason: str | None = None
+
+
+# ---------------------------------------------------------------------------------------
+# The initial-access credential's renewal (5.1.3.8.4.3, last paragraphs)
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class AccessCredentialRenewalRequest(Message):
+    """M2ME -> RO (DPF): my initial-access credential is about to expire; wrap a new one for
+    this storage key (the TRE's, certified by the AK at validation)."""
+
+    pcid: str
+    storage_key_public: bytes   # marshalled TPM2B_PUBLIC
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class AccessCredentialRenewal(Message):
+    """RO (DPF) -> CCIF: issue a new credential for this PCID. Answered by AccessCredentialRenewed."""
+
+    pcid: str
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class AccessCredentialRenewed(Message):
+    """CCIF -> RO (DPF) and CCIF -> RO (ICF, as an update): the PCID's new K/OPc and lifetime."""
+
+    pcid: str
+    k: bytes
+    opc: bytes
+    amf: bytes
+    not_after: float
+
+    SECRET_FIELDS = _hide("k", "opc")
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class AccessCredentialUpdateAck(Message):
+    """RO (ICF) -> CCIF."""
+
+    pcid: str
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class AccessCredentialDelivery(Message):
+    """RO (DPF) -> M2ME: the new credential as a sealed object for its TRE (TPM2_Import)."""
+
+    pcid: str
+    public: bytes
+    duplicate: bytes
+    seed: bytes
+    encryption_key: bytes
+    not_after: float
+
+    SECRET_FIELDS = _hide("encryption_key")
 
 
 ALL_MESSAGES: tuple[type[Message], ...] = tuple(

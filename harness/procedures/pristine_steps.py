@@ -34,7 +34,8 @@ def subscriber_instructs_pristine(s: Any) -> str:
     for key in ("installed", "install_error"):   # a fresh provisioning from here on
         s.state.pop(key, None)
     return (f"subscriber -> M2ME: go back to the pristine state, then re-provision from {nsho.address} (signed, "
-            f"nonce; checked with the subscriber key registered at manufacture); accepted")
+            f"nonce; checked with the subscriber key registered at manufacture); accepted"
+            + op.renew_access_credential_if_due(s))
 
 
 def m2me_returns_to_pristine(s: Any) -> str:
@@ -68,6 +69,9 @@ def m2me_attaches_with_pcid(s: Any) -> str:
 def vno_gets_avs_from_icf_and_authenticates(s: Any, number: int | str) -> str:
     """s5: the VNO contacts the RO's ICF, which transfers AVs; the VNO authenticates the PCID."""
     line = op.vno_contacts_icf(s, number)
+    rejects = [e for e in op._events(s, number) if e.get("kind") == "AuthDataReject"]
+    if rejects and not any(e.get("kind") == "AuthDataResponse" for e in op._events(s, number)):
+        raise StepFailed(f"the RO's ICF gave no AVs for the PCID: {rejects[0]['fields'].get('reason')}")
     asked = [e for e in op._events(s, number) if e.get("kind") == "AuthDataRequest"]
     if asked[0]["recipient"] != s.network.ro.icf.address:
         raise StepFailed(f"the VNO asked {asked[0]['recipient']}, not the RO's ICF")

@@ -332,7 +332,22 @@ def subscriber_instructs_m2me(s: Any) -> str:
         raise StepFailed(f"the management session names SHO {session.get('sho_address')}, not {nsho.address}")
     return (f"subscriber -> M2ME: re-provision from {nsho.address} (signed, nonce; the M2ME checked it with the "
             f"subscriber key registered at manufacture); M2ME opened management session "
-            f"{accept.session_id} with the DPF naming the new SHO")
+            f"{accept.session_id} with the DPF naming the new SHO" + renew_access_credential_if_due(s))
+
+
+def renew_access_credential_if_due(s: Any) -> str:
+    """During a change of SHO (5.1.3.8.4.3, last paragraph): the M2ME renews its initial-access
+    credential when it expires within its margin; the row says which."""
+    try:
+        renewed = s.m2me.renew_access_credential_if_due()
+    except Exception as exc:
+        raise StepFailed(f"renewing the initial-access credential failed: {exc}") from exc
+    if renewed is None:
+        return ""
+    s.state["access_renewed"] = renewed
+    return (f"; initial-access credential had {renewed.old_lifetime_left_s / 86400:.0f} days left: renewed through "
+            f"the DPF (issued by the CCIF) into the TRE 0x{renewed.tre_handle:08x}, "
+            f"{renewed.lifetime_left_s / 86400:.0f} days left")
 
 
 def new_sho_requests_validation_via_ivf(s: Any) -> str:

@@ -13,7 +13,12 @@ import secrets
 import time
 
 from mcim_hil.network.bus import Bus, Entity, Refused
+from mcim_hil.network.access_credential import AccessCredential, seal_for_tre
 from mcim_hil.network.messages import (
+    AccessCredentialDelivery,
+    AccessCredentialRenewal,
+    AccessCredentialRenewalRequest,
+    AccessCredentialRenewed,
     BootstrapCheck,
     BootstrapCheckResult,
     DiscardAcknowledgementRelay,
@@ -44,9 +49,11 @@ REPORTED = "reported"
 class Dpf(Entity):
     """Download and provisioning function of the RO."""
 
-    def __init__(self, bus: Bus, store: Store, *, address: str, drf_address: str) -> None:
+    def __init__(self, bus: Bus, store: Store, *, address: str, drf_address: str,
+                 ccif_address: str | None = None) -> None:
         super().__init__(bus, address)
         self.drf_address = drf_address
+        self.ccif_address = ccif_address   # where renewed initial-access credentials come from
         self.db = store.entity("dpf")
         self.db.define("sessions", {"pcid": "TEXT", "session_id": "TEXT", "m2me_address": "TEXT",
                                     "sho_address": "TEXT", "opened_at": "REAL"}, "pcid")
@@ -59,6 +66,7 @@ class Dpf(Entity):
         self.on(ProvisioningStatus, self._status)
         self.on(DiscardAcknowledgementRelay, self._discard_relay)
         self.on(DrfProvisioningAuthorisation, self._drf_authorisation)
+        self.on(AccessCredentialRenewalRequest, self._access_renewal)
 
     def session(self, pcid: str) -> dict | None:
         return self.db.get("sessions", pcid=pcid)
@@ -154,6 +162,22 @@ class Dpf(Entity):
                     state=AUTHORISED, updated_at=time.time())
         self.db.delete("statuses", pcid=msg.pcid)
         return answer(True)
+
+    def _access_renewal(self, msg: AccessCredentialRenewalRequest) -> Message:
+        # 5.1.3.8.4.3: from the M2ME of an open session; the CCIF issues, the DPF wraps for the TRE
+        session = self.db.get("sessions", pcid=msg.pcid)
+        if session is None or session["m2me_address"] != msg.sender:
+            raise Refused(self.address, f"access credential renewal for {msg.pcid} from {msg.sender}",
+                          "no management session with that M2ME")
+        if self.ccif_address is None:
+            raise Refused(self.address, f"access credential renewal for {msg.pcid}", "this DPF knows no CCIF")
+        new = self.request(AccessCredentialRenewal(sender=self.address, recipient=self.ccif_address, pcid=msg.pcid),
+                           AccessCredentialRenewed)
+        sealed = seal_for_tre(AccessCredential(new.pcid, new.k, new.opc, new.amf, new.not_after),
+                              msg.storage_key_public)
+        return AccessCredentialDelivery(sender=self.address, recipient=msg.sender, pcid=msg.pcid,
+                                        public=sealed.public, duplicate=sealed.duplicate, seed=sealed.seed,
+                                        encryption_key=sealed.encryption_key, not_after=new.not_after)
 
     def authorised_by(self, pcid: str) -> str | None:
         """The SHO the current authorisation is for (the DPF reports the status to it)."""
