@@ -5,6 +5,7 @@ at its own persistent handle, apart from any MCIM; the card is written from it."
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 from tpm2_pytss.constants import TPMA_OBJECT
@@ -14,6 +15,7 @@ from mcim_hil.drivers.errors import TpmError
 from mcim_hil.drivers.sja2 import Sja2
 from mcim_hil.m2me.tre import ACCESS_CREDENTIAL_HANDLE, MCIM_HANDLE
 from mcim_hil.network.access_credential import owner_policy_digest
+from mcim_hil.network.messages import AccessCredentialReplacementOffer
 from mcim_hil.procedures import PROCEDURES, run_procedure
 from mcim_hil.session import Session
 
@@ -121,3 +123,36 @@ def test_an_expired_credential_fails_the_pcid_attach_at_step_5(m2me: Session) ->
     assert outcome.failed_step is not None and outcome.failed_step.number == 5
     assert "initial-access credential expired on" in outcome.failed_step.detail
     assert {r.number: r.verdict for r in outcome.rows}[6] == "failed"   # no IP connectivity either
+
+
+@RELAYED
+def test_the_network_replaces_the_credential_and_the_pcid_attach_uses_the_new_one(m2me: Session) -> None:
+    s = m2me
+    first = s.tre.access_credential()
+    outcome = run_procedure(PROCEDURES["renew-access-credential"], s, s.record)
+    assert outcome.passed, [(r.number, r.detail) for r in outcome.rows if r.verdict != "passed"]
+    new = s.tre.access_credential()
+    assert new.pcid == first.pcid and new.k != first.k and new.not_after >= first.not_after
+    assert s.m2me.identity_on_card() != s.m2me.pcid          # the MCIM stays in use meanwhile
+    # going back to the PCID later: the card gets the new credential and the ICF authenticates it
+    for st in s.record.steps:
+        st.number = f"renew.{st.number}"
+    pristine = PROCEDURES["pristine"]
+    card: list = []
+
+    def card_after_3(s: Session) -> None:
+        card.append(Sja2(s.devices.uicc).read_keys(adm1=s.bench.uicc.adm1.resolve_key()).usim)
+
+    outcome = run_procedure(replace(pristine, steps=pristine.steps[1:]).after_step(3, card_after_3), s, s.record)
+    assert outcome.passed, [(r.number, r.detail) for r in outcome.rows if r.verdict != "passed"]
+    assert card[0].k == new.k and card[0].op_opc == new.opc
+    assert "RES == XRES" in outcome.rows[4].detail
+
+
+@RELAYED
+def test_a_replacement_offered_by_another_than_the_m2mes_dpf_is_refused(m2me: Session) -> None:
+    s = m2me
+    run_procedure(PROCEDURES["initial-ivf"], s, s.record)
+    reply = s.network.bus.request(AccessCredentialReplacementOffer(sender="dpf.rogue.example", recipient=s.m2me.address,
+                                                                   pcid=s.m2me.pcid))
+    assert not reply.accepted and "not this M2ME's DPF" in reply.reason

@@ -28,6 +28,9 @@ from mcim_hil.network.bus import Bus, Refused
 from mcim_hil.network.mcim import Mcim, McimError, open_mcim
 from mcim_hil.network.messages import (
     AccessCredentialDelivery,
+    AccessCredentialInstalled,
+    AccessCredentialReplacementAccept,
+    AccessCredentialReplacementOffer,
     AccessCredentialRenewalRequest,
     BootstrapAck,
     BootstrapMessage,
@@ -152,6 +155,8 @@ class M2me:
         self.subscriber_key = b""          # DER SPKI of the M2ME subscriber, registered at manufacture
         self.clock: Callable[[], float] = time.time   # tests move it
         self.access_renewal_margin_s = ACCESS_RENEWAL_MARGIN_S
+        self.access_renewed: RenewedAccess | None = None   # the latest network-initiated replacement
+        self._access_offer: str | None = None              # the DPF whose replacement offer was accepted
         self._instruction_nonces: set[bytes] = set()
 
     # -- start ------------------------------------------------------------------------------
@@ -306,6 +311,10 @@ class M2me:
             return self._on_download(msg)
         if isinstance(msg, ReprovisioningInstruction):
             return self._on_reprovisioning(msg)
+        if isinstance(msg, AccessCredentialReplacementOffer):
+            return self._on_access_offer(msg)
+        if isinstance(msg, AccessCredentialDelivery):
+            return self._on_access_delivery(msg)
         raise Refused(self._address(), msg.kind, "the M2ME agent does not handle this message")
 
     def _on_bootstrap(self, msg: BootstrapMessage) -> BootstrapAck:
@@ -413,6 +422,36 @@ class M2me:
         if self.access_lifetime_left() > self.access_renewal_margin_s:
             return None
         return self.renew_access_credential()
+
+    def _on_access_offer(self, msg: AccessCredentialReplacementOffer) -> AccessCredentialReplacementAccept:
+        """Network-initiated replacement: only from the DPF the DRF bootstrapped this M2ME to."""
+        def answer(accepted: bool, reason: str | None = None, key: bytes = b"") -> AccessCredentialReplacementAccept:
+            return AccessCredentialReplacementAccept(sender=self._address(), recipient=msg.sender, pcid=msg.pcid,
+                                                     accepted=accepted, storage_key_public=key, reason=reason)
+        if self.bootstrap is None or msg.sender != self.bootstrap.dpf_address:
+            return answer(False, f"{msg.sender} is not this M2ME's DPF")
+        if msg.pcid != self.pcid:
+            return answer(False, f"offer for another M2ME (PCID {msg.pcid})")
+        self._access_offer = msg.sender
+        return answer(True, key=self.tre.keys().storage_key.public.marshal())
+
+    def _on_access_delivery(self, msg: AccessCredentialDelivery) -> AccessCredentialInstalled:
+        def answer(success: bool, detail: str) -> AccessCredentialInstalled:
+            return AccessCredentialInstalled(sender=self._address(), recipient=msg.sender, pcid=msg.pcid,
+                                             success=success, detail=detail)
+        if self._access_offer != msg.sender:
+            return answer(False, "no replacement was offered by this DPF")
+        self._access_offer = None
+        old = self.access_lifetime_left()
+        try:
+            credential = self.tre.install_access_credential(msg.public, msg.duplicate, msg.seed, msg.encryption_key)
+        except (DeviceError, TreError) as exc:
+            return answer(False, f"the TRE refused the new initial-access credential: {exc}")
+        if credential.pcid != self.pcid:
+            return answer(False, f"the new credential is for PCID {credential.pcid}")
+        self.access_renewed = RenewedAccess(self.pcid, ACCESS_CREDENTIAL_HANDLE, old,
+                                            credential.lifetime_left(self.clock()))
+        return answer(True, f"installed at TRE 0x{ACCESS_CREDENTIAL_HANDLE:08x}")
 
     def renew_access_credential(self) -> RenewedAccess:
         boot = self._bootstrap()

@@ -794,6 +794,32 @@ class AccessCredentialDelivery(Message):
     SECRET_FIELDS = _hide("encryption_key")
 
 
+@dataclass(frozen=True, kw_only=True, repr=False)
+class AccessCredentialReplacementOffer(Message):
+    """RO (DPF) -> M2ME: the network initiates the replacement of the initial-access credential."""
+
+    pcid: str
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class AccessCredentialReplacementAccept(Message):
+    """M2ME -> RO (DPF): accepted; wrap the new one for this storage key (or refused, why)."""
+
+    pcid: str
+    accepted: bool
+    storage_key_public: bytes = b""
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class AccessCredentialInstalled(Message):
+    """M2ME -> RO (DPF): the answer to an AccessCredentialDelivery the DPF pushed."""
+
+    pcid: str
+    success: bool
+    detail: str = ""
+
+
 ALL_MESSAGES: tuple[type[Message], ...] = tuple(
     cls for cls in list(globals().values())
     if isinstance(cls, type) and issubclass(cls, Message) and cls is not Message

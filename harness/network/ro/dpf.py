@@ -16,6 +16,9 @@ from mcim_hil.network.bus import Bus, Entity, Refused
 from mcim_hil.network.access_credential import AccessCredential, seal_for_tre
 from mcim_hil.network.messages import (
     AccessCredentialDelivery,
+    AccessCredentialInstalled,
+    AccessCredentialReplacementAccept,
+    AccessCredentialReplacementOffer,
     AccessCredentialRenewal,
     AccessCredentialRenewalRequest,
     AccessCredentialRenewed,
@@ -54,6 +57,7 @@ class Dpf(Entity):
         super().__init__(bus, address)
         self.drf_address = drf_address
         self.ccif_address = ccif_address   # where renewed initial-access credentials come from
+        self._replacements: dict[str, dict] = {}   # network-initiated, in progress (in memory: keys)
         self.db = store.entity("dpf")
         self.db.define("sessions", {"pcid": "TEXT", "session_id": "TEXT", "m2me_address": "TEXT",
                                     "sho_address": "TEXT", "opened_at": "REAL"}, "pcid")
@@ -162,6 +166,45 @@ class Dpf(Entity):
                     state=AUTHORISED, updated_at=time.time())
         self.db.delete("statuses", pcid=msg.pcid)
         return answer(True)
+
+    # -- network-initiated replacement of the initial-access credential (5.1.3.8.4.3) -----------------
+    def offer_access_replacement(self, pcid: str) -> AccessCredentialReplacementAccept:
+        """The network initiates: offer the M2ME of the open session a new initial-access credential."""
+        session = self.db.get("sessions", pcid=pcid)
+        if session is None:
+            raise Refused(self.address, f"access credential replacement for {pcid}", "no management session open")
+        reply = self.request(AccessCredentialReplacementOffer(sender=self.address, recipient=session["m2me_address"],
+                                                              pcid=pcid), AccessCredentialReplacementAccept)
+        if not reply.accepted:
+            raise Refused(f"M2ME {pcid}", "access credential replacement", reply.reason, reply)
+        self._replacements[pcid] = {"storage_key_public": reply.storage_key_public}
+        return reply
+
+    def obtain_access_credential(self, pcid: str) -> float:
+        """The CCIF issues the new credential (and updates the ICF); it is wrapped for the TRE.
+        Returns the end of its lifetime."""
+        offer = self._replacements.get(pcid)
+        if offer is None or self.ccif_address is None:
+            raise Refused(self.address, f"access credential for {pcid}",
+                          "the M2ME accepted no replacement" if offer is None else "this DPF knows no CCIF")
+        new = self.request(AccessCredentialRenewal(sender=self.address, recipient=self.ccif_address, pcid=pcid),
+                           AccessCredentialRenewed)
+        offer["sealed"] = seal_for_tre(AccessCredential(new.pcid, new.k, new.opc, new.amf, new.not_after),
+                                       offer["storage_key_public"])
+        offer["not_after"] = new.not_after
+        return new.not_after
+
+    def deliver_access_credential(self, pcid: str) -> AccessCredentialInstalled:
+        """Push the wrapped credential to the M2ME; its answer says whether the TRE installed it."""
+        offer = self._replacements.pop(pcid, None)
+        session = self.db.get("sessions", pcid=pcid)
+        if offer is None or "sealed" not in offer or session is None:
+            raise Refused(self.address, f"access credential delivery to {pcid}", "nothing obtained to deliver")
+        sealed = offer["sealed"]
+        return self.request(AccessCredentialDelivery(sender=self.address, recipient=session["m2me_address"],
+                                                     pcid=pcid, public=sealed.public, duplicate=sealed.duplicate,
+                                                     seed=sealed.seed, encryption_key=sealed.encryption_key,
+                                                     not_after=offer["not_after"]), AccessCredentialInstalled)
 
     def _access_renewal(self, msg: AccessCredentialRenewalRequest) -> Message:
         # 5.1.3.8.4.3: from the M2ME of an open session; the CCIF issues, the DPF wraps for the TRE
