@@ -926,3 +926,14 @@ class Tpm:
             finally:
                 self._ctx.tr_close(tr)
         return bytes(data)
+
+    def create_storage_key_for(self, label: bytes) -> StorageKey:
+        """A storage key of its own for ``label`` (e.g. one SHO): the SRK template with
+        unique.x = SHA-256(label), so each label gets another primary from the same owner seed,
+        the same one every time. An object wrapped for one such key imports under no other."""
+        template = _storage_key_template()
+        template.publicArea.unique.ecc.x = hashlib.sha256(label).digest()
+        with self._operation() as op:
+            handle, public, *_ = self._call(op, "TPM2_CreatePrimary", self._ctx.create_primary,
+                                            TPM2B_SENSITIVE_CREATE(), template, ESYS_TR.OWNER)
+        return StorageKey(handle=self._hand_out(handle), public=public, name=object_name(public))

@@ -2,7 +2,7 @@
 
     mcim-hil bench check [--bench FILE]   open every device and print what it is
     mcim-hil bench up [--bench FILE]      start the emulated bench and keep it up
-    mcim-hil run [--bench FILE] [--procedure initial|initial-ivf|change-sho|pristine|renew-access-credential] [--air module|relayed] [--out DIR]
+    mcim-hil run [--bench FILE] [--procedure initial|initial-ivf|change-sho|change-sho-preprovisioned|pristine|renew-access-credential] [--air module|relayed] [--out DIR]
                                           run a TR 33.812 procedure on the bench, one row per seed step
 """
 
@@ -35,10 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--bench", metavar="FILE", help="bench file (default: $MCIM_HIL_BENCH or lab_config/emulated.yaml)")
     run = sub.add_parser("run", help="run a TR 33.812 procedure on the bench")
     run.add_argument("--bench", metavar="FILE", help="bench file (default: $MCIM_HIL_BENCH or lab_config/emulated.yaml)")
-    run.add_argument("--procedure", default="initial", choices=["initial", "initial-ivf", "change-sho", "pristine", "renew-access-credential"],
+    run.add_argument("--procedure", default="initial", choices=["initial", "initial-ivf", "change-sho", "change-sho-preprovisioned", "pristine",
+                              "renew-access-credential"],
                      help="initial: seed 000 (21 steps); initial-ivf: seed 004 3rd change (14 steps, IVF); "
                           "change-sho: seed 004 4th change (initial-ivf, then 14 steps of the change of SHO); "
-                          "pristine: 5.1.3.8.4.3 (initial-ivf, back to the PCID, 15 steps to the new SHO); "
+                          "change-sho-preprovisioned: its variant, both SHOs' MCIMs in the TRE, each under its own "
+                          "sealing parent; pristine: 5.1.3.8.4.3 (initial-ivf, back to the PCID, 15 steps to the new SHO); "
                           "renew-access-credential: the network replaces the PCID credential in the TRE")
     run.add_argument("--air", choices=["module", "relayed"], default=None,
                      help="module: the module attaches by itself (emulated modem); relayed: the harness relays "

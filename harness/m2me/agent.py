@@ -23,7 +23,7 @@ from mcim_hil.drivers.sja2 import Sja2
 from mcim_hil.drivers.uicc_files import MILENAGE_C_DEFAULT, MILENAGE_R_DEFAULT
 from mcim_hil.drivers.uicc import Uicc
 from mcim_hil.network import m2msimmobj
-from mcim_hil.network.attestation import CredentialChallenge, Evidence, Measurement
+from mcim_hil.network.attestation import CredentialChallenge, Evidence, Measurement, tpm_name
 from mcim_hil.network.bus import Bus, Refused
 from mcim_hil.network.mcim import Mcim, McimError, open_mcim
 from mcim_hil.network.messages import (
@@ -53,10 +53,12 @@ from mcim_hil.network.messages import (
     ProvisioningStatusAck,
     ReprovisioningAck,
     ReprovisioningInstruction,
+    SealingParentRequest,
+    SealingParentResponse,
 )
 
 from .air import AirInterface, Attachment
-from .tre import ACCESS_CREDENTIAL_HANDLE, Component, TreError, TrustedEnvironment
+from .tre import ACCESS_CREDENTIAL_HANDLE, PREPROVISIONED_HANDLE, Component, TreError, TrustedEnvironment
 
 
 # renew the initial-access credential during a change of SHO when it has less than this left
@@ -121,6 +123,20 @@ class RenewedAccess:
 
 
 @dataclass(frozen=True)
+class Preprovisioned:
+    """A second SHO's MCIM kept in the TRE, under that SHO's own sealing parent, until a change
+    switches the card to it (5.1.3.8.4.2 variant). The envelope is ciphertext: its key is sealed."""
+
+    sho_address: str
+    imsi: str
+    home_plmn: str
+    tre_handle: int
+    envelope: bytes = dataclasses.field(repr=False)
+    binding: bytes = dataclasses.field(repr=False)   # the sealed key object's name
+    pcrs: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Fallback:
     """An install failed: what the M2ME fell back to (or why it could not)."""
 
@@ -157,6 +173,8 @@ class M2me:
         self.access_renewal_margin_s = ACCESS_RENEWAL_MARGIN_S
         self.access_renewed: RenewedAccess | None = None   # the latest network-initiated replacement
         self._access_offer: str | None = None              # the DPF whose replacement offer was accepted
+        self.sealing_parents: dict[bytes, str] = {}        # parent name -> the SHO it was certified for
+        self.preprovisioned: Preprovisioned | None = None
         self._instruction_nonces: set[bytes] = set()
 
     # -- start ------------------------------------------------------------------------------
@@ -311,6 +329,8 @@ class M2me:
             return self._on_download(msg)
         if isinstance(msg, ReprovisioningInstruction):
             return self._on_reprovisioning(msg)
+        if isinstance(msg, SealingParentRequest):
+            return self._on_sealing_parent(msg)
         if isinstance(msg, AccessCredentialReplacementOffer):
             return self._on_access_offer(msg)
         if isinstance(msg, AccessCredentialDelivery):
@@ -453,6 +473,52 @@ class M2me:
                                             credential.lifetime_left(self.clock()))
         return answer(True, f"installed at TRE 0x{ACCESS_CREDENTIAL_HANDLE:08x}")
 
+    # -- 5.1.3.8.4.2 variant: MCIMs of two SHOs pre-provisioned, each under its SHO's own parent ----
+
+    def _on_sealing_parent(self, msg: SealingParentRequest) -> SealingParentResponse:
+        public, attest, signature = self.tre.certify_sealing_parent(msg.sender.encode(), msg.nonce)
+        self.sealing_parents[tpm_name(public)] = msg.sender
+        return SealingParentResponse(sender=self._address(), recipient=msg.sender, pcid=msg.pcid,
+                                     storage_key_public=public, certify_attest=attest, certify_signature=signature)
+
+    def preprovision_mcim(self) -> Preprovisioned:
+        """Keep the downloaded MCIM of another SHO in the TRE without touching the card: its key
+        object imports only under the sealing parent certified for the SHO that signed it."""
+        if self.pending is None:
+            raise ProvisioningError("no M2MSIMMobj was downloaded")
+        obj, self.pending = self.pending, None
+        sealed = obj.sealed
+        sho = self.sealing_parents.get(sealed.storage_key_name)
+        if sho is None or sho != self._bootstrap().sho_address:
+            raise ProvisioningError("the M2MSIMMobj is not sealed to the sealing parent of the SHO that signed it")
+        try:
+            key = self.tre.install_sealed_under(sho.encode(), PREPROVISIONED_HANDLE, sealed.public, sealed.duplicate,
+                                                sealed.seed, sealed.encryption_key, sealed.pcr_selection)
+            mcim = open_mcim(obj.mcim_envelope, key, sealed.name)   # checked now, written to the card later
+        except (DeviceError, McimError) as exc:
+            if PREPROVISIONED_HANDLE in self.tre.tpm.list_persistent():
+                self.tre.tpm.evict(PREPROVISIONED_HANDLE)
+            raise ProvisioningError(f"TRE refused the pre-provisioned MCIM: {exc}") from exc
+        self.preprovisioned = Preprovisioned(sho, mcim.imsi, mcim.home_plmn, PREPROVISIONED_HANDLE,
+                                             obj.mcim_envelope, sealed.name, tuple(sealed.pcr_selection))
+        return self.preprovisioned
+
+    def switch_to_preprovisioned(self) -> InstalledMcim:
+        """The change (s12 of the variant): unseal the new SHO's key under its own parent, open its
+        MCIM and personalise the card with it."""
+        pre = self.preprovisioned
+        if pre is None:
+            raise ProvisioningError("no MCIM was pre-provisioned")
+        try:
+            key = self.tre.unseal_under(pre.sho_address.encode(), pre.tre_handle, pre.pcrs)
+            mcim = open_mcim(pre.envelope, key, pre.binding)
+            self._personalise_card(mcim)
+        except (DeviceError, McimError) as exc:
+            raise self._install_failed(f"switching to the pre-provisioned MCIM failed: {exc}") from exc
+        self.preprovisioned = None
+        self.installed = InstalledMcim(mcim.imsi, mcim.home_plmn, pre.tre_handle)
+        return self.installed
+
     def renew_access_credential(self) -> RenewedAccess:
         boot = self._bootstrap()
         old = self.access_lifetime_left()
@@ -524,7 +590,8 @@ class M2me:
         credential in the TRE is never touched. Refused while no new M2MSIMMobj is here, whole and
         checked (s7), so the old MCIM is never given up for nothing."""
         change = self._change()
-        if self.pending is None:
+        if self.pending is None and (self.preprovisioned is None
+                                     or self.preprovisioned.sho_address != change.new_sho_address):
             raise ProvisioningError("no new M2MSIMMobj was downloaded: the old SHO's MCIM is kept")
         old = self.installed
         try:

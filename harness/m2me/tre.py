@@ -29,6 +29,8 @@ MCIM_HANDLE = 0x81000A11
 # ... and where the initial network access (PCID) credential lives, apart from any MCIM, from
 # manufacture on: no install or discard of an MCIM touches this handle.
 ACCESS_CREDENTIAL_HANDLE = 0x81000A10
+# a second SHO's pre-provisioned MCIM (5.1.3.8.4.2 variant), under that SHO's own sealing parent
+PREPROVISIONED_HANDLE = 0x81000A12
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,58 @@ class TrustedEnvironment:
             private = self.tpm.import_sealed(srk, public, duplicate, seed, encryption_key)
             self._persist_access_object(srk, private.marshal(), public)
         return self.access_credential()
+
+
+    # -- a sealing parent per SHO (pre-provisioned MCIMs, 5.1.3.8.4.2 variant) ----------------
+
+    @contextmanager
+    def _sealing_parent(self, label: bytes) -> Iterator[StorageKey]:
+        self.release()   # three object slots on a raw swtpm: the parent, the object, one read
+        parent = self.tpm.create_storage_key_for(label)
+        try:
+            yield parent
+        finally:
+            self.tpm.flush(parent)
+
+    def certify_sealing_parent(self, label: bytes, nonce: bytes) -> tuple[bytes, bytes, bytes]:
+        """The storage key for ``label`` and its TPM2_Certify by the AK over ``nonce``:
+        (public, attest, signature)."""
+        self.release()
+        ak = self.tpm.create_ak()
+        try:
+            parent = self.tpm.create_storage_key_for(label)
+            try:
+                certification = self.tpm.certify(parent, ak, nonce)
+                return parent.public.marshal(), certification.attest, certification.signature
+            finally:
+                self.tpm.flush(parent)
+        finally:
+            self.tpm.flush(ak)
+
+    def sealing_parent_name(self, label: bytes) -> bytes:
+        with self._sealing_parent(label) as parent:
+            return bytes(parent.name)
+
+    def install_sealed_under(self, label: bytes, handle: int, public: bytes, duplicate: bytes, seed: bytes,
+                             encryption_key: bytes, pcrs: Sequence[int]) -> bytes:
+        """install_sealed() under the storage key of ``label``, persisted at ``handle``: only an
+        object wrapped for that key imports (the TPM checks it). Returns the unsealed secret."""
+        with self._sealing_parent(label) as parent:
+            private = self.tpm.import_sealed(parent, public, duplicate, seed, encryption_key)
+            loaded = self.tpm.load(parent, private, public)
+            try:
+                secret = self.tpm.unseal(loaded, pcrs, salt=parent)
+                if handle in self.tpm.list_persistent():
+                    self.tpm.evict(handle)
+                self.tpm.persist(loaded, handle)
+            finally:
+                self.tpm.flush(loaded)
+        return secret
+
+    def unseal_under(self, label: bytes, handle: int, pcrs: Sequence[int]) -> bytes:
+        """The secret persisted at ``handle``, in the sealed PCR state (session salted with its parent)."""
+        with self._sealing_parent(label) as parent:
+            return self.tpm.unseal_persistent(handle, pcrs, salt=parent)
 
 
 def describe_access_credential(tpm: Tpm, now: float | None = None) -> str:

@@ -820,6 +820,27 @@ class AccessCredentialInstalled(Message):
     detail: str = ""
 
 
+# ---------------------------------------------------------------------------------------
+# Pre-provisioned MCIMs of two SHOs (5.1.3.8.4.2, the variant): a sealing parent per SHO
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class SealingParentRequest(Message):
+    """SHO -> M2ME: a storage key of your TRE for my MCIM alone, certified by your AK over this nonce."""
+
+    pcid: str
+    nonce: bytes
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class SealingParentResponse(Message):
+    """M2ME -> SHO: that storage key's public area and its TPM2_Certify by the AK."""
+
+    pcid: str
+    storage_key_public: bytes
+    certify_attest: bytes
+    certify_signature: bytes
+
+
 ALL_MESSAGES: tuple[type[Message], ...] = tuple(
     cls for cls in list(globals().values())
     if isinstance(cls, type) and issubclass(cls, Message) and cls is not Message
