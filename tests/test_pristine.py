@@ -6,12 +6,14 @@ procedure completes the change."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from mcim_hil.m2me.tre import ACCESS_CREDENTIAL_HANDLE, MCIM_HANDLE
 from mcim_hil.procedures import PROCEDURES, RunOutcome, run_procedure
 from mcim_hil.session import Session
+from report_support import leaks, run_and_write
 
 PRISTINE = PROCEDURES["pristine"]
 CHANGE = PROCEDURES["change-sho"]
@@ -124,3 +126,12 @@ def test_pristine_with_the_module_attach(m2me: Session) -> None:
     assert any(e.get("command") == "AT+CGATT=1" for e in attach)
     assert any(e.get("kind") == "AuthenticationResponse" for e in attach)
     check_with_new_sho(s, s.network.sho.imsi_of(s.m2me.pcid))
+
+
+@pytest.mark.parametrize("procedure", ["pristine", "change-sho-preprovisioned", "renew-access-credential"])
+def test_no_artifact_of_the_new_procedures_holds_a_secret(tmp_path: Path, procedure: str) -> None:
+    run = run_and_write(tmp_path, air="relayed", procedure=procedure)
+    assert run.outcome.passed, [(r.number, r.detail) for r in run.outcome.rows if r.verdict != "passed"]
+    assert {"PCID K", "PCID OPc", "MCIM K", "MCIM OPc"} <= set(run.secrets)
+    found = [leak for f in sorted(run.out_dir.iterdir()) for leak in leaks(f, run.secrets)]
+    assert found == []
