@@ -847,3 +847,79 @@ class Tpm:
                 if mine in self._owned:
                     self._owned.remove(mine)
                 self._moved.pop(int(mine), None)
+
+    # -- data sealed by the TPM itself under an owner policy (appended for the TRE) -----------
+
+    def owner_unseal_policy(self) -> bytes:
+        """The policy digest PolicySecret(TPM_RH_OWNER) + PolicyCommandCode(Unseal), computed by
+        the TPM in a trial session: only who holds owner authorisation may unseal, in any PCR
+        state (unlike the MCIM's PolicyPCR)."""
+        with self._operation() as op:
+            session = self._call(op, "TPM2_StartAuthSession", self._ctx.start_auth_session,
+                                 ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.TRIAL,
+                                 TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL), TPM2_ALG.SHA256)
+            try:
+                self._call(op, "TPM2_PolicySecret", self._ctx.policy_secret, ESYS_TR.OWNER, session,
+                           expiration=0)
+                self._call(op, "TPM2_PolicyCommandCode", self._ctx.policy_command_code, session,
+                           TPM2_CC.Unseal)
+                digest = self._call(op, "TPM2_PolicyGetDigest", self._ctx.policy_get_digest, session)
+            finally:
+                self._flush_quietly(op, session)
+        return bytes(digest)
+
+    def create_sealed(self, parent: StorageKey | ESYS_TR, data: bytes,
+                      policy: bytes) -> tuple[bytes, bytes]:
+        """TPM2_Create of a sealed data object under `parent`, unsealable only through `policy`
+        (no userWithAuth), fixed to this TPM and parent. Returns (private, public) marshalled,
+        for load(). The data never leaves in a hook event (flagged secret)."""
+        template = TPM2B_PUBLIC(publicArea=TPMT_PUBLIC(
+            type=TPM2_ALG.KEYEDHASH,
+            nameAlg=TPM2_ALG.SHA256,
+            objectAttributes=TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.NODA,
+            authPolicy=TPM2B_DIGEST(policy),
+        ))
+        template.publicArea.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG.NULL
+        sensitive = TPM2B_SENSITIVE_CREATE()
+        sensitive.sensitive.data = data
+        with self._operation(secret=True) as op:
+            private, public, *_ = self._call(op, "TPM2_Create", self._ctx.create, self._handle(parent),
+                                             sensitive, template)
+        return private.marshal(), public.marshal()
+
+    def unseal_persistent_owner(self, persistent_handle: int, *, salt: Handle | None = None) -> bytes:
+        """Unseal an object persisted at `persistent_handle` through owner_unseal_policy()
+        (owner auth assumed empty, as for create_storage_key). ``salt`` as for unseal()."""
+        if salt is None:
+            tpm_key, symmetric = ESYS_TR.NONE, TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL)
+        else:
+            tpm_key, symmetric = self._handle(salt), _SESSION_AES128_CFB
+        with self._operation(secret=True) as op:
+            tr = self._call(op, "TPM2_ReadPublic", self._ctx.tr_from_tpmpublic, persistent_handle)
+            try:
+                session = self._call(op, "TPM2_StartAuthSession", self._ctx.start_auth_session,
+                                     tpm_key, ESYS_TR.NONE, TPM2_SE.POLICY, symmetric, TPM2_ALG.SHA256)
+                if salt is not None:
+                    self._ctx.trsess_set_attributes(session, TPMA_SESSION.ENCRYPT | TPMA_SESSION.CONTINUESESSION)
+                try:
+                    self._call(op, "TPM2_PolicySecret", self._ctx.policy_secret, ESYS_TR.OWNER, session,
+                               expiration=0)
+                    self._call(op, "TPM2_PolicyCommandCode", self._ctx.policy_command_code, session,
+                               TPM2_CC.Unseal)
+                    data = self._call(op, "TPM2_Unseal", self._ctx.unseal, tr, session1=session)
+                finally:
+                    self._flush_quietly(op, session)
+            finally:
+                self._ctx.tr_close(tr)
+        return bytes(data)
+
+    def create_storage_key_for(self, label: bytes) -> StorageKey:
+        """A storage key of its own for ``label`` (e.g. one SHO): the SRK template with
+        unique.x = SHA-256(label), so each label gets another primary from the same owner seed,
+        the same one every time. An object wrapped for one such key imports under no other."""
+        template = _storage_key_template()
+        template.publicArea.unique.ecc.x = hashlib.sha256(label).digest()
+        with self._operation() as op:
+            handle, public, *_ = self._call(op, "TPM2_CreatePrimary", self._ctx.create_primary,
+                                            TPM2B_SENSITIVE_CREATE(), template, ESYS_TR.OWNER)
+        return StorageKey(handle=self._hand_out(handle), public=public, name=object_name(public))

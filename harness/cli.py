@@ -2,7 +2,7 @@
 
     mcim-hil bench check [--bench FILE]   open every device and print what it is
     mcim-hil bench up [--bench FILE]      start the emulated bench and keep it up
-    mcim-hil run [--bench FILE] [--procedure initial|initial-ivf|change-sho] [--air module|relayed] [--out DIR]
+    mcim-hil run [--bench FILE] [--procedure initial|initial-ivf|change-sho|change-sho-preprovisioned|pristine|renew-access-credential] [--air module|relayed] [--out DIR]
                                           run a TR 33.812 procedure on the bench, one row per seed step
 """
 
@@ -21,6 +21,7 @@ from mcim_hil.drivers.errors import DeviceError
 from .bench import BenchFileError, SecretUnavailable, bench_path, load_bench
 from .emulated import EmulatedBench
 from .lab import LabError
+from .m2me.tre import describe_access_credential
 from .run import BenchUnusable, Terminated, emulator_problems, interruptible, signal_name
 
 DEBUG_ENV = "MCIM_HIL_DEBUG"   # set it to see the traceback behind a one-line error
@@ -40,9 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--bench", metavar="FILE", help="bench file (default: $MCIM_HIL_BENCH or lab_config/emulated.yaml)")
     run = sub.add_parser("run", help="run a TR 33.812 procedure on the bench")
     run.add_argument("--bench", metavar="FILE", help="bench file (default: $MCIM_HIL_BENCH or lab_config/emulated.yaml)")
-    run.add_argument("--procedure", default="initial", choices=["initial", "initial-ivf", "change-sho"],
+    run.add_argument("--procedure", default="initial", choices=["initial", "initial-ivf", "change-sho", "change-sho-preprovisioned", "pristine",
+                              "renew-access-credential"],
                      help="initial: seed 000 (21 steps); initial-ivf: seed 004 3rd change (14 steps, IVF); "
-                          "change-sho: seed 004 4th change (initial-ivf, then 14 steps of the change of SHO)")
+                          "change-sho: seed 004 4th change (initial-ivf, then 14 steps of the change of SHO); "
+                          "change-sho-preprovisioned: its variant, both SHOs' MCIMs in the TRE, each under its own "
+                          "sealing parent; pristine: 5.1.3.8.4.3 (initial-ivf, back to the PCID, 15 steps to the new SHO); "
+                          "renew-access-credential: the network replaces the PCID credential in the TRE")
     run.add_argument("--air", choices=["module", "relayed"], default=None,
                      help="module: the module attaches by itself (emulated modem); relayed: the harness relays "
                           "the AKA to the card (default: module on an emulated bench, else relayed)")
@@ -148,7 +153,8 @@ def _describe(device: str, devices, endpoints) -> list[tuple[str, str]]:
         return [("tcti", tpm.tcti), ("manufacturer", f"{info.manufacturer} ({info.vendor})"),
                 ("firmware", f"{info.firmware_version_text} (0x{info.firmware_version:016x}), "
                              f"TPM 2.0 rev {info.spec_revision / 100:.2f}"),
-                ("EK", "present, " + ("certificate in NV" if ek.certificate is not None else "no certificate"))]
+                ("EK", "present, " + ("certificate in NV" if ek.certificate is not None else "no certificate")),
+                ("initial-access credential", describe_access_credential(tpm))]
     if device == "uicc":
         uicc = devices.uicc
         return [("reader", uicc.transport.name), ("ATR", uicc.atr.hex()),

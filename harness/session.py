@@ -30,6 +30,7 @@ from .m2me.components import measured_components
 from .m2me.factory import Manufactured, manufacture
 from .m2me.tre import MEASUREMENT_PCR, Component, TrustedEnvironment
 from .network.factory import build_network
+from .network.subscriber import M2meSubscriber
 from .network.topology import Network, NetworkOptions
 from .record import Record
 
@@ -99,6 +100,7 @@ class Session:
         self.tre: TrustedEnvironment | None = None
         self.manufactured: Manufactured | None = None
         self.state: dict[str, Any] = {}   # what steps hand to later steps
+        self.subscriber = M2meSubscriber()  # the M2ME's owner: its key is registered at manufacture
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -146,7 +148,8 @@ class Session:
         """The M2MES personalises the pristine M2ME; then it boots (components measured)."""
         assert self.m2me is not None and self.network is not None
         components = measured_components(self.devices.modem if self.devices else None)
-        self.manufactured = manufacture(self.m2me, self.network.m2mes, components, golden=self.options.golden)
+        self.manufactured = manufacture(self.m2me, self.network.m2mes, components, golden=self.options.golden,
+                                        subscriber_key=self.subscriber.public_key)
         self.network.sho.add_contract(self.m2me.pcid, platform_id=self.m2me.platform_id)
         self.network.sho.register_subscription_at_ro(self.m2me.pcid)
         self.m2me.boot(components)

@@ -143,7 +143,8 @@ class TpmM2me:
     def open_session(self) -> ManagementSessionAccept:
         reply = self.bus.request(ManagementSessionOpen(sender=self.address, recipient=self.dpf_address,
                                                        pcid=self.pcid, m2me_address=self.address,
-                                                       sho_address=self.sho_address))
+                                                       sho_address=self.sho_address,
+                                                       bootstrap_token=getattr(self, "bootstrap_token", b"")))
         assert isinstance(reply, ManagementSessionAccept)
         self.session_id = reply.session_id
         return reply
@@ -185,6 +186,7 @@ class TpmM2me:
         if isinstance(msg, BootstrapMessage):
             self.sho_address, self.dpf_address = msg.sho_address, msg.dpf_address
             self.sho_verify_key = msg.sho_verify_key
+            self.bootstrap_token = msg.bootstrap_token   # the DPF opens a session only with it
             return BootstrapAck(sender=self.address, recipient=msg.sender, pcid=msg.pcid, accepted=True)
         if isinstance(msg, PlatformCredentialRequest):
             return PlatformCredentialResponse(sender=self.address, recipient=msg.sender, pcid=msg.pcid,

@@ -5,11 +5,16 @@ that stands, has the PVA validate integrity again)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import pytest
 
-from mcim_hil.m2me.tre import MCIM_HANDLE
+from mcim_hil.drivers.sja2 import Sja2
+from mcim_hil.m2me.tre import ACCESS_CREDENTIAL_HANDLE, MCIM_HANDLE
+from mcim_hil.network.bus import Refused
+from mcim_hil.network.messages import ManagementSessionOpen, ReprovisioningInstruction
+from mcim_hil.network.subscriber import M2meSubscriber
 from mcim_hil.network.sho import VIA_IVF, VIA_PVA
 from mcim_hil.procedures import PROCEDURES, Procedure, RunOutcome, run_procedure
 from mcim_hil.session import Session
@@ -129,30 +134,174 @@ def test_missing_ivf_result_makes_the_pva_validate_integrity(m2me: Session) -> N
     check_changed(s)
 
 
-# -- the new MCIM cannot be installed: the seed discards the old one first (s8 before s12) ----------------
+# -- the new MCIM cannot be installed: the seed discards the old one first (s8 before s12), and the
+# -- M2ME falls back to its initial-access credential from the TRE --------------------------------------
+
+def _pcr_changes(s: Session) -> None:
+    # a component measured after the validation: the new MCIM is sealed to the old PCR state
+    s.devices.tpm.pcr_extend(s.tre.pcr, bytes(32))
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:]
+
+
+def _duplicate_corrupted(s: Session) -> None:
+    # the downloaded object corrupted in the M2ME's storage between s7 and s12
+    pending = s.m2me.pending
+    s.m2me.pending = replace(pending, sealed=replace(pending.sealed, duplicate=_flip(pending.sealed.duplicate, 10)))
+
+
+def _envelope_corrupted(s: Session) -> None:
+    pending = s.m2me.pending
+    s.m2me.pending = replace(pending, mcim_envelope=_flip(pending.mcim_envelope, 20))
+
+
+INSTALL_FAILURES = {
+    "unseal refused (PCR state changed)": (_pcr_changes, "TRE refused the sealed MCIM"),
+    "TPM import refused (corrupt duplicate)": (_duplicate_corrupted, "TPM2_Import"),
+    "corrupt object (MCIM envelope)": (_envelope_corrupted, "MCIM envelope does not authenticate"),
+}
+
 
 @RELAYED
-def test_install_failing_at_step_12_leaves_no_mcim_and_reports_the_failure(m2me: Session) -> None:
+@pytest.mark.parametrize("failure", list(INSTALL_FAILURES))
+def test_install_failing_at_step_12_falls_back_to_the_initial_access_credential(m2me: Session,
+                                                                                failure: str) -> None:
     s = m2me
-
-    def component_changes(s: Session) -> None:
-        # a component measured after the validation: the new MCIM is sealed to the old PCR state
-        s.devices.tpm.pcr_extend(s.tre.pcr, bytes(32))
-
-    outcome = run_procedure(CHANGE.after_step(8, component_changes), s, s.record)
+    tamper, cause = INSTALL_FAILURES[failure]
+    outcome = run_procedure(CHANGE.after_step(8, tamper), s, s.record)
     verdicts = {r.number: r.verdict for r in outcome.rows}
+    rows = {r.number: r for r in outcome.rows}
     assert outcome.failed_step is not None and outcome.failed_step.number == 12
-    assert "TRE refused the sealed MCIM" in outcome.failed_step.detail
-    assert verdicts[13] == "failed" and verdicts[14] == "skipped" and verdicts["after"] == "skipped"
+    assert cause in rows[12].detail and "fell back to the initial-access credential" in rows[12].detail
+    assert verdicts[13] == "failed" and "fell back to its initial-access credential" in rows[13].detail
+    assert verdicts[14] == "skipped"
+    # the recovery: an attach with the PCID, through the RO's ICF
+    assert verdicts["after"] == "passed" and "recovered: attached with the PCID" in rows["after"].detail
     net, pcid = s.network, s.m2me.pcid
-    old_imsi = net.sho.imsi_of(pcid)
-    # what the M2ME is left with: no MCIM object in the TPM, no MCIM in the agent, the old profile
-    # on the card, and that IMSI no longer served by the old SHO
-    assert MCIM_HANDLE not in s.devices.tpm.list_persistent()
+    after = [e for st in s.record.steps if st.number == "after" for e in st.events if e["type"] == "message"]
+    assert any(e["kind"] == "AuthDataRequest" and e["recipient"] == net.addresses.icf for e in after)
+    assert s.m2me.attached_as == pcid and s.m2me.address
+    # what the M2ME is left with: no MCIM object in the TPM, the initial-access credential still in
+    # the TRE and on the card (keys read back equal), the old IMSI no longer served by the old SHO
+    tpm = s.devices.tpm
+    assert MCIM_HANDLE not in tpm.list_persistent() and ACCESS_CREDENTIAL_HANDLE in tpm.list_persistent()
     assert s.m2me.installed is None
-    assert s.m2me.identity_on_card() == old_imsi
+    assert s.m2me.identity_on_card() == pcid
+    credential = s.tre.access_credential()
+    keys = Sja2(s.devices.uicc).read_keys(adm1=s.bench.uicc.adm1.resolve_key()).usim
+    assert credential.pcid == pcid and keys.k == credential.k and keys.op_opc == credential.opc
+    old_imsi = net.sho.imsi_of(pcid)
     assert net.sho.subscriber(old_imsi)["state"] == "discarded"
     # the failure reached the DPF and the new SHO; its IMSI never became active
     assert net.ro.dpf.status(pcid)["success"] in (0, False)
     assert net.nsho.contract(pcid)["state"] == "provisioning failed"
     assert net.nsho.subscriber(net.nsho.imsi_of(pcid))["state"] == "discarded"
+
+
+@RELAYED
+def test_step_8_overwrites_the_cards_old_keys_and_keeps_the_initial_access_credential(m2me: Session) -> None:
+    s = m2me
+    seen: dict[str, object] = {}
+    adm1 = s.bench.uicc.adm1.resolve_key()
+
+    def keep(name: str) -> Callable[[Session], None]:
+        def look(s: Session) -> None:
+            keys = Sja2(s.devices.uicc).read_keys(adm1=adm1).usim
+            seen[name] = (s.m2me.identity_on_card(), keys.k, keys.op_opc,
+                          ACCESS_CREDENTIAL_HANDLE in s.devices.tpm.list_persistent(),
+                          s.devices.tpm.read_public(ACCESS_CREDENTIAL_HANDLE).marshal())
+        return look
+
+    outcome = run(s, CHANGE.after_step("before", keep("old")).after_step(8, keep("after 8"))
+                  .after_step(12, keep("after 12")))
+    credential = s.tre.access_credential()
+    old, after8, after12 = seen["old"], seen["after 8"], seen["after 12"]
+    assert old[0] != s.m2me.pcid and old[1] != credential.k        # the old SHO's MCIM on the card
+    assert after8[0] == s.m2me.pcid and after8[1] == credential.k and after8[2] == credential.opc
+    assert after12[0] != s.m2me.pcid and after12[1] not in (old[1], credential.k)
+    # the initial-access credential's sealed object: the same, untouched by every install and discard
+    assert old[3] and after8[3] and after12[3] and old[4] == after8[4] == after12[4]
+    assert "K/OPc read back equal" in outcome.rows[8].detail
+
+
+# -- the subscriber's instruction is authenticated (step 2) ----------------------------------------------
+
+class _Forger:
+    """Stands in for the subscriber at step 2 and sends what ``make`` builds from a genuine one."""
+
+    def __init__(self, real: M2meSubscriber, make: Callable[[M2meSubscriber, dict], ReprovisioningInstruction]):
+        self.real, self.make, self.address = real, make, real.address
+
+    def instruction(self, **kw: object) -> ReprovisioningInstruction:
+        return self.make(self.real, kw)
+
+
+FORGERIES: dict[str, tuple[Callable[[M2meSubscriber, dict], ReprovisioningInstruction], str]] = {
+    "unsigned": (lambda real, kw: replace(real.instruction(**kw), signature=b""), "unsigned instruction"),
+    "signed by another key": (lambda real, kw: M2meSubscriber().instruction(**kw),
+                              "not signed by the subscriber registered at manufacture"),
+    "an attacker's SHO key slipped in": (
+        lambda real, kw: replace(real.instruction(**kw), new_sho_verify_key=M2meSubscriber().public_key),
+        "not signed by the subscriber registered at manufacture"),
+    "for another M2ME": (lambda real, kw: real.instruction(**{**kw, "pcid": "001029999999999"}),
+                         "instruction for another M2ME"),
+}
+
+
+@RELAYED
+@pytest.mark.parametrize("forgery", list(FORGERIES))
+def test_an_instruction_not_from_the_subscriber_is_refused_at_step_2(m2me: Session, forgery: str) -> None:
+    s = m2me
+    make, reason = FORGERIES[forgery]
+
+    def forger_takes_over(s: Session) -> None:
+        s.subscriber = _Forger(s.subscriber, make)
+
+    outcome = run_procedure(CHANGE.after_step(1, forger_takes_over), s, s.record)
+    assert outcome.failed_step is not None and outcome.failed_step.number == 2
+    assert reason in outcome.failed_step.detail
+    # nothing changed on the M2ME: still the old SHO's MCIM, no change in progress
+    assert s.m2me.change is None and s.m2me.installed is not None
+    assert MCIM_HANDLE in s.devices.tpm.list_persistent()
+
+
+@RELAYED
+def test_a_replayed_instruction_is_refused_at_step_2(m2me: Session) -> None:
+    s = m2me
+    sent: list[ReprovisioningInstruction] = []
+
+    def replay(real: M2meSubscriber, kw: dict) -> ReprovisioningInstruction:
+        return sent[0]
+
+    def recorded_earlier(s: Session) -> None:
+        real = s.subscriber
+        msg = real.instruction(m2me_address=s.m2me.address, pcid=s.m2me.pcid, new_sho_address=s.network.nsho.address,
+                               new_sho_verify_key=s.state["change_ack"].sho_verify_key)
+        assert s.network.bus.request(msg).accepted     # the genuine one, seen on the bus
+        sent.append(msg)
+        s.subscriber = _Forger(real, replay)
+
+    outcome = run_procedure(CHANGE.after_step(1, recorded_earlier), s, s.record)
+    assert outcome.failed_step is not None and outcome.failed_step.number == 2
+    assert "replayed instruction (nonce already used)" in outcome.failed_step.detail
+
+
+@RELAYED
+def test_the_dpf_opens_a_session_only_for_the_m2me_the_drf_bootstrapped(m2me: Session) -> None:
+    s = m2me
+    run(s)
+    dpf, pcid = s.network.ro.dpf, s.m2me.pcid
+    genuine = s.m2me.bootstrap.bootstrap_token
+    assert genuine
+    for token in (b"", bytes(16), genuine[:-1] + bytes([genuine[-1] ^ 1])):
+        with pytest.raises(Refused, match="not the bootstrap token|has not bootstrapped"):
+            s.network.bus.request(ManagementSessionOpen(sender="10.45.0.99", recipient=dpf.address, pcid=pcid,
+                                                        m2me_address="10.45.0.99", sho_address=s.network.nsho.address,
+                                                        bootstrap_token=token))
+    with pytest.raises(Refused, match="not the DPF registered"):
+        s.network.bus.request(ManagementSessionOpen(sender="10.45.0.99", recipient=dpf.address,
+                                                    pcid="001029999999999", m2me_address="10.45.0.99",
+                                                    sho_address=s.network.nsho.address, bootstrap_token=genuine))
+    assert dpf.session(pcid)["m2me_address"] == s.m2me.address   # the M2ME's own session stands

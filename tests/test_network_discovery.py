@@ -78,6 +78,14 @@ def attached_m2me(net: Network, platform_id: str = "platform-1", *, contract: bo
     return m2me
 
 
+def bootstrapped(net: Network, m2me: ScriptedM2me) -> bytes:
+    """000 s8-s11; the token the DPF asks for when the M2ME opens its session."""
+    net.ro.icf.request_bootstrap(m2me.pcid)
+    m2me.expect(BootstrapMessage)
+    net.ro.drf.send_bootstrap(m2me.pcid)
+    return m2me.received[-1].bootstrap_token
+
+
 def test_bootstrap_message_names_dpf_sho_and_contexts(net: Network) -> None:
     m2me = attached_m2me(net)
     net.ro.icf.request_bootstrap(m2me.pcid)  # 000 s8 (and s9 at the DRF)
@@ -134,6 +142,7 @@ def authorise(net: Network, sender: str, pcid: str, document: bytes = b"<MgmtTre
 
 def test_dpf_refuses_an_authorisation_not_from_the_registered_sho(net: Network) -> None:
     m2me = attached_m2me(net)
+    token = bootstrapped(net, m2me)
     refused = authorise(net, net.addresses.nsho, m2me.pcid)
     assert not refused.accepted
     assert "not the SHO registered" in (refused.reason or "")
@@ -142,7 +151,7 @@ def test_dpf_refuses_an_authorisation_not_from_the_registered_sho(net: Network) 
     assert authorise(net, net.addresses.sho, m2me.pcid, b"<MgmtTree>sho-b</MgmtTree>").accepted
     session = net.bus.request(ManagementSessionOpen(sender=m2me.address, recipient=net.addresses.dpf,
                                                     pcid=m2me.pcid, m2me_address=m2me.address,
-                                                    sho_address=net.addresses.sho))
+                                                    sho_address=net.addresses.sho, bootstrap_token=token))
     assert isinstance(session, ManagementSessionAccept)
     m2me.expect(M2MSIMMobjDownload)
     net.ro.dpf.download(m2me.pcid)  # 000 s18
@@ -154,19 +163,21 @@ def test_dpf_refuses_an_authorisation_not_from_the_registered_sho(net: Network) 
 def test_dpf_takes_the_new_sho_the_m2me_names_in_its_session(net: Network) -> None:
     # 004 c4 s2: the owner told the M2ME to re-provision from the new SHO, which is not yet in the registry
     m2me = attached_m2me(net)
+    token = bootstrapped(net, m2me)
     net.bus.request(ManagementSessionOpen(sender=m2me.address, recipient=net.addresses.dpf, pcid=m2me.pcid,
-                                          m2me_address=m2me.address, sho_address=net.addresses.nsho))
+                                          m2me_address=m2me.address, sho_address=net.addresses.nsho, bootstrap_token=token))
     assert authorise(net, net.addresses.nsho, m2me.pcid).accepted
     assert not authorise(net, "sho.rogue.example", m2me.pcid).accepted
 
 
 def test_dpf_needs_a_session_and_relays_the_status_to_the_authorising_sho(net: Network) -> None:
     m2me = attached_m2me(net)
+    token = bootstrapped(net, m2me)
     assert authorise(net, net.addresses.sho, m2me.pcid).accepted
     with pytest.raises(Refused, match="no management session"):
         net.ro.dpf.download(m2me.pcid)
     net.bus.request(ManagementSessionOpen(sender=m2me.address, recipient=net.addresses.dpf, pcid=m2me.pcid,
-                                          m2me_address=m2me.address, sho_address=net.addresses.sho))
+                                          m2me_address=m2me.address, sho_address=net.addresses.sho, bootstrap_token=token))
     m2me.expect(M2MSIMMobjDownload)
     net.ro.dpf.download(m2me.pcid)
     with pytest.raises(Refused, match="authorisation is downloaded"):

@@ -9,19 +9,29 @@ and reports the status to the DPF. Its address on the network is the IP the VNO 
 from __future__ import annotations
 
 import dataclasses
+import hmac
+import time
 from dataclasses import dataclass
 from typing import Callable
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from mcim_hil.drivers.errors import DeviceError
 from mcim_hil.drivers.sja2 import Sja2
+from mcim_hil.drivers.uicc_files import MILENAGE_C_DEFAULT, MILENAGE_R_DEFAULT
 from mcim_hil.drivers.uicc import Uicc
 from mcim_hil.network import m2msimmobj
-from mcim_hil.network.attestation import CredentialChallenge, Evidence, Measurement
+from mcim_hil.network.attestation import CredentialChallenge, Evidence, Measurement, tpm_name
 from mcim_hil.network.bus import Bus, Refused
 from mcim_hil.network.mcim import Mcim, McimError, open_mcim
 from mcim_hil.network.messages import (
+    AccessCredentialDelivery,
+    AccessCredentialInstalled,
+    AccessCredentialReplacementAccept,
+    AccessCredentialReplacementOffer,
+    AccessCredentialRenewalRequest,
     BootstrapAck,
     BootstrapMessage,
     ConnectAccept,
@@ -43,10 +53,17 @@ from mcim_hil.network.messages import (
     ProvisioningStatusAck,
     ReprovisioningAck,
     ReprovisioningInstruction,
+    SealingParentRequest,
+    SealingParentResponse,
 )
 
 from .air import AirInterface, Attachment
-from .tre import Component, TrustedEnvironment
+from .tre import ACCESS_CREDENTIAL_HANDLE, PREPROVISIONED_HANDLE, Component, TreError, TrustedEnvironment
+
+
+# renew the initial-access credential during a change of SHO when it has less than this left
+# (5.1.3.8.4.3, last paragraph: "about to expire")
+ACCESS_RENEWAL_MARGIN_S = 30 * 86400.0
 
 
 class ProvisioningError(Exception):
@@ -69,6 +86,8 @@ class ShoChange:
     old_sho_address: str
     old_imsi: str
     new_sho_address: str
+    new_sho_verify_key: bytes = b""
+    pristine: bool = False      # 5.1.3.8.4.3: back to the pristine state, then the initial provisioning
 
 
 @dataclass(frozen=True)
@@ -79,7 +98,51 @@ class DiscardedCredentials:
     home_plmn: str
     tre_handle: int
     tre_object_evicted: bool    # the sealed MCIM object was in the TPM and is gone
-    card_profile_kept: bool     # the card keeps the old profile until the new MCIM overwrites it (s12)
+    card: RestoredAccess        # the card's old IMSI/K/OPc overwritten with the PCID credential
+    old_sho_acknowledged: bool | None = None   # pristine s3: told the old SHO (None: nothing to tell)
+
+
+@dataclass(frozen=True)
+class RestoredAccess:
+    """The initial-access credential put back on the card from the TRE: no key material."""
+
+    pcid: str
+    tre_handle: int
+    lifetime_left_s: float
+    keys_read_back: bool        # the card's K/OPc read back (ADM1) equal the TRE's
+
+
+@dataclass(frozen=True)
+class RenewedAccess:
+    """The initial-access credential renewed into the TRE: no key material."""
+
+    pcid: str
+    tre_handle: int
+    old_lifetime_left_s: float
+    lifetime_left_s: float
+
+
+@dataclass(frozen=True)
+class Preprovisioned:
+    """A second SHO's MCIM kept in the TRE, under that SHO's own sealing parent, until a change
+    switches the card to it (5.1.3.8.4.2 variant). The envelope is ciphertext: its key is sealed."""
+
+    sho_address: str
+    imsi: str
+    home_plmn: str
+    tre_handle: int
+    envelope: bytes = dataclasses.field(repr=False)
+    binding: bytes = dataclasses.field(repr=False)   # the sealed key object's name
+    pcrs: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """An install failed: what the M2ME fell back to (or why it could not)."""
+
+    cause: str
+    restored: RestoredAccess | None
+    error: str | None = None
 
 
 class M2me:
@@ -104,6 +167,15 @@ class M2me:
         self.change: ShoChange | None = None                 # 004 c4: a change of SHO in progress
         self.discarded: DiscardedCredentials | None = None   # 004 c4 s8
         self.discard_ack: DiscardAcknowledgement | None = None  # 004 c4 s10
+        self.fallback: Fallback | None = None                # an install failed: back to the PCID
+        self.subscriber_key = b""          # DER SPKI of the M2ME subscriber, registered at manufacture
+        self.clock: Callable[[], float] = time.time   # tests move it
+        self.access_renewal_margin_s = ACCESS_RENEWAL_MARGIN_S
+        self.access_renewed: RenewedAccess | None = None   # the latest network-initiated replacement
+        self._access_offer: str | None = None              # the DPF whose replacement offer was accepted
+        self.sealing_parents: dict[bytes, str] = {}        # parent name -> the SHO it was certified for
+        self.preprovisioned: Preprovisioned | None = None
+        self._instruction_nonces: set[bytes] = set()
 
     # -- start ------------------------------------------------------------------------------
 
@@ -155,7 +227,8 @@ class M2me:
         boot = self._bootstrap()
         reply = self.bus.request(ManagementSessionOpen(sender=self._address(), recipient=boot.dpf_address,
                                                        pcid=self.pcid, m2me_address=self._address(),
-                                                       sho_address=boot.sho_address))
+                                                       sho_address=boot.sho_address,
+                                                       bootstrap_token=boot.bootstrap_token))
         if not isinstance(reply, ManagementSessionAccept):
             raise Refused(boot.dpf_address, "management session", getattr(reply, "reason", None), reply)
         self.session_id = reply.session_id
@@ -185,16 +258,49 @@ class M2me:
             key = self.tre.install_sealed(sealed.public, sealed.duplicate, sealed.seed, sealed.encryption_key,
                                           sealed.pcr_selection)
         except DeviceError as exc:
-            raise ProvisioningError(f"TRE refused the sealed MCIM: {exc}") from exc
+            raise self._install_failed(f"TRE refused the sealed MCIM: {exc}") from exc
         try:
             mcim = open_mcim(obj.mcim_envelope, key, sealed.name)
             self._personalise_card(mcim)
         except (McimError, DeviceError) as exc:
             if not tre_had_mcim:
                 self.tre.discard_mcim()
-            raise ProvisioningError(f"MCIM not installed: {exc}") from exc
+            raise self._install_failed(f"MCIM not installed: {exc}") from exc
         self.installed = InstalledMcim(mcim.imsi, mcim.home_plmn, self.tre.mcim_handle)
         return self.installed
+
+    def _install_failed(self, cause: str) -> ProvisioningError:
+        """Never left without a credential: once the old SHO's MCIM is discarded (a change of SHO),
+        a failed install falls back to the initial-access credential, from the TRE to the card."""
+        if self.discarded is None:
+            return ProvisioningError(cause)
+        try:
+            if self.tre.has_mcim():
+                self.tre.discard_mcim()   # half an install is no credential
+            self.fallback = Fallback(cause, self.restore_access_credential())
+        except (DeviceError, TreError, ProvisioningError) as exc:
+            self.fallback = Fallback(cause, None, str(exc))
+            return ProvisioningError(f"{cause}; falling back to the initial-access credential FAILED too: {exc}")
+        return ProvisioningError(f"{cause}; fell back to the initial-access credential "
+                                 f"(PCID {self.fallback.restored.pcid}, from TRE 0x{ACCESS_CREDENTIAL_HANDLE:08x})")
+
+    def restore_access_credential(self) -> RestoredAccess:
+        """The initial-access credential, unsealed in the TRE, personalises the card (IMSI = PCID,
+        K/OPc, the default Milenage constants, SQN reset); the key files are read back (ADM1) and
+        compared in the agent, never shown. The TRE keeps its sealed copy."""
+        credential = self.tre.access_credential()
+        adm1 = self._adm1()
+        card = Sja2(self.uicc)
+        card.program(credential.pcid, credential.k, credential.opc, adm1=adm1,
+                     milenage_r=tuple(MILENAGE_R_DEFAULT), milenage_c=tuple(MILENAGE_C_DEFAULT),
+                     mnc_len=2, reset_sqn=True)
+        keys = card.read_keys(adm1=adm1).usim
+        same = hmac.compare_digest(keys.k, credential.k) and hmac.compare_digest(keys.op_opc, credential.opc)
+        if not same:
+            raise ProvisioningError(f"{self.uicc.name}: the card's key files do not read back as the "
+                                    f"initial-access credential written to them")
+        self.installed = None
+        return RestoredAccess(credential.pcid, ACCESS_CREDENTIAL_HANDLE, credential.lifetime_left(self.clock()), True)
 
     def _personalise_card(self, mcim: Mcim) -> None:
         """The SJA2 profile writes IMSI, K, OPc (Milenage constants as given), SQN reset."""
@@ -223,6 +329,12 @@ class M2me:
             return self._on_download(msg)
         if isinstance(msg, ReprovisioningInstruction):
             return self._on_reprovisioning(msg)
+        if isinstance(msg, SealingParentRequest):
+            return self._on_sealing_parent(msg)
+        if isinstance(msg, AccessCredentialReplacementOffer):
+            return self._on_access_offer(msg)
+        if isinstance(msg, AccessCredentialDelivery):
+            return self._on_access_delivery(msg)
         raise Refused(self._address(), msg.kind, "the M2ME agent does not handle this message")
 
     def _on_bootstrap(self, msg: BootstrapMessage) -> BootstrapAck:
@@ -232,6 +344,13 @@ class M2me:
         except ValueError:
             return BootstrapAck(sender=self._address(), recipient=msg.sender, pcid=msg.pcid, accepted=False,
                                 reason="the SHO verification key is not a public key")
+        change = self.change
+        if change is not None and change.pristine and (msg.sho_address != change.new_sho_address
+                                                       or msg.sho_verify_key != change.new_sho_verify_key):
+            # 004 c4p s8: the DRF must lead to the SHO the subscriber instructed, with its key
+            return BootstrapAck(sender=self._address(), recipient=msg.sender, pcid=msg.pcid, accepted=False,
+                                reason=f"the DRF names SHO {msg.sho_address}; the subscriber instructed "
+                                       f"{change.new_sho_address}")
         self.bootstrap = msg
         return BootstrapAck(sender=self._address(), recipient=msg.sender, pcid=msg.pcid, accepted=True)
 
@@ -270,8 +389,11 @@ class M2me:
             return ReprovisioningAck(sender=self._address(), recipient=msg.sender, pcid=msg.pcid,
                                      accepted=accepted, reason=reason)
 
+        refused = self._unauthentic(msg)
+        if refused:
+            return answer(False, refused)
         if msg.pristine:
-            return answer(False, "going back to the pristine state (5.1.3.8.4.3) is not done by this agent")
+            return self._on_pristine_instruction(msg, answer)
         if self.installed is None or self.bootstrap is None:
             return answer(False, "no MCIM installed: there is no old SHO to re-provision from")
         if msg.new_sho_address == self.bootstrap.sho_address:
@@ -281,31 +403,209 @@ class M2me:
         except ValueError:
             return answer(False, "the new SHO verification key is not a public key")
         self.change = ShoChange(self.bootstrap.sho_address, self.installed.imsi, msg.new_sho_address)
-        self.discarded, self.discard_ack, self.pending = None, None, None
+        self.discarded, self.discard_ack, self.pending, self.fallback = None, None, None, None
         # from now on the management session names the new SHO, and only an M2MSIMMobj signed by
         # the new SHO is accepted (the DPF stays the RO's)
         self.bootstrap = dataclasses.replace(self.bootstrap, sho_address=msg.new_sho_address,
                                              sho_verify_key=msg.new_sho_verify_key)
         return answer(True)
 
-    def discard_old_mcim(self) -> DiscardedCredentials:
-        """004 c4 s8: before installing the new MCIM, discard the old SHO's credentials: the sealed
-        MCIM object is evicted from the TRE and the agent forgets the old MCIM. The agent holds no
-        AVs or AKA keys of its own (the AKA runs on the card). The card keeps the old profile until
-        the new MCIM is written at s12. Refused while no new M2MSIMMobj is here, whole and checked
-        (s7), so the old MCIM is never given up for nothing."""
-        change = self._change()
+    def _unauthentic(self, msg: ReprovisioningInstruction) -> str | None:
+        """Why an instruction is not the registered subscriber's, fresh and for this M2ME; None if it is."""
+        if not self.subscriber_key:
+            return "no subscriber key was registered at manufacture"
+        if not msg.signature:
+            return "unsigned instruction"
+        if msg.pcid != self.pcid:
+            return f"instruction for another M2ME (PCID {msg.pcid})"
+        if len(msg.nonce) < 16:
+            return "instruction without a fresh nonce"
+        key = serialization.load_der_public_key(self.subscriber_key)
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        try:
+            key.verify(msg.signature, msg.signed_bytes(), ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            return "not signed by the subscriber registered at manufacture"
+        if msg.nonce in self._instruction_nonces:
+            return "replayed instruction (nonce already used)"
+        self._instruction_nonces.add(msg.nonce)
+        return None
+
+    # -- the initial-access credential's lifetime (5.1.3.8.4.3, last paragraphs) ------------------
+
+    def access_lifetime_left(self) -> float:
+        return self.tre.access_credential().lifetime_left(self.clock())
+
+    def renew_access_credential_if_due(self) -> RenewedAccess | None:
+        """During a change of SHO: with less than the margin left, ask the RO's DPF for a new
+        initial-access credential (the CCIF issues it) and install it into the TRE."""
+        if self.access_lifetime_left() > self.access_renewal_margin_s:
+            return None
+        return self.renew_access_credential()
+
+    def _on_access_offer(self, msg: AccessCredentialReplacementOffer) -> AccessCredentialReplacementAccept:
+        """Network-initiated replacement: only from the DPF the DRF bootstrapped this M2ME to."""
+        def answer(accepted: bool, reason: str | None = None, key: bytes = b"") -> AccessCredentialReplacementAccept:
+            return AccessCredentialReplacementAccept(sender=self._address(), recipient=msg.sender, pcid=msg.pcid,
+                                                     accepted=accepted, storage_key_public=key, reason=reason)
+        if self.bootstrap is None or msg.sender != self.bootstrap.dpf_address:
+            return answer(False, f"{msg.sender} is not this M2ME's DPF")
+        if msg.pcid != self.pcid:
+            return answer(False, f"offer for another M2ME (PCID {msg.pcid})")
+        self._access_offer = msg.sender
+        return answer(True, key=self.tre.keys().storage_key.public.marshal())
+
+    def _on_access_delivery(self, msg: AccessCredentialDelivery) -> AccessCredentialInstalled:
+        def answer(success: bool, detail: str) -> AccessCredentialInstalled:
+            return AccessCredentialInstalled(sender=self._address(), recipient=msg.sender, pcid=msg.pcid,
+                                             success=success, detail=detail)
+        if self._access_offer != msg.sender:
+            return answer(False, "no replacement was offered by this DPF")
+        self._access_offer = None
+        old = self.access_lifetime_left()
+        try:
+            credential = self.tre.install_access_credential(msg.public, msg.duplicate, msg.seed, msg.encryption_key)
+        except (DeviceError, TreError) as exc:
+            return answer(False, f"the TRE refused the new initial-access credential: {exc}")
+        if credential.pcid != self.pcid:
+            return answer(False, f"the new credential is for PCID {credential.pcid}")
+        self.access_renewed = RenewedAccess(self.pcid, ACCESS_CREDENTIAL_HANDLE, old,
+                                            credential.lifetime_left(self.clock()))
+        return answer(True, f"installed at TRE 0x{ACCESS_CREDENTIAL_HANDLE:08x}")
+
+    # -- 5.1.3.8.4.2 variant: MCIMs of two SHOs pre-provisioned, each under its SHO's own parent ----
+
+    def _on_sealing_parent(self, msg: SealingParentRequest) -> SealingParentResponse:
+        public, attest, signature = self.tre.certify_sealing_parent(msg.sender.encode(), msg.nonce)
+        self.sealing_parents[tpm_name(public)] = msg.sender
+        return SealingParentResponse(sender=self._address(), recipient=msg.sender, pcid=msg.pcid,
+                                     storage_key_public=public, certify_attest=attest, certify_signature=signature)
+
+    def preprovision_mcim(self) -> Preprovisioned:
+        """Keep the downloaded MCIM of another SHO in the TRE without touching the card: its key
+        object imports only under the sealing parent certified for the SHO that signed it."""
         if self.pending is None:
+            raise ProvisioningError("no M2MSIMMobj was downloaded")
+        obj, self.pending = self.pending, None
+        sealed = obj.sealed
+        sho = self.sealing_parents.get(sealed.storage_key_name)
+        if sho is None or sho != self._bootstrap().sho_address:
+            raise ProvisioningError("the M2MSIMMobj is not sealed to the sealing parent of the SHO that signed it")
+        try:
+            key = self.tre.install_sealed_under(sho.encode(), PREPROVISIONED_HANDLE, sealed.public, sealed.duplicate,
+                                                sealed.seed, sealed.encryption_key, sealed.pcr_selection)
+            mcim = open_mcim(obj.mcim_envelope, key, sealed.name)   # checked now, written to the card later
+        except (DeviceError, McimError) as exc:
+            if PREPROVISIONED_HANDLE in self.tre.tpm.list_persistent():
+                self.tre.tpm.evict(PREPROVISIONED_HANDLE)
+            raise ProvisioningError(f"TRE refused the pre-provisioned MCIM: {exc}") from exc
+        self.preprovisioned = Preprovisioned(sho, mcim.imsi, mcim.home_plmn, PREPROVISIONED_HANDLE,
+                                             obj.mcim_envelope, sealed.name, tuple(sealed.pcr_selection))
+        return self.preprovisioned
+
+    def switch_to_preprovisioned(self) -> InstalledMcim:
+        """The change (s12 of the variant): unseal the new SHO's key under its own parent, open its
+        MCIM and personalise the card with it."""
+        pre = self.preprovisioned
+        if pre is None:
+            raise ProvisioningError("no MCIM was pre-provisioned")
+        try:
+            key = self.tre.unseal_under(pre.sho_address.encode(), pre.tre_handle, pre.pcrs)
+            mcim = open_mcim(pre.envelope, key, pre.binding)
+            self._personalise_card(mcim)
+        except (DeviceError, McimError) as exc:
+            raise self._install_failed(f"switching to the pre-provisioned MCIM failed: {exc}") from exc
+        self.preprovisioned = None
+        self.installed = InstalledMcim(mcim.imsi, mcim.home_plmn, pre.tre_handle)
+        return self.installed
+
+    def renew_access_credential(self) -> RenewedAccess:
+        boot = self._bootstrap()
+        old = self.access_lifetime_left()
+        srk = self.tre.keys().storage_key
+        reply = self.bus.request(AccessCredentialRenewalRequest(sender=self._address(), recipient=boot.dpf_address,
+                                                                pcid=self.pcid, storage_key_public=srk.public.marshal()))
+        if not isinstance(reply, AccessCredentialDelivery) or reply.pcid != self.pcid:
+            raise Refused(boot.dpf_address, "access credential renewal", getattr(reply, "reason", None), reply)
+        try:
+            credential = self.tre.install_access_credential(reply.public, reply.duplicate, reply.seed,
+                                                            reply.encryption_key)
+        except (DeviceError, TreError) as exc:
+            raise ProvisioningError(f"the TRE refused the renewed initial-access credential: {exc}") from exc
+        if credential.pcid != self.pcid:
+            raise ProvisioningError(f"the renewed credential is for PCID {credential.pcid}, not {self.pcid}")
+        return RenewedAccess(self.pcid, ACCESS_CREDENTIAL_HANDLE, old, credential.lifetime_left(self.clock()))
+
+    # -- 004 c4p (5.1.3.8.4.3): back to the pristine state ------------------------------------------
+
+    def _on_pristine_instruction(self, msg: ReprovisioningInstruction,
+                                 answer: Callable[..., ReprovisioningAck]) -> ReprovisioningAck:
+        """004 c4p s2: accepted with an MCIM installed, or already back on the PCID credential (a
+        change of SHO whose install failed). The target SHO is kept: the DRF must lead to it (s8)."""
+        try:
+            serialization.load_der_public_key(msg.new_sho_verify_key)
+        except ValueError:
+            return answer(False, "the new SHO verification key is not a public key")
+        if self.installed is not None and self.bootstrap is not None:
+            old_sho, old_imsi = self.bootstrap.sho_address, self.installed.imsi
+        elif self.change is not None and self.discarded is not None:
+            old_sho, old_imsi = self.change.old_sho_address, self.change.old_imsi   # already discarded
+        else:
+            return answer(False, "no MCIM installed and no earlier change: the M2ME is pristine already")
+        self.change = ShoChange(old_sho, old_imsi, msg.new_sho_address, msg.new_sho_verify_key, pristine=True)
+        self.pending, self.fallback = None, None
+        return answer(True)
+
+    def return_to_pristine(self) -> DiscardedCredentials:
+        """004 c4p s3: remove the old SHO's MCIM (TPM object evicted, the card re-personalised with
+        the PCID credential from the TRE, read back), tell the old SHO while its connectivity
+        lasts (unless a failed change told it already), and detach: the M2ME is pristine."""
+        change = self._change()
+        if not change.pristine:
+            raise ProvisioningError("no return to the pristine state was instructed")
+        already = self.discarded if self.discarded is not None and self.installed is None else None
+        home_plmn = self.installed.home_plmn if self.installed else (already.home_plmn if already else "")
+        try:
+            evicted = self.tre.discard_mcim()
+            card = self.restore_access_credential()
+        except (DeviceError, TreError) as exc:
+            raise ProvisioningError(f"the old SHO's MCIM could not be removed: {exc}") from exc
+        acknowledged: bool | None = None
+        if already is None and self.address:
+            reply = self.bus.request(CredentialsDiscarded(sender=self._address(), recipient=change.old_sho_address,
+                                                          pcid=self.pcid, imsi=change.old_imsi))
+            acknowledged = isinstance(reply, DiscardAcknowledgement) and reply.acknowledged
+        self.discarded = DiscardedCredentials(imsi=change.old_imsi, home_plmn=home_plmn,
+                                              tre_handle=self.tre.mcim_handle, tre_object_evicted=evicted,
+                                              card=card, old_sho_acknowledged=acknowledged)
+        self.detach()
+        self.bootstrap, self.session_id, self.discard_ack = None, None, None
+        return self.discarded
+
+    def discard_old_mcim(self) -> DiscardedCredentials:
+        """004 c4 s8: before installing the new MCIM, discard ALL of the old SHO's credentials: the
+        sealed MCIM object is evicted from the TRE, the card's IMSI/K/OPc are overwritten with the
+        initial-access credential from the TRE (read back), and the agent forgets the old MCIM. The
+        agent holds no AVs or AKA keys of its own (the AKA runs on the card). The initial-access
+        credential in the TRE is never touched. Refused while no new M2MSIMMobj is here, whole and
+        checked (s7), so the old MCIM is never given up for nothing."""
+        change = self._change()
+        if self.pending is None and (self.preprovisioned is None
+                                     or self.preprovisioned.sho_address != change.new_sho_address):
             raise ProvisioningError("no new M2MSIMMobj was downloaded: the old SHO's MCIM is kept")
         old = self.installed
         try:
             evicted = self.tre.discard_mcim()
         except DeviceError as exc:
             raise ProvisioningError(f"TRE could not evict the old MCIM object: {exc}") from exc
+        try:
+            card = self.restore_access_credential()
+        except (DeviceError, TreError) as exc:
+            raise ProvisioningError(f"the card's old K/OPc could not be overwritten: {exc}") from exc
         self.installed = None
         self.discarded = DiscardedCredentials(imsi=change.old_imsi, home_plmn=old.home_plmn if old else "",
                                               tre_handle=self.tre.mcim_handle, tre_object_evicted=evicted,
-                                              card_profile_kept=True)
+                                              card=card)
         return self.discarded
 
     def notify_old_sho_discarded(self) -> DiscardAcknowledgement:

@@ -11,11 +11,14 @@ the same TPM, so nothing of them has to be persisted. Only the sealed MCIM objec
 from __future__ import annotations
 
 import hashlib
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from mcim_hil.drivers.errors import TpmError
 from mcim_hil.drivers.tpm import Ak, StorageKey, Tpm
+from mcim_hil.network.access_credential import AccessCredential
 
 # PC Client PTP: PCR 23 is "application support", resettable and extendable at locality 0.
 # The M2ME's boot measurements go there, so a bench TPM that does not reboot between runs
@@ -23,6 +26,11 @@ from mcim_hil.drivers.tpm import Ak, StorageKey, Tpm
 MEASUREMENT_PCR = 23
 # Owner persistent range (TPM 2.0 Part 2, 7.5 / TCG handle registry): where the sealed MCIM lives.
 MCIM_HANDLE = 0x81000A11
+# ... and where the initial network access (PCID) credential lives, apart from any MCIM, from
+# manufacture on: no install or discard of an MCIM touches this handle.
+ACCESS_CREDENTIAL_HANDLE = 0x81000A10
+# a second SHO's pre-provisioned MCIM (5.1.3.8.4.2 variant), under that SHO's own sealing parent
+PREPROVISIONED_HANDLE = 0x81000A12
 
 
 @dataclass(frozen=True)
@@ -169,3 +177,124 @@ class TrustedEnvironment:
             return False
         self.tpm.evict(self.mcim_handle)
         return True
+
+    # -- the initial network access credential ----------------------------------------------
+
+    def has_access_credential(self) -> bool:
+        return ACCESS_CREDENTIAL_HANDLE in self.tpm.list_persistent()
+
+    def seal_access_credential(self, credential: AccessCredential) -> int:
+        """Manufacture: the TPM seals the credential under the storage key with its own policy
+        (PolicySecret(owner) + PolicyCommandCode(Unseal): any PCR state, so the M2ME can always
+        go back to it) and persists it at ACCESS_CREDENTIAL_HANDLE. Returns the handle."""
+        with self._storage_key_alone() as srk:
+            private, public = self.tpm.create_sealed(srk, credential.to_bytes(), self.tpm.owner_unseal_policy())
+            self._persist_access_object(srk, private, public)
+        return ACCESS_CREDENTIAL_HANDLE
+
+    @contextmanager
+    def _storage_key_alone(self) -> Iterator[StorageKey]:
+        """The storage key without the AK: replacing a persistent object takes two more of a raw
+        swtpm's three object slots (the new object loaded, the old one read for its eviction)."""
+        self.release()
+        srk = self.tpm.create_storage_key()
+        try:
+            yield srk
+        finally:
+            self.tpm.flush(srk)
+
+    def _persist_access_object(self, srk: StorageKey, private: bytes, public: bytes) -> None:
+        handle = self.tpm.load(srk, private, public)
+        try:
+            if self.has_access_credential():
+                self.tpm.evict(ACCESS_CREDENTIAL_HANDLE)
+            self.tpm.persist(handle, ACCESS_CREDENTIAL_HANDLE)
+        finally:
+            self.tpm.flush(handle)
+
+    def access_credential(self) -> AccessCredential:
+        """Unseal the initial-access credential (salted session: no clear key on the TPM's bus)."""
+        if not self.has_access_credential():
+            raise TreError(f"{self.tpm.tcti}: no initial-access credential at persistent "
+                           f"0x{ACCESS_CREDENTIAL_HANDLE:08x} (not manufactured)")
+        data = self.tpm.unseal_persistent_owner(ACCESS_CREDENTIAL_HANDLE, salt=self.keys().storage_key)
+        try:
+            return AccessCredential.from_bytes(data)
+        except ValueError as exc:
+            raise TreError(f"{self.tpm.tcti}: 0x{ACCESS_CREDENTIAL_HANDLE:08x}: {exc}") from exc
+
+    def install_access_credential(self, public: bytes, duplicate: bytes, seed: bytes,
+                                  encryption_key: bytes) -> AccessCredential:
+        """A renewed credential, wrapped by the network for this TPM's storage key: imported and
+        loaded (the TPM checks its integrity), persisted in place of the old one, read back."""
+        with self._storage_key_alone() as srk:
+            private = self.tpm.import_sealed(srk, public, duplicate, seed, encryption_key)
+            self._persist_access_object(srk, private.marshal(), public)
+        return self.access_credential()
+
+
+    # -- a sealing parent per SHO (pre-provisioned MCIMs, 5.1.3.8.4.2 variant) ----------------
+
+    @contextmanager
+    def _sealing_parent(self, label: bytes) -> Iterator[StorageKey]:
+        self.release()   # three object slots on a raw swtpm: the parent, the object, one read
+        parent = self.tpm.create_storage_key_for(label)
+        try:
+            yield parent
+        finally:
+            self.tpm.flush(parent)
+
+    def certify_sealing_parent(self, label: bytes, nonce: bytes) -> tuple[bytes, bytes, bytes]:
+        """The storage key for ``label`` and its TPM2_Certify by the AK over ``nonce``:
+        (public, attest, signature)."""
+        self.release()
+        ak = self.tpm.create_ak()
+        try:
+            parent = self.tpm.create_storage_key_for(label)
+            try:
+                certification = self.tpm.certify(parent, ak, nonce)
+                return parent.public.marshal(), certification.attest, certification.signature
+            finally:
+                self.tpm.flush(parent)
+        finally:
+            self.tpm.flush(ak)
+
+    def sealing_parent_name(self, label: bytes) -> bytes:
+        with self._sealing_parent(label) as parent:
+            return bytes(parent.name)
+
+    def install_sealed_under(self, label: bytes, handle: int, public: bytes, duplicate: bytes, seed: bytes,
+                             encryption_key: bytes, pcrs: Sequence[int]) -> bytes:
+        """install_sealed() under the storage key of ``label``, persisted at ``handle``: only an
+        object wrapped for that key imports (the TPM checks it). Returns the unsealed secret."""
+        with self._sealing_parent(label) as parent:
+            private = self.tpm.import_sealed(parent, public, duplicate, seed, encryption_key)
+            loaded = self.tpm.load(parent, private, public)
+            try:
+                secret = self.tpm.unseal(loaded, pcrs, salt=parent)
+                if handle in self.tpm.list_persistent():
+                    self.tpm.evict(handle)
+                self.tpm.persist(loaded, handle)
+            finally:
+                self.tpm.flush(loaded)
+        return secret
+
+    def unseal_under(self, label: bytes, handle: int, pcrs: Sequence[int]) -> bytes:
+        """The secret persisted at ``handle``, in the sealed PCR state (session salted with its parent)."""
+        with self._sealing_parent(label) as parent:
+            return self.tpm.unseal_persistent(handle, pcrs, salt=parent)
+
+
+def describe_access_credential(tpm: Tpm, now: float | None = None) -> str:
+    """Where the initial-access credential lives and how long it still serves (bench check):
+    the PCID and the lifetime only, never its keys."""
+    if ACCESS_CREDENTIAL_HANDLE not in tpm.list_persistent():
+        return f"none at persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x} (M2ME not manufactured)"
+    srk = tpm.create_storage_key()   # the salt only: one object slot of swtpm's three
+    try:
+        credential = AccessCredential.from_bytes(tpm.unseal_persistent_owner(ACCESS_CREDENTIAL_HANDLE, salt=srk))
+    finally:
+        tpm.flush(srk)
+    left = credential.lifetime_left(time.time() if now is None else now)
+    state = f"{left / 86400:.0f} days left" if left > 0 else f"EXPIRED {-left / 86400:.0f} days ago"
+    return f"persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x}, sealed (owner policy), PCID {credential.pcid}, {state}"

@@ -52,11 +52,11 @@ def build_network(options: NetworkOptions | Mapping[str, Any] | None, store_path
     sho_addresses = [at.sho] + ([at.nsho] if options.with_new_sho else [])
 
     ccif = Ccif(bus, store, address=at.ccif, pcid_plmn=options.ro_plmn, icf_addresses=[at.icf],
-                m2mes_addresses=[at.m2mes])
+                m2mes_addresses=[at.m2mes], dpf_addresses=[at.dpf])
     m2mes = M2mes(bus, store, address=at.m2mes, ccif_address=at.ccif)
     icf = Icf(bus, store, address=at.icf, ccif_address=at.ccif, drf_address=at.drf)
     drf = Drf(bus, store, address=at.drf, icf_address=at.icf, trusted_shos=sho_addresses)
-    dpf = Dpf(bus, store, address=at.dpf, drf_address=at.drf)
+    dpf = Dpf(bus, store, address=at.dpf, drf_address=at.drf, ccif_address=at.ccif)
     ivf_address = at.ivf
     pva = Pva(bus, store, address=at.pva, m2mes_address=at.m2mes, m2mes_ca=m2mes.certificate,
               ek_roots=ek_roots, ek_intermediates=ek_intermediates, pcr_selection=options.pcr_selection,

@@ -40,6 +40,7 @@ class Personalisation:
     opc: bytes = field(repr=False)
     amf: bytes
     pfc: x509.Certificate
+    not_after: float | None = None   # end of the PCID credential's lifetime (CCIF)
 
     @property
     def pfc_der(self) -> bytes:
@@ -79,7 +80,7 @@ class M2mes(Entity):
                                                      platform_id=platform_id), CredentialIssued)
         pfc = self.issue_pfc(platform_id, ak_public_key, model=model, pcid=issued.pcid)
         return Personalisation(platform_id=platform_id, pcid=issued.pcid, k=issued.k, opc=issued.opc,
-                               amf=issued.amf, pfc=pfc)
+                               amf=issued.amf, pfc=pfc, not_after=issued.not_after)
 
     def issue_pfc(self, platform_id: str, ak_public_key: CertificatePublicKeyTypes, *,
                   model: str | None = None, pcid: str | None = None) -> x509.Certificate:

@@ -25,7 +25,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from mcim_hil.aka.auc import AuC
 from mcim_hil.network import m2msimmobj
-from mcim_hil.network.attestation import Evidence, ValidationResult
+from mcim_hil.network.attestation import (
+    STORAGE_KEY_REQUIRED,
+    Evidence,
+    ValidationResult,
+    parse_attest,
+    parse_public,
+    tpm_name,
+    verify_tpm_signature,
+)
 from mcim_hil.network.bus import Bus, Entity, Refused
 from mcim_hil.network.mcim import Mcim, seal_mcim
 from mcim_hil.network.messages import (
@@ -37,6 +45,9 @@ from mcim_hil.network.messages import (
     DiscardAcknowledgement,
     DiscardConfirmation,
     DiscardConfirmationAck,
+    DrfAuthorisationRequest,
+    SealingParentRequest,
+    SealingParentResponse,
     EvidenceRequest,
     EvidenceResponse,
     IntegrityInquiry,
@@ -258,8 +269,34 @@ class Sho(Entity):
                        updated_at=time.time())
 
     # -- 000 s16-s17: the MCIM, its M2MSIMMobj, the authorisation -------------------------------------------
+    def request_sealing_parent(self, pcid: str) -> bytes:
+        """5.1.3.8.4.2 variant: a storage key of the M2ME's TRE for this SHO's MCIM alone, certified
+        by the AK this SHO's validation vouched for. Returns its public area (TPM2B_PUBLIC)."""
+        validation = self.db.get("validations", pcid=pcid)
+        platform = self.db.get("platforms", pcid=pcid)
+        if validation is None or not validation["passed"] or platform is None:
+            raise Refused(self.address, f"sealing parent of {pcid}", "the M2ME was not validated")
+        nonce = os.urandom(32)
+        reply = self.request(SealingParentRequest(sender=self.address, recipient=self._m2me_address(pcid), pcid=pcid,
+                                                  nonce=nonce), SealingParentResponse)
+        try:
+            ak = parse_public(platform["ak_public"])
+            verify_tpm_signature(ak, reply.certify_signature, reply.certify_attest)
+            attest = parse_attest(reply.certify_attest)
+            parent = parse_public(reply.storage_key_public)
+        except Exception as exc:  # InvalidSignature or a structure error: the same refusal
+            raise Refused(self.address, f"sealing parent of {pcid}",
+                          f"the certification does not verify with the validated AK ({type(exc).__name__})") from exc
+        if attest.extra_data != nonce or attest.certified_name != tpm_name(reply.storage_key_public):
+            raise Refused(self.address, f"sealing parent of {pcid}", "the certification is not of that key or nonce")
+        if not parent.has(STORAGE_KEY_REQUIRED):
+            raise Refused(self.address, f"sealing parent of {pcid}", "not a restricted decryption key")
+        self.db.update("validations", {"pcid": pcid}, storage_key_public=reply.storage_key_public)
+        return reply.storage_key_public
+
     def build_m2msimmobj(self, pcid: str) -> bytes:
-        """000 s16: a fresh MCIM sealed to the validated storage key and PCR state, in a signed M2MSIMMobj."""
+        """000 s16: a fresh MCIM sealed to the validated storage key and PCR state, in a signed M2MSIMMobj
+        (to this SHO's own sealing parent once request_sealing_parent() got one)."""
         validation = self.db.get("validations", pcid=pcid)
         if validation is None or not validation["passed"]:
             raise Refused(self.address, f"MCIM for {pcid}",
@@ -284,17 +321,19 @@ class Sho(Entity):
         self.db.update("contracts", {"pcid": pcid}, state=BUILT, updated_at=time.time())
         return document
 
-    def authorise_provisioning(self, pcid: str) -> ProvisioningAuthorisationAck:
-        """000 s17: deliver the M2MSIMMobj to the RO's DPF and authorise the provisioning."""
+    def authorise_provisioning(self, pcid: str, *, via_drf: bool = False) -> ProvisioningAuthorisationAck:
+        """000 s17: deliver the M2MSIMMobj to the RO's DPF and authorise the provisioning. With
+        ``via_drf`` (004 c4p s12): authorise the RO's DRF to authorise its DPF."""
         imsi = self.imsi_of(pcid)
         row = self.db.get("subscribers", imsi=imsi) if imsi else None
         if row is None or row["state"] != PENDING:
             raise Refused(self.address, f"authorisation for {pcid}", "no M2MSIMMobj waiting for this M2ME")
-        ack = self.request(ProvisioningAuthorisation(sender=self.address, recipient=self.dpf_address, pcid=pcid,
-                                                     m2msimmobj=row["m2msimmobj"]),
-                           ProvisioningAuthorisationAck)
+        to = self.drf_address if via_drf else self.dpf_address
+        message = (DrfAuthorisationRequest if via_drf else ProvisioningAuthorisation)(
+            sender=self.address, recipient=to, pcid=pcid, m2msimmobj=row["m2msimmobj"])
+        ack = self.request(message, ProvisioningAuthorisationAck)
         if not ack.accepted:
-            raise Refused(self.dpf_address, f"authorisation for {pcid}", ack.reason, ack)
+            raise Refused(to, f"authorisation for {pcid}", ack.reason, ack)
         self.db.update("contracts", {"pcid": pcid}, state=AUTHORISED, updated_at=time.time())
         return ack
 

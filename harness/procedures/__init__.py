@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from . import change_sho, initial, initial_ivf
+from . import change_preprovisioned, change_sho, initial, initial_ivf, pristine, renew_access
 from .base import Procedure, RunOutcome, StepRow, run_procedure
 
 PROCEDURES: dict[str, Procedure] = {p.name: p for p in (initial.PROCEDURE, initial_ivf.PROCEDURE,
-                                                        change_sho.PROCEDURE)}
+                                                        change_sho.PROCEDURE, pristine.PROCEDURE,
+                                                        change_preprovisioned.PROCEDURE, renew_access.PROCEDURE)}
 
 __all__ = ["PROCEDURES", "Procedure", "RunOutcome", "StepRow", "run_procedure"]

@@ -6,9 +6,10 @@ result from the IVF (steps 3-5).
 integrity result to the IVF, which steps 3-5 rely on) into the same record, ending with the M2ME
 attached with the old SHO's MCIM. "after": the M2ME attaches with the new SHO's MCIM.
 
-Order of the seed, kept: the old MCIM is discarded (s8) before the new one is installed (s12).
-If the install fails, the M2ME is left with no MCIM object in the TPM, the old profile on its
-card and the old SHO no longer serving that IMSI (s10): it reports the failure (s12, s13).
+Order of the seed, kept: the old MCIM is discarded (s8: TPM object evicted, the card's IMSI/K/OPc
+overwritten with the initial-access credential the TRE keeps) before the new one is installed
+(s12). If the install fails, the M2ME falls back to the initial-access credential (TRE -> UICC),
+reports the failure (s12, s13), and "after" shows the recovery: an attach with the PCID.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def step_11_m2me_relays_ack_via_dpf(s): return op.m2me_relays_ack_via_dpf(s)
 def step_12_m2me_provisions_new_mcim(s): return op.m2me_installs_new_mcim(s)
 def step_13_dpf_reports_to_new_sho(s): return op.dpf_reports_to_new_sho(s)
 def step_14_new_sho_registers_at_ro(s): return op.new_sho_registers_at_ro(s)
-def after_m2me_attaches_with_new_mcim(s): return op.attach_with_new_mcim(s)
+def after_m2me_attaches_with_new_mcim(s): return op.attach_after_change(s)
 
 
 PROCEDURE = Procedure(
@@ -79,7 +80,7 @@ PROCEDURE = Procedure(
                  step_13_dpf_reports_to_new_sho, after_failure=True),
         SeedStep(14, "New SHO registers the M2ME as subscribing to it at the RO", (NSHO, DRF),
                  step_14_new_sho_registers_at_ro),
-        SeedStep("after", "M2ME attaches with the new SHO's MCIM", (M2ME, VNO, NSHO),
-                 after_m2me_attaches_with_new_mcim),
+        SeedStep("after", "M2ME attaches with the new SHO's MCIM (after a failed install: with the PCID)",
+                 (M2ME, VNO, NSHO), after_m2me_attaches_with_new_mcim, after_failure=True),
     ),
 )

@@ -11,11 +11,11 @@ from typing import Any
 from mcim_hil.network.attestation import ValidationResult
 from mcim_hil.network.messages import (
     ReprovisioningAck,
-    ReprovisioningInstruction,
     SubscriptionChangeAck,
     SubscriptionChangeRequest,
 )
 from mcim_hil.network.sho import VIA_IVF
+from mcim_hil.network.subscriber import SUBSCRIBER_ADDRESS
 
 from mcim_hil.record import StepSkipped
 
@@ -268,8 +268,9 @@ def attach_with_mcim(s: Any) -> str:
 
 # -- change of SHO over the old SHO's connectivity (004 c4, 5.1.3.8.4.2) ------------------------
 
-# The M2ME subscriber (the owner) on the bus: it speaks to the new SHO (s1) and to the M2ME (s2).
-SUBSCRIBER = "owner.m2me-subscriber.example"
+# The M2ME subscriber (the owner) on the bus: it speaks to the new SHO (s1) and to the M2ME (s2),
+# its instructions signed with the key registered in the M2ME at manufacture.
+SUBSCRIBER = SUBSCRIBER_ADDRESS
 
 
 def _new_sho(s: Any) -> Any:
@@ -320,8 +321,8 @@ def subscriber_contacts_new_sho(s: Any) -> str:
 def subscriber_instructs_m2me(s: Any) -> str:
     """004 c4 s2: the subscriber instructs the M2ME; it opens its management session naming the new SHO."""
     nsho = _new_sho(s)
-    reply = s.network.bus.request(ReprovisioningInstruction(
-        sender=SUBSCRIBER, recipient=s.m2me.address, pcid=s.m2me.pcid, new_sho_address=nsho.address,
+    reply = s.network.bus.request(s.subscriber.instruction(
+        m2me_address=s.m2me.address, pcid=s.m2me.pcid, new_sho_address=nsho.address,
         new_sho_verify_key=s.state["change_ack"].sho_verify_key))
     if not isinstance(reply, ReprovisioningAck) or not reply.accepted:
         raise StepFailed(f"the M2ME refused the re-provisioning: {getattr(reply, 'reason', reply.kind)}")
@@ -329,8 +330,24 @@ def subscriber_instructs_m2me(s: Any) -> str:
     session = s.network.ro.dpf.session(s.m2me.pcid) or {}
     if session.get("sho_address") != nsho.address:
         raise StepFailed(f"the management session names SHO {session.get('sho_address')}, not {nsho.address}")
-    return (f"subscriber -> M2ME: re-provision from {nsho.address}; M2ME opened management session "
-            f"{accept.session_id} with the DPF naming the new SHO")
+    return (f"subscriber -> M2ME: re-provision from {nsho.address} (signed, nonce; the M2ME checked it with the "
+            f"subscriber key registered at manufacture); M2ME opened management session "
+            f"{accept.session_id} with the DPF naming the new SHO" + renew_access_credential_if_due(s))
+
+
+def renew_access_credential_if_due(s: Any) -> str:
+    """During a change of SHO (5.1.3.8.4.3, last paragraph): the M2ME renews its initial-access
+    credential when it expires within its margin; the row says which."""
+    try:
+        renewed = s.m2me.renew_access_credential_if_due()
+    except Exception as exc:
+        raise StepFailed(f"renewing the initial-access credential failed: {exc}") from exc
+    if renewed is None:
+        return ""
+    s.state["access_renewed"] = renewed
+    return (f"; initial-access credential had {renewed.old_lifetime_left_s / 86400:.0f} days left: renewed through "
+            f"the DPF (issued by the CCIF) into the TRE 0x{renewed.tre_handle:08x}, "
+            f"{renewed.lifetime_left_s / 86400:.0f} days left")
 
 
 def new_sho_requests_validation_via_ivf(s: Any) -> str:
@@ -401,14 +418,25 @@ def dpf_downloads_over_old_sho(s: Any) -> str:
 
 def m2me_discards_old_credentials(s: Any) -> str:
     """004 c4 s8."""
-    discarded = s.m2me.discard_old_mcim()
+    try:
+        discarded = s.m2me.discard_old_mcim()
+    except Exception as exc:
+        raise StepFailed(f"the old SHO's credentials were not all discarded: {exc}") from exc
     s.state["discarded"] = discarded
     if s.m2me.tre.has_mcim():
         raise StepFailed(f"the TPM still holds an MCIM object at 0x{discarded.tre_handle:08x}")
+    if not s.m2me.tre.has_access_credential():
+        raise StepFailed("the initial-access credential is gone from the TRE")
+    on_card = s.m2me.identity_on_card()
+    if on_card == discarded.imsi or on_card != discarded.card.pcid:
+        raise StepFailed(f"the card presents {on_card}, not the PCID {discarded.card.pcid}")
     evicted = (f"sealed MCIM object 0x{discarded.tre_handle:08x} evicted from the TPM"
                if discarded.tre_object_evicted else "no sealed MCIM object was in the TPM")
-    return (f"{evicted}; the agent forgot the old MCIM (IMSI {discarded.imsi}, {discarded.home_plmn}); no AVs "
-            f"kept by the M2ME (the AKA runs on the card); the card keeps the old profile until step 12")
+    card = discarded.card
+    return (f"{evicted}; card's IMSI {discarded.imsi} and its K/OPc overwritten with the initial-access "
+            f"credential from the TRE (0x{card.tre_handle:08x}, kept): IMSI read back {on_card}, K/OPc read back "
+            f"equal (ADM1); the agent forgot the old MCIM ({discarded.home_plmn}); no AVs kept by the M2ME "
+            f"(the AKA runs on the card)")
 
 
 def m2me_tells_old_sho(s: Any) -> str:
@@ -449,6 +477,16 @@ def m2me_installs_new_mcim(s: Any) -> str:
     return line
 
 
+def _fallback_line(s: Any) -> str:
+    fallback = s.m2me.fallback
+    if fallback is None:
+        return ""
+    if fallback.restored is None:
+        return f"; the M2ME could NOT fall back to its initial-access credential ({fallback.error})"
+    return (f"; the M2ME fell back to its initial-access credential (PCID {fallback.restored.pcid}, TRE "
+            f"0x{fallback.restored.tre_handle:08x} -> UICC)")
+
+
 def dpf_reports_to_new_sho(s: Any) -> str:
     """004 c4 s13."""
     nsho = _new_sho(s)
@@ -456,7 +494,7 @@ def dpf_reports_to_new_sho(s: Any) -> str:
     s.network.ro.dpf.report_status(s.m2me.pcid)
     state = (nsho.contract(s.m2me.pcid) or {}).get("state")
     if s.state.get("install_error"):
-        raise StepFailed(f"DPF -> new SHO: provisioning failed; contract state {state}")
+        raise StepFailed(f"DPF -> new SHO: provisioning failed; contract state {state}" + _fallback_line(s))
     return f"DPF -> new SHO: provisioning success; contract state {state}"
 
 
@@ -468,6 +506,34 @@ def new_sho_registers_at_ro(s: Any) -> str:
     if entry.get("sho_address") != nsho.address:
         raise StepFailed(f"the DRF's registry names {entry.get('sho_address')}, not {nsho.address}")
     return f"new SHO -> DRF: {s.m2me.pcid} subscribes to {nsho.address} (registry updated)"
+
+
+def recovery_attach_with_pcid(s: Any) -> str:
+    """After a failed install: the M2ME, back on its initial-access credential, attaches with the
+    PCID (AKA with the RO's ICF), so it can be re-provisioned (e.g. ``--procedure pristine``)."""
+    fallback = s.m2me.fallback
+    if fallback is None or fallback.restored is None:
+        raise StepFailed("the install failed and the M2ME holds no working credential"
+                         + (f" ({fallback.error})" if fallback else ""))
+    s.m2me.detach()
+    on_card = s.m2me.identity_on_card()
+    if on_card != s.m2me.pcid:
+        raise StepFailed(f"the card presents {on_card}, not the PCID {s.m2me.pcid}")
+    result = s.m2me.attach(on_card)
+    if not result.accepted:
+        raise StepFailed(f"recovery attach with the PCID rejected: {_CAUSES.get(result.reject_cause, result.reject_cause)}")
+    return (f"recovered: attached with the PCID {on_card} (AKA with the RO's ICF), address {result.ip_address}; "
+            f"the card holds the initial-access credential (lifetime left "
+            f"{fallback.restored.lifetime_left_s / 86400:.0f} days)")
+
+
+def attach_after_change(s: Any) -> str:
+    """After 004 c4: with the new MCIM when it was installed, else the recovery with the PCID."""
+    if s.state.get("install_error"):
+        return recovery_attach_with_pcid(s)
+    if "installed" not in s.state:
+        raise StepSkipped("no MCIM was installed and none failed: nothing to attach with")
+    return attach_with_new_mcim(s)
 
 
 def attach_with_new_mcim(s: Any) -> str:

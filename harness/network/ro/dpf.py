@@ -13,11 +13,22 @@ import secrets
 import time
 
 from mcim_hil.network.bus import Bus, Entity, Refused
+from mcim_hil.network.access_credential import AccessCredential, seal_for_tre
 from mcim_hil.network.messages import (
+    AccessCredentialDelivery,
+    AccessCredentialInstalled,
+    AccessCredentialReplacementAccept,
+    AccessCredentialReplacementOffer,
+    AccessCredentialRenewal,
+    AccessCredentialRenewalRequest,
+    AccessCredentialRenewed,
+    BootstrapCheck,
+    BootstrapCheckResult,
     DiscardAcknowledgementRelay,
     DiscardConfirmation,
     DiscardConfirmationAck,
     DownloadReceipt,
+    DrfProvisioningAuthorisation,
     M2MSIMMobjDownload,
     ManagementSessionAccept,
     ManagementSessionOpen,
@@ -41,9 +52,12 @@ REPORTED = "reported"
 class Dpf(Entity):
     """Download and provisioning function of the RO."""
 
-    def __init__(self, bus: Bus, store: Store, *, address: str, drf_address: str) -> None:
+    def __init__(self, bus: Bus, store: Store, *, address: str, drf_address: str,
+                 ccif_address: str | None = None) -> None:
         super().__init__(bus, address)
         self.drf_address = drf_address
+        self.ccif_address = ccif_address   # where renewed initial-access credentials come from
+        self._replacements: dict[str, dict] = {}   # network-initiated, in progress (in memory: keys)
         self.db = store.entity("dpf")
         self.db.define("sessions", {"pcid": "TEXT", "session_id": "TEXT", "m2me_address": "TEXT",
                                     "sho_address": "TEXT", "opened_at": "REAL"}, "pcid")
@@ -55,6 +69,8 @@ class Dpf(Entity):
         self.on(ProvisioningAuthorisation, self._authorisation)
         self.on(ProvisioningStatus, self._status)
         self.on(DiscardAcknowledgementRelay, self._discard_relay)
+        self.on(DrfProvisioningAuthorisation, self._drf_authorisation)
+        self.on(AccessCredentialRenewalRequest, self._access_renewal)
 
     def session(self, pcid: str) -> dict | None:
         return self.db.get("sessions", pcid=pcid)
@@ -103,6 +119,10 @@ class Dpf(Entity):
 
     # -- handlers ----------------------------------------------------------------------------------
     def _session_open(self, msg: ManagementSessionOpen) -> Message:
+        check = self.request(BootstrapCheck(sender=self.address, recipient=self.drf_address, pcid=msg.pcid,
+                                            bootstrap_token=msg.bootstrap_token), BootstrapCheckResult)
+        if not check.bootstrapped:
+            raise Refused(self.address, f"management session for {msg.pcid} from {msg.sender}", check.reason)
         session_id = secrets.token_hex(8)
         self.db.put("sessions", pcid=msg.pcid, session_id=session_id, m2me_address=msg.m2me_address,
                     sho_address=msg.sho_address, opened_at=time.time())
@@ -131,6 +151,81 @@ class Dpf(Entity):
                     state=AUTHORISED, updated_at=time.time())
         self.db.delete("statuses", pcid=msg.pcid)
         return answer(True)
+
+    def _drf_authorisation(self, msg: DrfProvisioningAuthorisation) -> Message:
+        # 004 c4p s12: from this RO's DRF only, on behalf of the SHO it names (the DRF checked it)
+        def answer(accepted: bool, reason: str | None = None) -> Message:
+            return ProvisioningAuthorisationAck(sender=self.address, recipient=msg.sender, pcid=msg.pcid,
+                                                accepted=accepted, reason=reason)
+
+        if msg.sender != self.drf_address:
+            return answer(False, f"{msg.sender} is not this RO's DRF")
+        if not msg.m2msimmobj:
+            return answer(False, "empty M2MSIMMobj")
+        self.db.put("authorisations", pcid=msg.pcid, sho_address=msg.sho_address, m2msimmobj=msg.m2msimmobj,
+                    state=AUTHORISED, updated_at=time.time())
+        self.db.delete("statuses", pcid=msg.pcid)
+        return answer(True)
+
+    # -- network-initiated replacement of the initial-access credential (5.1.3.8.4.3) -----------------
+    def offer_access_replacement(self, pcid: str) -> AccessCredentialReplacementAccept:
+        """The network initiates: offer the M2ME of the open session a new initial-access credential."""
+        session = self.db.get("sessions", pcid=pcid)
+        if session is None:
+            raise Refused(self.address, f"access credential replacement for {pcid}", "no management session open")
+        reply = self.request(AccessCredentialReplacementOffer(sender=self.address, recipient=session["m2me_address"],
+                                                              pcid=pcid), AccessCredentialReplacementAccept)
+        if not reply.accepted:
+            raise Refused(f"M2ME {pcid}", "access credential replacement", reply.reason, reply)
+        self._replacements[pcid] = {"storage_key_public": reply.storage_key_public}
+        return reply
+
+    def obtain_access_credential(self, pcid: str) -> float:
+        """The CCIF issues the new credential (and updates the ICF); it is wrapped for the TRE.
+        Returns the end of its lifetime."""
+        offer = self._replacements.get(pcid)
+        if offer is None or self.ccif_address is None:
+            raise Refused(self.address, f"access credential for {pcid}",
+                          "the M2ME accepted no replacement" if offer is None else "this DPF knows no CCIF")
+        new = self.request(AccessCredentialRenewal(sender=self.address, recipient=self.ccif_address, pcid=pcid),
+                           AccessCredentialRenewed)
+        offer["sealed"] = seal_for_tre(AccessCredential(new.pcid, new.k, new.opc, new.amf, new.not_after),
+                                       offer["storage_key_public"])
+        offer["not_after"] = new.not_after
+        return new.not_after
+
+    def deliver_access_credential(self, pcid: str) -> AccessCredentialInstalled:
+        """Push the wrapped credential to the M2ME; its answer says whether the TRE installed it."""
+        offer = self._replacements.pop(pcid, None)
+        session = self.db.get("sessions", pcid=pcid)
+        if offer is None or "sealed" not in offer or session is None:
+            raise Refused(self.address, f"access credential delivery to {pcid}", "nothing obtained to deliver")
+        sealed = offer["sealed"]
+        return self.request(AccessCredentialDelivery(sender=self.address, recipient=session["m2me_address"],
+                                                     pcid=pcid, public=sealed.public, duplicate=sealed.duplicate,
+                                                     seed=sealed.seed, encryption_key=sealed.encryption_key,
+                                                     not_after=offer["not_after"]), AccessCredentialInstalled)
+
+    def _access_renewal(self, msg: AccessCredentialRenewalRequest) -> Message:
+        # 5.1.3.8.4.3: from the M2ME of an open session; the CCIF issues, the DPF wraps for the TRE
+        session = self.db.get("sessions", pcid=msg.pcid)
+        if session is None or session["m2me_address"] != msg.sender:
+            raise Refused(self.address, f"access credential renewal for {msg.pcid} from {msg.sender}",
+                          "no management session with that M2ME")
+        if self.ccif_address is None:
+            raise Refused(self.address, f"access credential renewal for {msg.pcid}", "this DPF knows no CCIF")
+        new = self.request(AccessCredentialRenewal(sender=self.address, recipient=self.ccif_address, pcid=msg.pcid),
+                           AccessCredentialRenewed)
+        sealed = seal_for_tre(AccessCredential(new.pcid, new.k, new.opc, new.amf, new.not_after),
+                              msg.storage_key_public)
+        return AccessCredentialDelivery(sender=self.address, recipient=msg.sender, pcid=msg.pcid,
+                                        public=sealed.public, duplicate=sealed.duplicate, seed=sealed.seed,
+                                        encryption_key=sealed.encryption_key, not_after=new.not_after)
+
+    def authorised_by(self, pcid: str) -> str | None:
+        """The SHO the current authorisation is for (the DPF reports the status to it)."""
+        row = self.db.get("authorisations", pcid=pcid)
+        return row["sho_address"] if row else None
 
     def _status(self, msg: ProvisioningStatus) -> Message:
         # 000 s20: from the M2ME of an open session only

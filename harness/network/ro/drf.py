@@ -7,16 +7,23 @@ the DRF builds the bootstrap message (000 steps 9-10) and registers the M2ME at 
 
 from __future__ import annotations
 
+import hmac
+import secrets
 import time
 from collections.abc import Iterable
 
 from mcim_hil.network.bus import Bus, Entity, Refused
 from mcim_hil.network.messages import (
     BootstrapAck,
+    BootstrapCheck,
+    BootstrapCheckResult,
     BootstrapMessage,
     BootstrapRequest,
     BootstrapRequestAck,
+    DrfAuthorisationRequest,
+    DrfProvisioningAuthorisation,
     Message,
+    ProvisioningAuthorisationAck,
     RegistrationAck,
     RegistrationRequest,
     RegistryEntry,
@@ -48,10 +55,12 @@ class Drf(Entity):
                                     "m2m_application_context": "JSON", "registered_at": "REAL"},
                        "pcid")
         self.db.define("bootstraps", {"pcid": "TEXT", "ip_address": "TEXT", "state": "TEXT",
-                                      "updated_at": "REAL"}, "pcid")
+                                      "token": "SECRET", "updated_at": "REAL"}, "pcid")
         self.on(SubscriberRegistration, self._subscriber_registration)
         self.on(BootstrapRequest, self._bootstrap_request)
         self.on(RegistryQuery, self._registry_query)
+        self.on(DrfAuthorisationRequest, self._authorisation_request)
+        self.on(BootstrapCheck, self._bootstrap_check)
 
     def trust_sho(self, address: str) -> None:
         if self.trusted_shos is not None:
@@ -78,11 +87,13 @@ class Drf(Entity):
             "object_format": MCIM_OBJECT_FORMAT,
             "sho_plmn": entry["sho_plmn"],
         }
+        token = secrets.token_bytes(16)   # the DPF opens a session only for the holder of this
+        self.db.update("bootstraps", {"pcid": pcid}, token=token)
         return BootstrapMessage(sender=self.address, recipient=boot["ip_address"], pcid=pcid,
                                 dpf_address=entry["dpf_address"], sho_address=entry["sho_address"],
                                 mcim_provisioning_context=context,
                                 m2m_application_context=dict(entry["m2m_application_context"] or {}),
-                                sho_verify_key=entry["sho_verify_key"])
+                                sho_verify_key=entry["sho_verify_key"], bootstrap_token=token)
 
     def send_bootstrap(self, pcid: str) -> BootstrapAck:
         """000 s10: send the bootstrap message to the M2ME at its IP address; it bootstraps (s11)."""
@@ -138,6 +149,38 @@ class Drf(Entity):
         return BootstrapRequestAck(sender=self.address, recipient=msg.sender, pcid=msg.pcid,
                                    accepted=accepted,
                                    reason=None if accepted else "no SHO has a contract for this PCID")
+
+    def _authorisation_request(self, msg: DrfAuthorisationRequest) -> Message:
+        # 004 c4p s12: the SHO registered for the M2ME authorises the DRF to authorise its DPF
+        def answer(accepted: bool, reason: str | None = None) -> Message:
+            return ProvisioningAuthorisationAck(sender=self.address, recipient=msg.sender, pcid=msg.pcid,
+                                                accepted=accepted, reason=reason)
+
+        entry = self.db.get("registry", pcid=msg.pcid)
+        if entry is None or entry["sho_address"] != msg.sender:
+            holder = entry["sho_address"] if entry else "none"
+            return answer(False, f"{msg.sender} is not the SHO registered for {msg.pcid} (registered: {holder})")
+        ack = self.request(DrfProvisioningAuthorisation(sender=self.address, recipient=entry["dpf_address"],
+                                                        pcid=msg.pcid, sho_address=msg.sender,
+                                                        m2msimmobj=msg.m2msimmobj),
+                           ProvisioningAuthorisationAck)
+        return answer(ack.accepted, ack.reason)
+
+    def _bootstrap_check(self, msg: BootstrapCheck) -> Message:
+        # the DPF asks before it opens a management session: only for the M2ME this DRF bootstrapped
+        def answer(ok: bool, reason: str | None = None) -> Message:
+            return BootstrapCheckResult(sender=self.address, recipient=msg.sender, pcid=msg.pcid, bootstrapped=ok,
+                                        reason=reason)
+
+        entry = self.db.get("registry", pcid=msg.pcid)
+        boot = self.db.get("bootstraps", pcid=msg.pcid)
+        if entry is None or entry["dpf_address"] != msg.sender:
+            return answer(False, f"{msg.sender} is not the DPF registered for {msg.pcid}")
+        if boot is None or boot["state"] not in ("bootstrapped", "registered") or not boot["token"]:
+            return answer(False, f"the DRF has not bootstrapped {msg.pcid}")
+        if not hmac.compare_digest(boot["token"], msg.bootstrap_token):
+            return answer(False, "not the bootstrap token the DRF gave that M2ME")
+        return answer(True)
 
     def _registry_query(self, msg: RegistryQuery) -> Message:
         entry = self.db.get("registry", pcid=msg.pcid)

@@ -12,6 +12,8 @@ from mcim_hil.aka.auc import AuC
 from mcim_hil.network import av_source
 from mcim_hil.network.bus import Bus, Entity, Refused
 from mcim_hil.network.messages import (
+    AccessCredentialRenewed,
+    AccessCredentialUpdateAck,
     AuthDataRequest,
     AuthDataResponse,
     BootstrapRequest,
@@ -42,6 +44,9 @@ class Icf(Entity):
         self.on(AuthDataRequest, self._auth_data)
         self.on(ResyncRequest, self._auth_data)
         self.on(ConnectRequest, self._connect)
+        self.on(AccessCredentialRenewed, self._credential_renewed)
+        self.clock = time.time              # tests move it (the credential's lifetime)
+        self.not_after: dict[str, float] = {}   # PCID -> end of its credential's lifetime
 
     # -- step 8 --------------------------------------------------------------------------
     def request_bootstrap(self, pcid: str) -> BootstrapRequestAck:
@@ -65,6 +70,10 @@ class Icf(Entity):
     def _auth_data(self, msg: AuthDataRequest | ResyncRequest) -> Message:
         """000 s3-s4 (and a resync from the VNO, TS 33.102 6.3.5)."""
         auc = self._auc(msg.imsi)
+        expiry = self.not_after.get(msg.imsi)
+        if auc is not None and expiry is not None and self.clock() > expiry:
+            stamp = time.strftime("%Y-%m-%d", time.gmtime(expiry))
+            return av_source.answer(self.address, msg, None, f"the PCID's initial-access credential expired on {stamp}")
         reply = av_source.answer(self.address, msg, auc, "no temporary-access credential for this PCID")
         if isinstance(reply, AuthDataResponse):
             self.db.update("credentials", {"pcid": msg.imsi}, auc=auc.to_dict())
@@ -78,6 +87,15 @@ class Icf(Entity):
                     connected_at=time.time(), bootstrap="pending")
         return ConnectAccept(sender=self.address, recipient=msg.sender, pcid=msg.pcid)
 
+    def _credential_renewed(self, msg: AccessCredentialRenewed) -> Message:
+        """5.1.3.8.4.3: the CCIF renewed a PCID's credential: the next AVs come from the new one."""
+        if msg.sender != self.ccif_address:
+            raise Refused(self.address, f"credential update for {msg.pcid}", f"{msg.sender} is not the CCIF")
+        self.db.put("credentials", pcid=msg.pcid, k=msg.k, opc=msg.opc, amf=msg.amf,
+                    auc=AuC(msg.k, msg.opc, amf=msg.amf).to_dict(), obtained_at=time.time())
+        self.not_after[msg.pcid] = msg.not_after
+        return AccessCredentialUpdateAck(sender=self.address, recipient=msg.sender, pcid=msg.pcid)
+
     # -- credentials -----------------------------------------------------------------------
     def _auc(self, pcid: str) -> AuC | None:
         """The PCID's AuC, fetching the credential from the CCIF the first time (000 s3 NOTE)."""
@@ -88,6 +106,8 @@ class Icf(Entity):
             if not reply.found or reply.k is None or reply.opc is None:
                 return None
             auc = AuC(reply.k, reply.opc, amf=reply.amf)
+            if reply.not_after is not None:
+                self.not_after[pcid] = reply.not_after
             self.db.put("credentials", pcid=pcid, k=reply.k, opc=reply.opc, amf=reply.amf,
                         auc=auc.to_dict(), obtained_at=time.time())
             return auc

@@ -1,0 +1,158 @@
+"""The initial network access credential (PCID, K, OPc, lifetime) lives in the TRE from
+manufacture on (TR 33.812 5.1.3.8.4.3, last paragraphs): sealed by the TPM under its own policy
+at its own persistent handle, apart from any MCIM; the card is written from it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import pytest
+from tpm2_pytss.constants import TPMA_OBJECT
+
+from mcim_hil.cli import _describe
+from mcim_hil.drivers.errors import TpmError
+from mcim_hil.drivers.sja2 import Sja2
+from mcim_hil.m2me.tre import ACCESS_CREDENTIAL_HANDLE, MCIM_HANDLE
+from mcim_hil.network.access_credential import owner_policy_digest
+from mcim_hil.network.messages import AccessCredentialReplacementOffer
+from mcim_hil.procedures import PROCEDURES, run_procedure
+from mcim_hil.session import Session
+
+RELAYED = pytest.mark.session_options(air="relayed")
+
+
+@RELAYED
+def test_manufacture_seals_the_pcid_credential_in_the_tre_apart_from_any_mcim(m2me: Session) -> None:
+    s = m2me
+    tpm = s.devices.tpm
+    assert ACCESS_CREDENTIAL_HANDLE in tpm.list_persistent() and MCIM_HANDLE not in tpm.list_persistent()
+    public = tpm.read_public(ACCESS_CREDENTIAL_HANDLE).publicArea
+    # its own policy (owner secret + Unseal), no password use, fixed to this TPM
+    assert bytes(public.authPolicy) == tpm.owner_unseal_policy()
+    assert not public.objectAttributes & TPMA_OBJECT.USERWITHAUTH
+    assert public.objectAttributes & TPMA_OBJECT.FIXEDTPM
+    # the MCIM's policy (PCR state) does not open it: the TPM refuses
+    with pytest.raises(TpmError):
+        tpm.unseal_persistent(ACCESS_CREDENTIAL_HANDLE, s.tre.pcr_selection, salt=s.tre.keys().storage_key)
+    credential = s.tre.access_credential()
+    keys = Sja2(s.devices.uicc).read_keys(adm1=s.bench.uicc.adm1.resolve_key()).usim
+    assert credential.pcid == s.m2me.pcid == s.m2me.identity_on_card()
+    assert keys.k == credential.k and keys.op_opc == credential.opc
+    assert 729 < credential.lifetime_left(time.time()) / 86400 <= 730    # the CCIF's two years
+    assert credential.k.hex() not in repr(credential) and credential.opc.hex() not in repr(credential)
+
+
+@RELAYED
+def test_bench_check_says_where_the_credential_lives(m2me: Session) -> None:
+    credential = m2me.tre.access_credential()
+    m2me.tre.release()   # as in bench check: no session keys loaded (swtpm has 3 object slots)
+    rows = dict(_describe("tpm", m2me.devices, None))
+    line = rows["initial-access credential"]
+    assert f"persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x}" in line and m2me.m2me.pcid in line
+    assert "730 days left" in line or "729 days left" in line
+    assert credential.k.hex() not in line and credential.opc.hex() not in line
+
+
+@RELAYED
+def test_no_mcim_install_touches_the_initial_access_credential(m2me: Session) -> None:
+    s = m2me
+    tpm = s.devices.tpm
+    before = tpm.read_public(ACCESS_CREDENTIAL_HANDLE).marshal()
+    outcome = run_procedure(PROCEDURES["initial-ivf"], s, s.record)
+    assert outcome.passed, [(r.number, r.detail) for r in outcome.rows if r.verdict != "passed"]
+    assert MCIM_HANDLE in tpm.list_persistent()
+    assert tpm.read_public(ACCESS_CREDENTIAL_HANDLE).marshal() == before
+    assert s.m2me.identity_on_card() != s.m2me.pcid and s.tre.access_credential().pcid == s.m2me.pcid
+
+
+# -- lifetime and renewal (5.1.3.8.4.3, last paragraphs), on a clock the tests move ---------------------
+
+DAY = 86400.0
+
+
+def move_clocks(s: Session, to: float) -> None:
+    """The M2ME's, the CCIF's and the RO's ICF's idea of now."""
+    s.m2me.clock = s.network.ccif.clock = s.network.ro.icf.clock = lambda: to
+
+
+def test_the_networks_access_policy_is_the_one_the_tpm_computes(tpm) -> None:
+    assert owner_policy_digest() == tpm.owner_unseal_policy()
+
+
+@RELAYED
+def test_a_credential_about_to_expire_is_renewed_during_the_change(m2me: Session) -> None:
+    s = m2me
+    seen: dict[str, object] = {}
+    expires = s.tre.access_credential().not_after
+    later = expires - 10 * DAY          # inside the 30-day margin
+
+    def ten_days_left(s: Session) -> None:
+        seen["old"] = s.tre.access_credential()
+        seen["object"] = s.devices.tpm.read_public(ACCESS_CREDENTIAL_HANDLE).marshal()
+        move_clocks(s, later)
+
+    def card_after_3(s: Session) -> None:
+        seen["card"] = Sja2(s.devices.uicc).read_keys(adm1=s.bench.uicc.adm1.resolve_key()).usim
+
+    outcome = run_procedure(PROCEDURES["pristine"].after_step(1, ten_days_left).after_step(3, card_after_3),
+                            s, s.record)
+    assert outcome.passed, [(r.number, r.detail) for r in outcome.rows if r.verdict != "passed"]
+    assert "10 days left: renewed through the DPF" in outcome.rows[2].detail
+    old, new = seen["old"], s.tre.access_credential()
+    assert new.pcid == old.pcid and new.k != old.k and new.opc != old.opc
+    assert round(new.lifetime_left(later) / DAY) == 730
+    assert s.devices.tpm.read_public(ACCESS_CREDENTIAL_HANDLE).marshal() != seen["object"]
+    # step 3 wrote the renewed credential to the card, and steps 4-6 authenticated with it
+    assert seen["card"].k == new.k and seen["card"].op_opc == new.opc
+    two = [e for st in s.record.steps if st.number == 2 for e in st.events if e["type"] == "message"]
+    kinds = [e["kind"] for e in two]
+    assert "AccessCredentialRenewalRequest" in kinds and "AccessCredentialDelivery" in kinds
+    delivery = next(e for e in two if e["kind"] == "AccessCredentialDelivery")
+    assert delivery["fields"]["encryption_key"] == "<redacted>"
+
+
+@RELAYED
+def test_an_expired_credential_fails_the_pcid_attach_at_step_5(m2me: Session) -> None:
+    s = m2me
+
+    def expired(s: Session) -> None:
+        move_clocks(s, s.tre.access_credential().not_after + DAY)
+
+    outcome = run_procedure(PROCEDURES["pristine"].after_step(3, expired), s, s.record)
+    assert outcome.failed_step is not None and outcome.failed_step.number == 5
+    assert "initial-access credential expired on" in outcome.failed_step.detail
+    assert {r.number: r.verdict for r in outcome.rows}[6] == "failed"   # no IP connectivity either
+
+
+@RELAYED
+def test_the_network_replaces_the_credential_and_the_pcid_attach_uses_the_new_one(m2me: Session) -> None:
+    s = m2me
+    first = s.tre.access_credential()
+    outcome = run_procedure(PROCEDURES["renew-access-credential"], s, s.record)
+    assert outcome.passed, [(r.number, r.detail) for r in outcome.rows if r.verdict != "passed"]
+    new = s.tre.access_credential()
+    assert new.pcid == first.pcid and new.k != first.k and new.not_after >= first.not_after
+    assert s.m2me.identity_on_card() != s.m2me.pcid          # the MCIM stays in use meanwhile
+    # going back to the PCID later: the card gets the new credential and the ICF authenticates it
+    for st in s.record.steps:
+        st.number = f"renew.{st.number}"
+    pristine = PROCEDURES["pristine"]
+    card: list = []
+
+    def card_after_3(s: Session) -> None:
+        card.append(Sja2(s.devices.uicc).read_keys(adm1=s.bench.uicc.adm1.resolve_key()).usim)
+
+    outcome = run_procedure(replace(pristine, steps=pristine.steps[1:]).after_step(3, card_after_3), s, s.record)
+    assert outcome.passed, [(r.number, r.detail) for r in outcome.rows if r.verdict != "passed"]
+    assert card[0].k == new.k and card[0].op_opc == new.opc
+    assert "RES == XRES" in outcome.rows[4].detail
+
+
+@RELAYED
+def test_a_replacement_offered_by_another_than_the_m2mes_dpf_is_refused(m2me: Session) -> None:
+    s = m2me
+    run_procedure(PROCEDURES["initial-ivf"], s, s.record)
+    reply = s.network.bus.request(AccessCredentialReplacementOffer(sender="dpf.rogue.example", recipient=s.m2me.address,
+                                                                   pcid=s.m2me.pcid))
+    assert not reply.accepted and "not this M2ME's DPF" in reply.reason
