@@ -24,6 +24,7 @@ BENCH_ENV = "MCIM_HIL_BENCH"
 TPM_EMULATORS = ("swtpm",)
 UICC_EMULATORS = ("vuicc",)
 MODEM_EMULATORS = ("at-pty",)
+MODEM_PROFILES = ("generic", "quectel", "u-blox", "simcom")   # emulators/modem_profiles
 UICC_PROFILES = ("sysmo-isim-sja2",)
 TCTI_NAMES = ("device", "swtpm", "mssim", "tabrmd")
 
@@ -109,6 +110,7 @@ class ModemResource:
     baudrate: int = 115200
     timeout: float = 5.0
     imei: str | None = None          # at-pty: the emulated module's IMEI
+    profile: str | None = None       # at-pty: the vendor it behaves as (MODEM_PROFILES)
 
 
 @dataclass(frozen=True)
@@ -301,7 +303,8 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
         modem = ModemResource(port=port, emulator=emulator,
                               baudrate=s.get("baudrate", (int,), 115200),
                               timeout=float(s.get("timeout", (int, float), 5.0)),
-                              imei=s.get("imei", (str,)))
+                              imei=s.get("imei", (str,)),
+                              profile=s.choice("profile", MODEM_PROFILES))
         s.finish()
     s = _Section(top.get("topology", (dict,), {}), "topology", problems)
     topology = TopologyOptions(

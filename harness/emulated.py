@@ -136,6 +136,8 @@ class EmulatedBench:
         if self.endpoints.uicc_reader is None:
             raise ValueError(f"{self.bench.path}: the emulated modem needs a SIM reader (uicc section)")
         kwargs = {"imei": res.imei} if res.imei else {}
+        if res.profile:
+            kwargs["profile"] = res.profile
         modem = EmulatedModem(self.endpoints.uicc_reader, **kwargs)
         self._stack.append(modem)
         self.endpoints.modem_port = modem.start()
