@@ -1,0 +1,85 @@
+"""The modem driver's family quirks and its manners: it gives the module back as it found it.
+
+Through the real stacks: the emulated module on a pty, its SIM the virtual card behind
+pcscd + vpcd on a slot claimed for this module of tests.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import serial
+
+from mcim_hil.drivers.modem import Modem
+from mcim_hil.drivers.modem_quirks import quirks_for
+from mcim_hil.emulators.modem import EmulatedModem
+
+ICCID = "8988211000000000025"
+
+
+@pytest.fixture(scope="module")
+def card(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from mcim_hil.emulators.pcscd import claim_free_slot
+    from mcim_hil.emulators.vuicc import VirtualUicc, create_card_file
+    state: Path = tmp_path_factory.mktemp("card") / "uicc.json"
+    create_card_file(state, iccid=ICCID, imsi="001010000000025", k=bytes(16), opc=bytes(range(16)),
+                     adm1=b"88888888")
+    claim = claim_free_slot()
+    try:
+        with VirtualUicc(state, claim.slot.port, reader=claim.slot.reader):
+            yield claim.slot.reader
+    finally:
+        claim.release()
+
+
+def raw(port: serial.Serial, line: bytes) -> bytes:
+    port.write(line)
+    received, deadline = b"", time.monotonic() + 5.0
+    while time.monotonic() < deadline and not re.search(rb"\r\n(OK|ERROR|\+CME ERROR: [^\r]*)\r\n$", received):
+        received += port.read(max(1, port.in_waiting))
+    return received
+
+
+@pytest.mark.parametrize("manufacturer, model, family", [
+    ("Quectel", "EG25", "quectel"), ("", "BG96", "quectel"),
+    ("u-blox", "SARA-R410M-02B", "u-blox"), ("", "LARA-R6", "u-blox"),
+    ("SIMCOM INCORPORATED", "SIMCOM_SIM7600G-H", "simcom"), ("SIMCOM_Ltd", "SIM7000E", "simcom"),
+    ("Telit", "LE910C1-EU", "generic"), ("mcim-hil", "EMU-LTE", "generic")])
+def test_the_family_comes_from_cgmi_and_cgmm(manufacturer: str, model: str, family: str) -> None:
+    assert quirks_for(manufacturer, model).family == family
+
+
+@pytest.mark.parametrize("profile, family", [
+    (None, "generic"), ("quectel", "quectel"), ("u-blox", "u-blox"), ("simcom", "simcom")])
+def test_the_driver_reads_the_iccid_with_its_familys_command(card: str, profile: str | None, family: str) -> None:
+    with EmulatedModem(card, profile=profile) as emu, Modem.open(emu.port) as modem:
+        assert modem.quirks().family == family
+        assert modem.iccid() == ICCID
+
+
+def test_a_closed_driver_leaves_echo_and_cmee_as_it_found_them(card: str) -> None:
+    with EmulatedModem(card) as emu:
+        with serial.Serial(emu.port, timeout=0.2) as wire:
+            assert raw(wire, b"AT+CMEE=1\r").endswith(b"\r\nOK\r\n")
+        with Modem.open(emu.port) as modem:       # what a run does first (harness/devices.py)
+            modem.echo_off()
+            modem.set_error_mode(2)
+            modem.imsi()
+        with serial.Serial(emu.port, timeout=0.2) as wire:
+            # echo on again, +CMEE back to 1, as pySim-shell's --modem-device expects
+            assert raw(wire, b"AT+CMEE?\r") == b"AT+CMEE?\r\r\n+CMEE: 1\r\n\r\nOK\r\n"
+
+
+def test_a_module_found_with_echo_off_is_left_with_echo_off(card: str) -> None:
+    with EmulatedModem(card) as emu:
+        with serial.Serial(emu.port, timeout=0.2) as wire:
+            raw(wire, b"ATE0\r")
+        with Modem.open(emu.port) as modem:
+            modem.echo_off()
+            modem.set_error_mode(2)
+        with serial.Serial(emu.port, timeout=0.2) as wire:
+            assert raw(wire, b"AT+CMEE?\r") == b"\r\n+CMEE: 0\r\n\r\nOK\r\n"
