@@ -148,11 +148,18 @@ class Session:
         self.m2me.boot(components)
         return self.manufactured
 
+    def note_identities(self) -> None:
+        """The units this run is on, into run.json: the IMSI as the procedure starts (the PCID)."""
+        from .device_identity import read_identities
+        assert self.devices is not None and self.tre is not None
+        self.record.meta["devices"] = read_identities(self.devices, self.tre.endorsement_key().certificate)
+
     def __enter__(self) -> Session:
         try:
             self.start_bench()
             self.build()
             self.manufacture()
+            self.note_identities()
         except BaseException:
             self.close()
             raise
@@ -162,6 +169,9 @@ class Session:
         self.close()
 
     def close(self) -> None:
+        if "devices" in self.record.meta:     # what the procedure left on the card
+            from .device_identity import read_imsi_after
+            self.record.meta["devices"].update(read_imsi_after(self.devices))
         self._stack.close()
 
     # -- helpers ------------------------------------------------------------------------------
