@@ -111,6 +111,7 @@ class ModemResource:
     timeout: float = 5.0
     imei: str | None = None          # at-pty: the emulated module's IMEI
     profile: str | None = None       # at-pty: the vendor it behaves as (MODEM_PROFILES)
+    air_link: Path | None = None     # a running bench's emulated radio (emulators/air_link.py)
 
 
 @dataclass(frozen=True)
@@ -304,7 +305,8 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
                               baudrate=s.get("baudrate", (int,), 115200),
                               timeout=float(s.get("timeout", (int, float), 5.0)),
                               imei=s.get("imei", (str,)),
-                              profile=s.choice("profile", MODEM_PROFILES))
+                              profile=s.choice("profile", MODEM_PROFILES),
+                              air_link=_path(s.get("air_link", (str,)), base))
         s.finish()
     s = _Section(top.get("topology", (dict,), {}), "topology", problems)
     topology = TopologyOptions(

@@ -36,6 +36,7 @@ class Endpoints:
             out.append(f"uicc_reader={self.uicc_reader}")
         if self.modem_port:
             out.append(f"modem_port={self.modem_port}")
+        out += [f"ek_ca={path}" for path in self.ek_ca_certificates]   # a bench file's tpm.ek_ca
         return out
 
 

@@ -122,7 +122,14 @@ class Session:
             self.network = build_bench_network(self.bench, self.record, store, roots=self._ek_roots(),
                                                overrides=self.options.network)
         air: Any
-        if self.options.air == "module":
+        if self.options.air == "module" and self.bench.modem and self.bench.modem.air_link and (
+                self.emulated is None or self.emulated.modem_emulator is None):
+            # a bench that `mcim-hil bench up` keeps running: its module's radio, over the air link
+            from .emulators.air_link import AirLinkClient
+            link = AirLinkClient(self.bench.modem.air_link)
+            self._stack.callback(link.close)
+            air = ModuleAttach(self.devices.modem, link, self.network.vno)
+        elif self.options.air == "module":
             if self.emulated is None or self.emulated.modem_emulator is None:
                 raise ValueError(f"{self.bench.path}: the module's own attach needs the emulated modem "
                                  "(a real module cannot reach this network over the air): use air=relayed")

@@ -140,6 +140,14 @@ class EmulatedModem(Ts27007Commands):
         with self._state_lock:
             self._network = network
 
+    def lose_coverage(self) -> None:
+        """The network is gone (a run that served it ended): the module is no longer registered
+        and has no bearer, without detach signalling to a network that no longer exists."""
+        with self._state_lock:
+            self._network = None
+            self._attached_imsi = self._ip = self._cell = self._reject_cause = None
+            self._set_stat(STAT_NOT_SEARCHING)
+
     # -- the pty ------------------------------------------------------------------------
 
     def _serve(self) -> None:
