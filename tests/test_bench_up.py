@@ -5,12 +5,11 @@ does: one terminal holds the bench, another runs procedures, pySim and tpm2-tool
 
 from __future__ import annotations
 
-import os
-import select
+import queue
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -21,20 +20,27 @@ CLI = [sys.executable, "-m", "mcim_hil"]
 
 
 @pytest.fixture
-def running_bench() -> Iterator[dict[str, list[str]]]:
-    up = subprocess.Popen(CLI + ["bench", "up"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def running_bench(tmp_path: Path) -> Iterator[dict[str, list[str]]]:
+    errors = (tmp_path / "bench-up.stderr").open("w+")
+    up = subprocess.Popen(CLI + ["bench", "up"], stdout=subprocess.PIPE, stderr=errors, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in up.stdout or []:
+            lines.put(line)
+        lines.put("")                       # the end of its output
+
+    threading.Thread(target=pump, daemon=True).start()
     printed: dict[str, list[str]] = {}
     try:
-        deadline = time.monotonic() + 120
-        assert up.stdout is not None
         while True:
-            assert time.monotonic() < deadline, "bench up did not come up"
-            ready, _, _ = select.select([up.stdout], [], [], 1.0)
-            if not ready:
-                assert up.poll() is None, up.stderr.read() if up.stderr else ""
-                continue
-            line = up.stdout.readline()
-            assert line, "bench up ended: " + (up.stderr.read() if up.stderr else "")
+            try:
+                line = lines.get(timeout=120)
+            except queue.Empty:
+                line = None
+            if not line:
+                errors.seek(0)
+                pytest.fail("bench up did not come up: " + errors.read()[-2000:])
             if line.startswith("# reuse it"):
                 break
             if "=" in line and not line.startswith("#"):
@@ -48,6 +54,7 @@ def running_bench() -> Iterator[dict[str, list[str]]]:
         except subprocess.TimeoutExpired:
             up.kill()
             up.wait()
+        errors.close()
 
 
 @pytest.mark.parametrize("air", ["relayed", "module"])
