@@ -27,12 +27,14 @@ FID_ADF_ISIM = 0x7FF1   # the ADF's own FID; it is selected by AID (or '7FFF' on
 # AUTHENTICATE response; 33: packet switched domain; 85: EPS mobility management information)
 UST_SERVICES = {10, 11, 12, 17, 18, 19, 20, 21, 27, 33, 34, 42, 43, 71, 85}
 UST_LENGTH = 12
-# TS 31.103 4.2.7: 1 P-CSCF address, 2 GBA, 7 SMS, 8 SMSR, 9 SM-over-IP, 12 P-CSCF discovery for IMS
-IST_SERVICES = {1, 2, 7, 8, 9, 12}
+# TS 31.103 4.2.7: service 1 P-CSCF address (EF.PCSCF); the others need files this card has not
+IST_SERVICES = {1}
 # TS 51.011 10.3.7: SIM services (each two bits: allocated, activated): 1 CHV1 disable, 2 ADN,
-# 4 SMS, 7 PLMN selector, 9 MSISDN, 12 SMSP, 17 SPN, 21 GID1, 22 GID2, 27 GPRS, 51 PLMNwAcT...
-SST_SERVICES = {1, 2, 4, 7, 9, 12, 17, 21, 22, 38, 42, 43}
-SST_LENGTH = 11
+# 4 SMS, 7 PLMN selector, 9 MSISDN, 12 SMSP, 17 SPN, 21 GID1, 22 GID2, 38 GPRS,
+# 43 user PLMN selector with AcT, 44 operator's, 51 HPLMN selector with AcT.
+# (pySim-read's legacy dec_st reads this table one bit per service, so it lists other numbers.)
+SST_SERVICES = {1, 2, 4, 7, 9, 12, 17, 21, 22, 38, 43, 44, 51}
+SST_LENGTH = 13
 
 ACT_ALL = bytes.fromhex("c080")   # TS 31.102 4.2.5 access technology: UTRAN, E-UTRAN; GSM
 EMERGENCY_NUMBERS = ("112", "911")
