@@ -208,3 +208,44 @@ def test_pysim_read_itself_completes_on_the_virtual_card(card: Reader) -> None:
     assert "Traceback" not in out and "Can't read" not in out, out[-3000:]
     assert "Autodetected card type: sysmoISIM-SJA2" in out
     assert f"ICCID: {ICCID}" in out and f"IMSI: {IMSI}" in out
+
+
+# MCIM_HIL_PYSIM_SHELL="/path/venv/bin/python /path/pysim/pySim-shell.py"
+PYSIM_SHELL = os.environ.get("MCIM_HIL_PYSIM_SHELL") or shutil.which("pySim-shell.py")
+
+
+def _shell(index: int, script: str, tmp_path: Path) -> str:
+    path = tmp_path / f"script-{index}.txt"
+    path.write_text(script)
+    done = subprocess.run(shlex.split(PYSIM_SHELL or "") + ["-p", str(index), "--noprompt", "--script", str(path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return done.stdout + done.stderr
+
+
+@pytest.mark.skipif(PYSIM_SHELL is None, reason="pySim-shell.py not installed (not on PyPI; set MCIM_HIL_PYSIM_SHELL)")
+def test_pysim_shell_export_replays_into_a_fresh_virtual_card(card: Reader, tmp_path: Path) -> None:
+    from smartcard.System import readers
+    from mcim_hil.emulators.pcscd import claim_free_slot
+    from mcim_hil.emulators.vuicc import VirtualUicc, create_card_file
+    names = [str(r) for r in readers()]
+    card.connection.disconnect()
+    try:
+        exported = _shell(names.index(card.connection.getReader()), "export\n", tmp_path)
+    finally:
+        card.connection.connect()
+    assert "Detected CardModel: SysmocomSJA2" in exported
+    # the replay: ADM first (the export writes operator files), factory data (ICCID) left alone
+    lines = [line for line in exported.splitlines() if line.startswith(("select ", "update_"))]
+    script = "verify_adm 88888888\n" + "\n".join(lines) + "\nselect MF/ADF.ISIM/EF.IMPI\nread_binary_decoded\n"
+    state = tmp_path / "fresh.json"
+    create_card_file(state, iccid="8988211000000000074", imsi="001010000000074", k=bytes(16),
+                     opc=bytes(range(16)), adm1=b"88888888")
+    claim = claim_free_slot()
+    try:
+        with VirtualUicc(state, claim.slot.port, reader=claim.slot.reader):
+            replayed = _shell([str(r) for r in readers()].index(claim.slot.reader), script, tmp_path)
+    finally:
+        claim.release()
+    assert "EXCEPTION" not in replayed and "Traceback" not in replayed, replayed[-3000:]
+    assert f"{IMSI}@ims.mnc001.mcc001.3gppnetwork.org" in replayed     # the ISIM's IMPI came across
