@@ -39,7 +39,10 @@ __all__ = ["AirInterface", "AttachResult", "EmulatedModem", "SimUnavailable", "d
 log = logging.getLogger(__name__)
 
 _EXTENDED = re.compile(r"(\+[A-Z0-9]+)(=\?|=|\?)?(.*)", re.IGNORECASE | re.DOTALL | re.ASCII)
-SIM_IDLE_S = 0.5    # the module leaves its reader after this long without using the SIM
+# The module leaves its reader after this long without using the SIM. pcscd then powers the
+# card down, so the next command finds it reset (current file, PIN/ADM verification gone):
+# long enough that one operation's APDUs (VERIFY ADM, then its UPDATEs) never straddle it.
+SIM_IDLE_S = 2.0
 
 
 class EmulatedModem(Ts27007Commands):
