@@ -6,6 +6,7 @@ pcscd + vpcd on a slot claimed for this module of tests.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -18,22 +19,20 @@ from mcim_hil.drivers.modem import Modem
 from mcim_hil.drivers.modem_quirks import quirks_for
 from mcim_hil.emulators.modem import EmulatedModem
 
+# the slot tests/conftest.py claims for this module (as for test_modem_emulator.py)
+CARD_READER = os.environ.get("MCIM_HIL_MODEM_TEST_READER", "mcim-hil vPCD B 00 00")
+CARD_PORT = int(os.environ.get("MCIM_HIL_MODEM_TEST_PORT", "35967"))
 ICCID = "8988211000000000025"
 
 
 @pytest.fixture(scope="module")
 def card(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from mcim_hil.emulators.pcscd import claim_free_slot
     from mcim_hil.emulators.vuicc import VirtualUicc, create_card_file
     state: Path = tmp_path_factory.mktemp("card") / "uicc.json"
     create_card_file(state, iccid=ICCID, imsi="001010000000025", k=bytes(16), opc=bytes(range(16)),
                      adm1=b"88888888")
-    claim = claim_free_slot()
-    try:
-        with VirtualUicc(state, claim.slot.port, reader=claim.slot.reader):
-            yield claim.slot.reader
-    finally:
-        claim.release()
+    with VirtualUicc(state, CARD_PORT, reader=CARD_READER):
+        yield CARD_READER
 
 
 def raw(port: serial.Serial, line: bytes) -> bytes:

@@ -17,6 +17,9 @@ from typing import Iterator
 
 import pytest
 
+# the slot tests/conftest.py claims for this module (as for test_modem_emulator.py)
+CARD_READER = os.environ.get("MCIM_HIL_MODEM_TEST_READER", "mcim-hil vPCD B 00 00")
+CARD_PORT = int(os.environ.get("MCIM_HIL_MODEM_TEST_PORT", "35967"))
 ICCID = "8988211000000000033"
 IMSI = "001010000000033"
 USIM_AID = bytes.fromhex("a0000000871002")
@@ -97,18 +100,13 @@ def service(table: bytes, n: int) -> bool:
 
 @pytest.fixture(scope="module")
 def card(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reader]:
-    from mcim_hil.emulators.pcscd import claim_free_slot
     from mcim_hil.emulators.vuicc import VirtualUicc, create_card_file
     state: Path = tmp_path_factory.mktemp("card") / "uicc.json"
     create_card_file(state, iccid=ICCID, imsi=IMSI, k=bytes(16), opc=bytes(range(16)), adm1=b"88888888")
-    claim = claim_free_slot()
-    try:
-        with VirtualUicc(state, claim.slot.port, reader=claim.slot.reader):
-            reader = Reader(claim.slot.reader)
-            yield reader
-            reader.connection.disconnect()
-    finally:
-        claim.release()
+    with VirtualUicc(state, CARD_PORT, reader=CARD_READER):
+        reader = Reader(CARD_READER)
+        yield reader
+        reader.connection.disconnect()
 
 
 def test_ef_dir_lists_the_usim_and_the_isim(card: Reader) -> None:
