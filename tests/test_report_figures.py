@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 
 CLI = [sys.executable, "-m", "mcim_hil"]
 CHROMIUM = shutil.which("chromium")
