@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 TIMEOUT_S = 60.0
 
 
-class AirLinkError(Exception):
+class AirLinkError(ConnectionError):
     """The other end went away or broke the protocol."""
 
 
