@@ -82,3 +82,30 @@ def test_a_module_found_with_echo_off_is_left_with_echo_off(card: str) -> None:
             modem.set_error_mode(2)
         with serial.Serial(emu.port, timeout=0.2) as wire:
             assert raw(wire, b"AT+CMEE?\r") == b"\r\n+CMEE: 0\r\n\r\nOK\r\n"
+
+
+def test_cpin_asks_for_the_pin_once_pin1_is_enabled_and_takes_it(card: str) -> None:
+    from smartcard.System import readers
+    from smartcard.scard import SCARD_RESET_CARD, SCARD_SHARE_EXCLUSIVE
+    pin_block = "31323334ffffffff"                      # "1234", the card's PIN1 (TS 102 221 9.5.1)
+    connection = next(r for r in readers() if str(r) == card).createConnection()
+    connection.connect(mode=SCARD_SHARE_EXCLUSIVE, disposition=SCARD_RESET_CARD)
+    try:
+        _, sw1, sw2 = connection.transmit(list(bytes.fromhex("0028000108" + pin_block)))   # ENABLE PIN
+        assert (sw1, sw2) == (0x90, 0x00)
+    finally:
+        connection.disconnect()                              # the reset forgets the verification
+        connection.release()
+    try:
+        with EmulatedModem(card) as emu, serial.Serial(emu.port, timeout=0.2) as wire:
+            raw(wire, b"ATE0\r")
+            raw(wire, b"AT+CMEE=1\r")
+            assert raw(wire, b"AT+CPIN?\r") == b"\r\n+CPIN: SIM PIN\r\n\r\nOK\r\n"
+            assert raw(wire, b"AT+CIMI\r") == b"\r\n+CME ERROR: 11\r\n"        # SIM PIN required
+            assert raw(wire, b'AT+CPIN="1234"\r') == b"\r\nOK\r\n"
+            assert raw(wire, b"AT+CPIN?\r") == b"\r\n+CPIN: READY\r\n\r\nOK\r\n"
+            assert raw(wire, b"AT+CIMI\r") == b"\r\n001010000000025\r\n\r\nOK\r\n"
+    finally:
+        with EmulatedModem(card) as emu, serial.Serial(emu.port, timeout=0.2) as wire:
+            disabled = raw(wire, b'AT+CSIM=26,"0026000108' + pin_block.upper().encode() + b'"\r')
+            assert b'"9000"' in disabled                                  # DISABLE PIN: as shipped again
