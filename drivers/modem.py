@@ -344,6 +344,10 @@ class Modem:
         self._urc_seq = 0
         self._closing = False
         self._reader_error: BaseException | None = None
+        self._last_echo_seen = False              # whether the last command came back as echo
+        self._found_echo: bool | None = None      # E and +CMEE as found, restored by close()
+        self._found_cmee: int | None = None
+        self._quirks = None                        # modem_quirks.Quirks once identified
         self._reader = threading.Thread(target=self._read_loop, name=f"modem-reader {url}", daemon=True)
         self._reader.start()
 
@@ -371,6 +375,7 @@ class Modem:
     def close(self) -> None:
         if self._closing:
             return
+        self.restore_settings()
         self._closing = True
         cancel = getattr(self._serial, "cancel_read", None)
         if cancel is not None:
@@ -431,6 +436,7 @@ class Modem:
                 duration = time.perf_counter() - t0
             with self._lock:
                 self._pending = None
+                self._last_echo_seen = exchange.echo_seen
         status = self._status(exchange, finished)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: %s -> %s (%.1f ms)", self.port, shown, status, duration * 1e3)
@@ -628,15 +634,75 @@ class Modem:
 
     def echo_off(self) -> None:
         self.command("ATE0")   # V.250 6.2.4
+        self._note_found_echo()
 
     def echo_on(self) -> None:
         self.command("ATE1")
+        self._note_found_echo()
+
+    def _note_found_echo(self) -> None:
+        # the ATE line itself is echoed (or not) under the setting it replaces
+        if self._found_echo is None:
+            self._found_echo = self._last_echo_seen
 
     def set_error_mode(self, n: int = 2) -> None:
         """+CMEE (TS 27.007 9.1): 0 plain ERROR, 1 numeric, 2 verbose +CME ERROR."""
         if n not in (0, 1, 2):
             raise ValueError(f"+CMEE takes 0, 1 or 2, not {n}")
+        if self._found_cmee is None:
+            self._found_cmee = self._read_cmee()
         self.command(f"AT+CMEE={n}")
+
+    def _read_cmee(self) -> int | None:
+        try:
+            value = self._value("AT+CMEE?", "+CMEE:")
+        except ModemError:
+            return None
+        return int(value) if re.fullmatch(r"[0-2]", value.strip()) else None
+
+    def restore_settings(self) -> list[str]:
+        """Give back the echo (E) and +CMEE the module had before this driver changed them, so
+        the next tool (pySim-shell's --modem-device, a terminal) finds the module as it was.
+        Best effort, as close() calls it; returns the commands sent."""
+        sent: list[str] = []
+        if self._closing or self._reader_error is not None:
+            return sent
+        wanted = []
+        if self._found_cmee is not None:
+            wanted.append(f"AT+CMEE={self._found_cmee}")
+        if self._found_echo is not None:
+            wanted.append("ATE1" if self._found_echo else "ATE0")   # echo last: its own answer is clean
+        for cmd in wanted:
+            try:
+                self.command(cmd, timeout=min(self.timeout, 2.0))
+                sent.append(cmd)
+            except ModemError as exc:
+                log.debug("%s: restoring %s: %s", self.port, cmd, exc)
+        self._found_cmee = self._found_echo = None
+        return sent
+
+    def quirks(self):
+        """The module family's quirks (drivers/modem_quirks.py), from +CGMI/+CGMM, asked once."""
+        if self._quirks is None:
+            from mcim_hil.drivers.modem_quirks import quirks_for
+            self._quirks = quirks_for(self._value("AT+CGMI", "+CGMI:"), self._value("AT+CGMM", "+CGMM:"))
+        return self._quirks
+
+    def iccid(self) -> str:
+        """The SIM's ICCID through the family's own command, else +CRSM READ BINARY of EF.ICCID."""
+        for cmd, prefix in self.quirks().iccid_commands:
+            try:
+                value = self._value(cmd, prefix)
+            except ModemError:
+                continue
+            value = value.strip().strip('"').rstrip("Ff")
+            if re.fullmatch(r"[0-9]{18,20}", value, re.ASCII):
+                return value
+        sw1, sw2, data = self.crsm(176, 0x2FE2, 0, 0, 10, pathid="3F00")  # TS 102 221 13.2
+        digits = "".join(f"{b & 0x0F:x}{b >> 4:x}" for b in data).rstrip("f")
+        if (sw1, sw2) != (0x90, 0x00) or not re.fullmatch(r"[0-9]{18,20}", digits, re.ASCII):
+            raise ModemError(self.port, "ICCID", "the module answered no ICCID")
+        return digits
 
     def identity(self) -> ModemIdentity:
         """+CGMI/+CGMM/+CGMR/+CGSN (TS 27.007 5.1-5.4)."""

@@ -26,6 +26,7 @@ BENCH_ENV = "MCIM_HIL_BENCH"
 TPM_EMULATORS = ("swtpm",)
 UICC_EMULATORS = ("vuicc",)
 MODEM_EMULATORS = ("at-pty",)
+MODEM_PROFILES = ("generic", "quectel", "u-blox", "simcom")   # emulators/modem_profiles
 UICC_PROFILES = ("sysmo-isim-sja2",)
 TCTI_NAMES = ("device", "swtpm", "mssim", "tabrmd")
 
@@ -128,6 +129,8 @@ class ModemResource:
     baudrate: int = 115200
     timeout: float = 5.0
     imei: str | None = None          # at-pty: the emulated module's IMEI
+    profile: str | None = None       # at-pty: the vendor it behaves as (MODEM_PROFILES)
+    air_link: Path | None = None     # a running bench's emulated radio (emulators/air_link.py)
 
 
 @dataclass(frozen=True)
@@ -377,7 +380,9 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
             timeout = 5.0
         modem = ModemResource(port=port, emulator=emulator,
                               baudrate=s.get("baudrate", (int,), 115200),
-                              timeout=float(timeout), imei=s.get("imei", (str,)))
+                              timeout=float(timeout), imei=s.get("imei", (str,)),
+                              profile=s.choice("profile", MODEM_PROFILES),
+                              air_link=_path(s.get("air_link", (str,)), base))
         s.finish()
     s = _Section(top.get("topology", (dict,), {}), "topology", problems)
     topology = TopologyOptions(

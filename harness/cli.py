@@ -106,10 +106,21 @@ def bench_up(path: str | None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with EmulatedBench(bench) as endpoints:
+    from .bench_reuse import write_reuse_bench_file
+    from .emulators.air_link import AirLinkServer
+    emulated = EmulatedBench(bench)
+    with emulated as endpoints, ExitStack() as stack:
+        air_link = None
+        if emulated.modem_emulator is not None:   # so a run in another process reaches the module's radio
+            server = AirLinkServer(emulated.modem_emulator, emulated.workdir / "air.sock")
+            air_link = server.start()
+            stack.callback(server.stop)
+        reuse = write_reuse_bench_file(bench, endpoints, air_link, emulated.workdir / "bench.yaml")
         for line in endpoints.lines():
             print(line)
+        print(f"bench_file={reuse}")
         print(f"# bench {bench.name} up in {endpoints.startup_s:.2f} s; SIGINT or SIGTERM stops it", flush=True)
+        print(f"# reuse it: mcim-hil run --bench {reuse} (--air module or relayed)", flush=True)
         stop.wait()
     return 0
 

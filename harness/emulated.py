@@ -37,6 +37,7 @@ class Endpoints:
             out.append(f"uicc_reader={self.uicc_reader}")
         if self.modem_port:
             out.append(f"modem_port={self.modem_port}")
+        out += [f"ek_ca={path}" for path in self.ek_ca_certificates]   # a bench file's tpm.ek_ca
         return out
 
 
@@ -158,6 +159,8 @@ class EmulatedBench:
         if self.endpoints.uicc_reader is None:
             raise ValueError(f"{self.bench.path}: the emulated modem needs a SIM reader (uicc section)")
         kwargs = {"imei": res.imei} if res.imei else {}
+        if res.profile:
+            kwargs["profile"] = res.profile
         modem = EmulatedModem(self.endpoints.uicc_reader, **kwargs)
         self._stack.append(modem)
         self.endpoints.modem_port = modem.start()

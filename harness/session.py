@@ -128,7 +128,14 @@ class Session:
             self.network = build_bench_network(self.bench, self.record, store, roots=self._ek_roots(),
                                                overrides=self.options.network)
         air: Any
-        if self.options.air == "module":
+        if self.options.air == "module" and self.bench.modem and self.bench.modem.air_link and (
+                self.emulated is None or self.emulated.modem_emulator is None):
+            # a bench that `mcim-hil bench up` keeps running: its module's radio, over the air link
+            from .emulators.air_link import AirLinkClient
+            link = AirLinkClient(self.bench.modem.air_link)
+            self._stack.callback(link.close)
+            air = ModuleAttach(self.devices.modem, link, self.network.vno)
+        elif self.options.air == "module":
             if self.emulated is None or self.emulated.modem_emulator is None:
                 raise ValueError(f"{self.bench.path}: the module's own attach needs the emulated modem "
                                  "(a real module cannot reach this network over the air): use air=relayed")
@@ -155,11 +162,18 @@ class Session:
         self.m2me.boot(components)
         return self.manufactured
 
+    def note_identities(self) -> None:
+        """The units this run is on, into run.json: the IMSI as the procedure starts (the PCID)."""
+        from .device_identity import read_identities
+        assert self.devices is not None and self.tre is not None
+        self.record.meta["devices"] = read_identities(self.devices, self.tre.endorsement_key().certificate)
+
     def __enter__(self) -> Session:
         try:
             self.start_bench()
             self.build()
             self.manufacture()
+            self.note_identities()
         except BaseException:
             self.close()
             raise
@@ -169,6 +183,9 @@ class Session:
         self.close()
 
     def close(self) -> None:
+        if "devices" in self.record.meta:     # what the procedure left on the card
+            from .device_identity import read_imsi_after
+            self.record.meta["devices"].update(read_imsi_after(self.devices))
         self._stack.close()
 
     # -- helpers ------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ _SLOTS: dict[str, list[tuple[str, str | None]]] = {
     "test_modem.py": [("MCIM_HIL_MODEM_TEST_READER", "MCIM_HIL_MODEM_TEST_PORT")],
     "test_modem_emulator.py": [("MCIM_HIL_MODEM_TEST_READER", "MCIM_HIL_MODEM_TEST_PORT"),
                                ("MCIM_HIL_MODEM_TEST_EMPTY_READER", None)],
+    "test_modem_quirks.py": [("MCIM_HIL_MODEM_TEST_READER", "MCIM_HIL_MODEM_TEST_PORT")],
+    "test_vuicc_pysim_read.py": [("MCIM_HIL_MODEM_TEST_READER", "MCIM_HIL_MODEM_TEST_PORT")],
 }
 _CLAIMS: list[SlotClaim] = []
 

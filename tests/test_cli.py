@@ -74,7 +74,7 @@ def test_bench_up_prints_endpoints_that_tools_can_use_and_stops_on_sigterm() -> 
                 break
             lines.append(line.strip())
         endpoints = dict(line.split("=", 1) for line in lines)
-        assert set(endpoints) == {"tpm_tcti", "uicc_reader", "modem_port"}
+        assert set(endpoints) == {"tpm_tcti", "uicc_reader", "modem_port", "ek_ca", "bench_file"}
         with Tpm.open(endpoints["tpm_tcti"]) as tpm:
             assert tpm.info().manufacturer == "IBM"
         transport = PcscTransport.open(endpoints["uicc_reader"])

@@ -192,3 +192,181 @@ def test_crsm_reads_files_and_reports_status_words(card: str) -> None:
         fcp = exchange(wire, b"AT+CRSM=192,28423,0,0,0\r")
         assert re.fullmatch(rb'\r\n\+CRSM: 144,0,"62[0-9A-F]+"\r\n\r\nOK\r\n', fcp)
         assert exchange(wire, b"AT+CIMI\r") == f"\r\n{IMSI}\r\n\r\nOK\r\n".encode()
+
+
+# -- the commands engineers type (issue 10 §4) ----------------------------------------------
+
+
+def test_chained_commands_answer_in_order_with_one_final_result(wire: serial.Serial) -> None:
+    exchange(wire, b"ATE0\r")
+    assert exchange(wire, b"AT+CGMI;+CGMM\r") == b"\r\nmcim-hil\r\n\r\nEMU-LTE\r\n\r\nOK\r\n"
+    assert exchange(wire, b"ATE0V1+CGMR\r") == b"\r\nEMU-LTE_1.0.0\r\n\r\nOK\r\n"
+    # the first failure ends the line: +CGMM never runs
+    assert exchange(wire, b"AT+CGMI;+NOSUCH;+CGMM\r") == b"\r\nmcim-hil\r\n\r\nERROR\r\n"
+
+
+@pytest.mark.parametrize("line", [b"AT+CMEE=\xb2\r", b"AT+CGSN=\xb9\r", b'AT+CSIM=\xb2,"00"\r',
+                                  b"AT+CRSM=176,\xb3\r", b"AT+CGATT=\xb9\r"])
+def test_non_ascii_digits_are_incorrect_parameters_not_a_crash(
+        wire: serial.Serial, line: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    exchange(wire, b"ATE0\r")
+    exchange(wire, b"AT+CMEE=1\r")
+    assert exchange(wire, line) == b"\r\n+CME ERROR: 50\r\n"
+    assert "failed inside the emulator" not in caplog.text
+
+
+def test_identification_and_status_commands(wire: serial.Serial) -> None:
+    exchange(wire, b"ATE0\r")
+    assert exchange(wire, b"AT+GMI\r") == b"\r\nmcim-hil\r\n\r\nOK\r\n"
+    assert exchange(wire, b"AT+GMM\r") == b"\r\nEMU-LTE\r\n\r\nOK\r\n"
+    assert exchange(wire, b"AT+GMR\r") == b"\r\nEMU-LTE_1.0.0\r\n\r\nOK\r\n"
+    assert exchange(wire, b"AT+GSN\r") == b"\r\n490154203237518\r\n\r\nOK\r\n"
+    assert exchange(wire, b"AT+GCAP\r").startswith(b"\r\n+GCAP: +CGSM")
+    assert exchange(wire, b"AT+CPAS\r") == b"\r\n+CPAS: 0\r\n\r\nOK\r\n"
+    exchange(wire, b"AT+CMEE=2\r")
+    profile = exchange(wire, b"AT&V\r")
+    assert b"E0 " in profile and b"+CMEE: 2" in profile and profile.endswith(b"\r\nOK\r\n")
+    listed = exchange(wire, b"AT+CLAC\r").split(b"\r\n")
+    for name in (b"AT+CPIN", b"AT+CSQ", b"AT+CESQ", b"AT+COPS", b"AT+CGREG", b"AT+CEREG", b"AT+C5GREG",
+                 b"AT+CGACT", b"AT+CCID", b"AT+ICCID", b"AT+CSIM", b"AT&V"):
+        assert name in listed
+
+
+def test_radio_reads_without_a_network(wire: serial.Serial) -> None:
+    exchange(wire, b"ATE0\r")
+    assert exchange(wire, b"AT+CSQ\r") == b"\r\n+CSQ: 99,99\r\n\r\nOK\r\n"
+    assert exchange(wire, b"AT+CESQ\r") == b"\r\n+CESQ: 99,99,255,255,255,255\r\n\r\nOK\r\n"
+    assert exchange(wire, b"AT+COPS?\r") == b"\r\n+COPS: 0\r\n\r\nOK\r\n"
+    assert exchange(wire, b"AT+CGREG?\r") == b"\r\n+CGREG: 0,0\r\n\r\nOK\r\n"
+    assert exchange(wire, b"AT+C5GREG?\r") == b"\r\n+C5GREG: 0,0\r\n\r\nOK\r\n"
+    assert exchange(wire, b"AT+CGACT?\r") == b"\r\n+CGACT: 1,0\r\n\r\nOK\r\n"
+
+
+def test_an_unknown_profile_is_refused_naming_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="quectel"):
+        EmulatedModem(EMPTY_READER, profile="nokia")
+
+
+class _Network:
+    """An AirInterface running a real Milenage AKA on the card (the card's K/OPc), PLMN 00101."""
+
+    plmn = "00101"
+    name = "mcim-hil VNO"
+
+    def __init__(self) -> None:
+        from mcim_hil.aka.auc import AuC
+        self.auc = AuC(bytes(range(16)), bytes(range(16, 32)))
+
+    def attach(self, imsi: str, authenticate):
+        from mcim_hil.emulators.modem import AttachResult
+        for _ in range(2):
+            av = self.auc.generate_av()
+            data = authenticate(av.rand, av.autn)[:-2]
+            if data[:2] == b"\xdc\x0e":
+                self.auc.resync(av.rand, data[2:16])
+                continue
+            ok = data[:1] == b"\xdb" and data[2:2 + data[1]] == av.xres
+            return AttachResult(ok, "10.45.0.9" if ok else None, True, None if ok else 20,
+                                tac="00A1", ci="01A2D001")
+        return AttachResult(False, None, True, 21)
+
+    def detach(self, imsi: str) -> None:
+        pass
+
+
+def test_sim_and_registration_reads_with_the_card_and_a_network(card: str) -> None:
+    with EmulatedModem(card) as emu, serial.Serial(emu.port, timeout=0.2) as wire:
+        exchange(wire, b"ATE0\r")
+        assert exchange(wire, b"AT+CPIN?\r") == b"\r\n+CPIN: READY\r\n\r\nOK\r\n"
+        assert exchange(wire, b"AT+CCID\r") == f"\r\n+CCID: {ICCID}\r\n\r\nOK\r\n".encode()
+        assert exchange(wire, b"AT+ICCID\r") == f"\r\n+ICCID: {ICCID}\r\n\r\nOK\r\n".encode()
+        emu.set_network(_Network())
+        assert exchange(wire, b"AT+CSQ\r") == b"\r\n+CSQ: 24,99\r\n\r\nOK\r\n"
+        assert exchange(wire, b"AT+CGATT=1\r") == b"\r\nOK\r\n"
+        assert exchange(wire, b"AT+COPS?\r") == b'\r\n+COPS: 0,2,"00101",7\r\n\r\nOK\r\n'
+        exchange(wire, b"AT+COPS=3,0\r")
+        assert exchange(wire, b"AT+COPS?\r") == b'\r\n+COPS: 0,0,"mcim-hil VNO",7\r\n\r\nOK\r\n'
+        assert exchange(wire, b"AT+CGREG?\r") == b"\r\n+CGREG: 0,1\r\n\r\nOK\r\n"
+        exchange(wire, b"AT+CGREG=2\r")
+        assert exchange(wire, b"AT+CGREG?\r") == b'\r\n+CGREG: 2,1,"00A1","01A2D001",7\r\n\r\nOK\r\n'
+        assert exchange(wire, b"AT+CEREG?\r") == b"\r\n+CEREG: 0,1\r\n\r\nOK\r\n"
+        assert exchange(wire, b"AT+CGACT?\r") == b"\r\n+CGACT: 1,1\r\n\r\nOK\r\n"
+        rsrq_rsrp = exchange(wire, b"AT+CESQ\r").split(b": ")[1].split(b"\r")[0].split(b",")[4:]
+        assert all(0 <= int(v) <= 97 for v in rsrq_rsrp)
+
+
+@pytest.mark.parametrize("profile, command, answer", [
+    ("quectel", b"AT+QCCID", b"+QCCID: "), ("u-blox", b"AT+CCID", b"+CCID: "),
+    ("simcom", b"AT+CICCID", b"+ICCID: ")])
+def test_vendor_profiles_answer_their_iccid_command(card: str, profile: str, command: bytes, answer: bytes) -> None:
+    with EmulatedModem(card, profile=profile) as emu, serial.Serial(emu.port, timeout=0.2) as wire:
+        exchange(wire, b"ATE0\r")
+        assert exchange(wire, command + b"\r") == b"\r\n" + answer + ICCID.encode() + b"\r\n\r\nOK\r\n"
+
+
+def test_vendor_profiles_identify_and_answer_their_own_commands(card: str) -> None:
+    with EmulatedModem(card, profile="quectel") as emu, serial.Serial(emu.port, timeout=0.2) as wire:
+        exchange(wire, b"ATE0\r")
+        assert exchange(wire, b"AT+CGMI\r") == b"\r\nQuectel\r\n\r\nOK\r\n"
+        assert exchange(wire, b"AT+QINISTAT\r") == b"\r\n+QINISTAT: 7\r\n\r\nOK\r\n"
+        assert exchange(wire, b'AT+QCFG="nwscanmode"\r') == b'\r\n+QCFG: "nwscanmode",0\r\n\r\nOK\r\n'
+        assert exchange(wire, b'AT+QCFG="nwscanmode",3\r') == b"\r\nOK\r\n"
+        assert exchange(wire, b'AT+QCFG="nwscanmode"\r') == b'\r\n+QCFG: "nwscanmode",3\r\n\r\nOK\r\n'
+        assert exchange(wire, b"AT+UPSV?\r") == b"\r\nERROR\r\n"      # not a Quectel command
+    with EmulatedModem(card, profile="u-blox") as emu, serial.Serial(emu.port, timeout=0.2) as wire:
+        exchange(wire, b"ATE0\r")
+        assert exchange(wire, b"AT+CGMI\r") == b"\r\nu-blox\r\n\r\nOK\r\n"
+        assert exchange(wire, b"AT+UPSV=1\r") == b"\r\nOK\r\n"
+        assert exchange(wire, b"AT+UPSV?\r") == b"\r\n+UPSV: 1\r\n\r\nOK\r\n"
+    with EmulatedModem(card, profile="simcom") as emu, serial.Serial(emu.port, timeout=0.2) as wire:
+        exchange(wire, b"ATE0\r")
+        assert exchange(wire, b"AT+CPSI?\r") == b"\r\n+CPSI: NO SERVICE,Online\r\n\r\nOK\r\n"
+        emu.set_network(_Network())
+        exchange(wire, b"AT+CGATT=1\r")
+        assert exchange(wire, b"AT+CPSI?\r").startswith(b"\r\n+CPSI: LTE,Online,001-01,0x00A1,")
+
+
+def _exclusive_connect_works(reader: str) -> bool:
+    from smartcard.Exceptions import SmartcardException
+    from smartcard.System import readers
+    from smartcard.scard import SCARD_LEAVE_CARD, SCARD_SHARE_EXCLUSIVE
+    connection = next(r for r in readers() if str(r) == reader).createConnection()
+    try:
+        connection.connect(mode=SCARD_SHARE_EXCLUSIVE, disposition=SCARD_LEAVE_CARD)
+    except SmartcardException:
+        return False
+    finally:
+        try:
+            connection.disconnect()
+        except SmartcardException:
+            pass
+        connection.release()
+    return True
+
+
+def test_the_module_leaves_its_reader_when_idle_so_pysim_can_take_it(card: str) -> None:
+    with EmulatedModem(card) as emu, serial.Serial(emu.port, timeout=0.2) as wire:
+        exchange(wire, b"ATE0\r")
+        assert exchange(wire, b"AT+CIMI\r") == f"\r\n{IMSI}\r\n\r\nOK\r\n".encode()
+        deadline = time.monotonic() + 10.0
+        while not _exclusive_connect_works(card):       # pySim's default: an exclusive connection
+            assert time.monotonic() < deadline, "the module still holds the reader while idle"
+            time.sleep(0.1)
+        # and the module finds its SIM again afterwards
+        assert exchange(wire, b"AT+CIMI\r") == f"\r\n{IMSI}\r\n\r\nOK\r\n".encode()
+
+
+def test_the_bench_file_chooses_the_emulated_modules_vendor(tmp_path: Path) -> None:
+    from mcim_hil.bench import BenchFileError, load_bench
+    from mcim_hil.emulated import EmulatedBench
+    (tmp_path / "adm1").write_text("88888888\n")
+    bench_file = tmp_path / "bench.yaml"
+    bench_file.write_text("name: q\nuicc:\n  emulator: vuicc\n  secrets: {adm1: {file: adm1}}\n"
+                          "modem:\n  emulator: at-pty\n  profile: quectel\n")
+    with EmulatedBench(load_bench(bench_file, probe=False)) as endpoints, \
+            serial.Serial(endpoints.modem_port, timeout=0.2) as wire:
+        exchange(wire, b"ATE0\r")
+        assert exchange(wire, b"AT+CGMI;+QINISTAT\r") == b"\r\nQuectel\r\n\r\n+QINISTAT: 7\r\n\r\nOK\r\n"
+    bench_file.write_text(bench_file.read_text().replace("quectel", "nokia"))
+    with pytest.raises(BenchFileError, match="modem.profile"):
+        load_bench(bench_file, probe=False)

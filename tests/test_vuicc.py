@@ -184,7 +184,7 @@ def test_select_ef_fcp(card: Card) -> None:
     assert t[0x80] == b"\x00\x0a" and t[0x88] == bytes([0x02 << 3])
     assert t[0x8B][:2] == b"\x2f\x06"
     data, sw = card.select("2f00")
-    assert fcp(data)[0x82] == b"\x42\x21\x00\x20\x01"  # linear fixed, 1 record of 32
+    assert fcp(data)[0x82] == b"\x42\x21\x00\x20\x03"  # linear fixed, 3 records of 32 (USIM, ISIM, free)
 
 
 def test_select_by_aid_partial_and_path(card: Card) -> None:
@@ -199,7 +199,7 @@ def test_select_by_aid_partial_and_path(card: Card) -> None:
     assert t[0x88] == bytes([0x07 << 3])
     assert card.select("7f206f07", p1=0x08)[1] == 0x9000  # DF.GSM keeps its own EF.IMSI
     assert card.select("6f07", p1=0x09)[1] == 0x9000  # path from the current DF (DF.GSM)
-    assert card.select("6f38", p1=0x09)[1] == 0x6A82  # EF.UST is in ADF.USIM, not DF.GSM
+    assert card.select("6f5b", p1=0x09)[1] == 0x6A82  # EF.START-HFN is in ADF.USIM, not DF.GSM
     assert card.select("3f00")[1] == 0x9000
     assert card.select("7f20", p1=0x01)[1] == 0x9000
     data, sw = card.send("00a4030400")  # parent of DF.GSM is the MF
@@ -249,7 +249,7 @@ def test_read_record_ef_dir(card: Card) -> None:
     assert sw == 0x9000 and data[0] == 0x61
     app = tlvs(data[2:2 + data[1]])
     assert app[0x4F] == USIM_AID and app[0x50] == b"USIM"
-    assert card.raw("00b2020420")[1] == 0x6A83
+    assert card.raw("00b2040420")[1] == 0x6A83   # records: USIM, ISIM, a free one
     assert card.raw("00b2010410")[1] == 0x6C20
     assert card.read_binary(4)[1] == 0x6981  # linear fixed file: no READ BINARY
     card.select("2fe2", p2=0x0C)

@@ -1,15 +1,16 @@
 """The virtual UICC's file system: the file tree, its JSON state file, the factory layout.
 
-A subset of TS 102 221 / TS 31.102 laid out as a sysmoISIM-SJA2 (facts/sysmo.md):
+A subset of TS 102 221 / TS 31.102 / TS 31.103 laid out as a sysmoISIM-SJA2 (facts/sysmo.md):
 
     MF 3F00
-      EF.ICCID 2FE2, EF.DIR 2F00, EF.ARR 2F06
-      DF.GSM 7F20:    EF.IMSI 6F07
+      EF.ICCID 2FE2, EF.DIR 2F00 (USIM, ISIM), EF.ARR 2F06, EF.PL 2F05
+      DF.TELECOM 7F10, DF.GSM 7F20 (EF.IMSI and the SIM files): see vuicc_sja2.py
       DF.SYSTEM A515: EF.CHV1 6F01, EF.ADM1 6F0A, EF.SIM_AUTH_KEY 6F20, EF.MILENAGE_CFG 6F21
       ADF.USIM (AID a0000000871002ffffffff8907090000):
         EF.IMSI 6F07, EF.AD 6FAD, EF.UST 6F38, EF.KEYS 6F08, EF.KEYSPS 6F09, EF.ACC 6F78,
         EF.FPLMN 6F7B, EF.LOCI 6F7E, EF.PSLOCI 6F73, EF.EPSLOCI 6FE3,
-        EF.USIM_AUTH_KEY AF20, EF.USIM_SQN AF30
+        EF.USIM_AUTH_KEY AF20, EF.USIM_SQN AF30, and the files of vuicc_sja2.py
+      ADF.ISIM (AID a0000000871004ffffffff8907090000): vuicc_sja2.py
 
 The state file is the card: it holds K, OPc and the PINs in clear, so it is written
 0600 and atomically (tmp + rename) on every change. Nothing here logs file contents.
@@ -449,9 +450,15 @@ def factory_state(*, iccid: str, imsi: str, k: bytes, opc: bytes, adm1: bytes, p
     acc = (1 << int(imsi[-1])).to_bytes(2, "big")
     arr_len = 24
 
+    from .vuicc_sja2 import ISIM_AID, UST_LENGTH, UST_SERVICES, gsm_files, isim_adf, telecom_df, usim_files
+    msisdn = "+" + imsi[:3] + "0" + imsi[-9:]     # made up for the card, in the IMSI's country
+    spn = "mcim-hil"
+
     mf = DedicatedFile(FID_MF, "MF")
     mf.add(_ef("2FE2", "EF.ICCID", encode_iccid(iccid), sfi=0x02, read=ALWAYS, update=NEVER))
-    mf.add(_linear("2F00", "EF.DIR", [dir_record(USIM_AID, "USIM", 32)], 32, sfi=0x1E))
+    mf.add(_linear("2F00", "EF.DIR", [dir_record(USIM_AID, "USIM", 32), dir_record(ISIM_AID, "ISIM", 32),
+                                      b"\xff" * 32], 32, sfi=0x1E))
+    mf.add(_ef("2F05", "EF.PL", b"en" + b"\xff" * 8, sfi=0x05, update=PIN1_AC))   # TS 102 221 13.3
     rules = sorted(ARR_RULES.items(), key=lambda kv: kv[1])
     mf.add(_linear("2F06", "EF.ARR", [arr_record(r, u, arr_len) for (r, u), _n in rules], arr_len,
                    sfi=0x06))
@@ -459,6 +466,8 @@ def factory_state(*, iccid: str, imsi: str, k: bytes, opc: bytes, adm1: bytes, p
     gsm = mf.add(DedicatedFile(0x7F20, "DF.GSM"))
     assert isinstance(gsm, DedicatedFile)
     gsm.add(_ef("6F07", "EF.IMSI", imsi_data, read=PIN1_AC))
+    gsm_files(gsm, imsi=imsi, mnc_len=mnc_len, acc=acc, spn=spn)
+    mf.add(telecom_df(msisdn=msisdn))
 
     system = mf.add(DedicatedFile(0xA515, "DF.SYSTEM"))
     assert isinstance(system, DedicatedFile)
@@ -471,7 +480,8 @@ def factory_state(*, iccid: str, imsi: str, k: bytes, opc: bytes, adm1: bytes, p
     assert isinstance(usim, DedicatedFile)
     usim.add(_ef("6F07", "EF.IMSI", imsi_data, sfi=0x07, read=PIN1_AC))
     usim.add(_ef("6FAD", "EF.AD", bytes([0x00, 0x00, 0x00, mnc_len]), sfi=0x03))
-    usim.add(_ef("6F38", "EF.UST", ust_bytes({UST_GSM_ACCESS}), sfi=0x04))
+    usim.add(_ef("6F38", "EF.UST", ust_bytes(UST_SERVICES | {UST_GSM_ACCESS}, UST_LENGTH), sfi=0x04,
+                 read=PIN1_AC))
     usim.add(_ef("6F08", "EF.KEYS", b"\x07" + bytes(32), sfi=0x08, read=PIN1_AC, update=PIN1_AC))
     usim.add(_ef("6F09", "EF.KEYSPS", b"\x07" + bytes(32), sfi=0x09, read=PIN1_AC, update=PIN1_AC))
     usim.add(_ef("6F78", "EF.ACC", acc, sfi=0x06, read=PIN1_AC))
@@ -484,6 +494,8 @@ def factory_state(*, iccid: str, imsi: str, k: bytes, opc: bytes, adm1: bytes, p
                  read=PIN1_AC, update=PIN1_AC))
     usim.add(_ef("AF20", "EF.USIM_AUTH_KEY", auth_key, read=ADM1_AC))
     usim.add(_ef("AF30", "EF.USIM_SQN", sqn_file(flags=sqn_flags), read=ADM1_AC))
+    usim_files(usim, imsi=imsi, mnc_len=mnc_len, msisdn=msisdn, spn=spn)
+    mf.add(isim_adf(imsi=imsi, mnc_len=mnc_len, auth_key=auth_key))
 
     pins = {PIN1: PinState(PIN_MAX_TRIES[PIN1], PIN_MAX_TRIES[PIN1], enabled=False),
             ADM1: PinState(PIN_MAX_TRIES[ADM1], PIN_MAX_TRIES[ADM1], enabled=True)}

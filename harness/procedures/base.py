@@ -81,8 +81,10 @@ def _event_key(event: dict) -> str:
 
 
 def _span(events: Sequence[dict]) -> float:
-    starts = [e["started"] for e in events if e.get("started")]
-    ends = [e["started"] + (e.get("duration_s") or 0.0) for e in events if e.get("started")]
+    # a reply is recorded when it came back, its duration the round trip (network/bus.py)
+    back = [e.get("type") == "message" and e.get("direction") in ("reply", "error") for e in events]
+    starts = [e["started"] - (e.get("duration_s") or 0.0) * b for e, b in zip(events, back) if e.get("started")]
+    ends = [e["started"] + (e.get("duration_s") or 0.0) * (not b) for e, b in zip(events, back) if e.get("started")]
     return max(ends) - min(starts) if starts else 0.0
 
 

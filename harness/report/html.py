@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from mcim_hil.record import FAILED, PASSED, REDACTED, SKIPPED, Record
 
 from .logs import ARROWS, M2ME, Entities, Group, groups, key_fields, short_value, utc
+from .timing import enclosing_steps, is_seed_step, time_in_steps
 
 VERDICT_WORDS = {PASSED: "PASS", FAILED: "FAIL", SKIPPED: "SKIP"}
 DEVICE_NAMES = {"uicc": "UICC", "tpm": "TPM", "modem": "AT"}
@@ -40,18 +41,24 @@ class RunSummary:
 
 
 def summarise(run: dict[str, Any]) -> RunSummary:
-    """The run's verdict as the CLI gives it: passed only when every step passed."""
+    """The run's verdict as the CLI gives it: passed only when every step passed.
+
+    The counts are of the seed's numbered steps, as the procedure's title counts them; a
+    check run around them (step "after") is named beside the count, not added to it."""
     steps = run.get("steps", [])
-    verdicts = [s.get("verdict") for s in steps]
+    seed = [s for s in steps if is_seed_step(s)]
+    extra = [str(s["number"]) for s in steps if not is_seed_step(s)]
+    verdicts = [s.get("verdict") for s in seed]
     counts = {v: verdicts.count(v) for v in (PASSED, FAILED, SKIPPED)}
     failed = next((s for s in steps if s.get("verdict") == FAILED), None)
-    if steps and all(v == PASSED for v in verdicts):
-        return RunSummary("PASSED", f"all {len(steps)} steps passed", "pass", counts)
+    also = f" and the {', '.join(extra)} check" if extra else ""
+    if steps and all(s.get("verdict") == PASSED for s in steps):
+        return RunSummary("PASSED", f"all {len(seed)} steps{also} passed", "pass", counts)
     if failed is not None:
         return RunSummary("FAILED", f"at step {failed['number']}: {failed.get('title', '')}", "fail", counts)
     if not steps:
         return RunSummary("NOT PASSED", "no step ran", "skip", counts)
-    return RunSummary("NOT PASSED", f"{counts[SKIPPED]} of {len(steps)} steps skipped", "skip", counts)
+    return RunSummary("NOT PASSED", f"{counts[SKIPPED]} of {len(seed)} steps skipped", "skip", counts)
 
 
 class _Html:
@@ -98,7 +105,7 @@ def _header(h: _Html, run: dict[str, Any], summary: RunSummary, title: str, plac
     devices = [e for e in events if e["type"] == "device"]
     count = {d: sum(1 for e in devices if e["device"] == d) for d in DEVICE_NAMES}
     messages = sum(1 for e in events if e["type"] == "message")
-    steps_s = sum(s.get("duration_s") or 0.0 for s in run.get("steps", []))
+    steps_s = time_in_steps(run.get("steps", []))   # each interval once: nested steps are not added again
     facts = [
         ("procedure", meta.get("procedure")), ("seed", meta.get("seed")),
         ("bench", f"{meta.get('bench_name', '?')}" + (f" ({meta['bench']})" if meta.get("bench") else "")),
@@ -110,6 +117,8 @@ def _header(h: _Html, run: dict[str, Any], summary: RunSummary, title: str, plac
         ("run id", run["run_id"]),
     ]
     fact_html = "".join(f"<div><dt>{h.t(k)}</dt><dd>{h.t(v)}</dd></div>" for k, v in facts if v not in (None, ""))
+    units = _identities(meta.get("devices") or {})
+    unit_html = "".join(f'<div><dt>{h.t(k)}</dt><dd class="mono">{h.t(v)}</dd></div>' for k, v in units)
     tallies = [
         (f"{summary.counts[PASSED]}", "passed", "pass"), (f"{summary.counts[FAILED]}", "failed", "fail"),
         (f"{summary.counts[SKIPPED]}", "skipped", "skip"), (str(messages), "messages", ""),
@@ -124,10 +133,30 @@ def _header(h: _Html, run: dict[str, Any], summary: RunSummary, title: str, plac
         f'<div class="verdict-detail">{h.t(summary.verdict_detail)}</div></div>'
         f'<div class="head-main"><h1>{h.t(title)}</h1>'
         f'<dl class="facts">{fact_html}</dl>'
+        + (f'<dl class="facts units" aria-label="device identities">{unit_html}</dl>' if unit_html else "") +
         f'<ul class="tallies">{tally_html}</ul>'
         + (f'<nav class="artifacts"><span>artifacts</span>{link_html}</nav>' if links else "")
         + "</div></header>"
     )
+
+
+def _identities(found: dict[str, str]) -> list[tuple[str, str]]:
+    """(label, value) of the units the run was on, as device_identity.py read them."""
+    def joined(*keys: str) -> str:
+        return " ".join(found[k] for k in keys if found.get(k))
+    imsi = found.get("imsi_before", "")
+    if found.get("imsi_after") and found.get("imsi_after") != imsi:
+        imsi = f"{imsi} → {found['imsi_after']}" if imsi else found["imsi_after"]
+    rows = [
+        ("ICCID", found.get("iccid", "")), ("IMSI before → after", imsi), ("IMEI", found.get("imei", "")),
+        ("module", joined("module_manufacturer", "module_model")),
+        ("module firmware", found.get("module_firmware", "")),
+        ("TPM", joined("tpm_manufacturer", "tpm_vendor")), ("TPM firmware", found.get("tpm_firmware", "")),
+        ("EK certificate", "; ".join(f"{label} {found[key]}" for label, key in (
+            ("subject", "ek_certificate_subject"), ("issuer", "ek_certificate_issuer"),
+            ("serial", "ek_certificate_serial")) if found.get(key))),
+    ]
+    return [(label, value) for label, value in rows if value]
 
 
 def _seconds(value: float | None) -> str | None:
@@ -145,6 +174,7 @@ def _duration(value: float | None) -> str:
 def _steps_table(h: _Html, run: dict[str, Any]) -> str:
     rows = []
     longest = max((s.get("duration_s") or 0.0 for s in run.get("steps", [])), default=0.0) or 1.0
+    within = enclosing_steps(run.get("steps", []))
     for step in run.get("steps", []):
         verdict = step.get("verdict") or FAILED
         css = {PASSED: "pass", FAILED: "fail"}.get(verdict, "skip")
@@ -167,6 +197,8 @@ def _steps_table(h: _Html, run: dict[str, Any]) -> str:
             f'<td class="count">{messages or ""}</td>'
             f'<td class="devices">{h.t(device_note)}</td>'
             f'<td class="duration">{h.t(_duration(step.get("duration_s")))}'
+            + (f'<div class="why">within step {h.t(within[str(step["number"])])}</div>'
+               if str(step["number"]) in within else "") +
             f'<div class="time-bar"><i style="width:{100 * (step.get("duration_s") or 0.0) / longest:.1f}%">'
             "</i></div></td>"
             f'<td class="verdict-cell"><span class="pill {css}">{h.t(VERDICT_WORDS.get(verdict, verdict))}</span></td>'
@@ -269,8 +301,16 @@ def _head(h: _Html, name: str, addresses: list[str], x: int, caption: str | None
     shown = short_value(shown, 22)
     return (f'<g class="{css}"><title>{h.t(name)}: {h.t(", ".join(addresses) or "device under test")}</title>'
             f'<rect x="{x - w // 2}" y="{_TOP}" width="{w}" height="{_HEAD_H}" rx="6"/>'
-            f'<text class="head-name" x="{x}" y="{_TOP + 19}">{h.t(name)}</text>'
-            f'<text class="head-address" x="{x}" y="{_TOP + 35}">{h.t(shown)}</text></g>')
+            f'<text class="head-name" x="{x}" y="{_TOP + 19}"{_fit(name, 13, w)}>{h.t(name)}</text>'
+            f'<text class="head-address" x="{x}" y="{_TOP + 35}"{_fit(shown, 9.5, w)}>{h.t(shown)}</text></g>')
+
+
+def _fit(text: str, font_px: float, box_w: int) -> str:
+    """Squeeze a label that may be wider than its box (SVG textLength), so it never overflows."""
+    room = box_w - 10
+    if len(text) * font_px * 0.62 <= room:   # 0.62 em: wider than the average glyph of a sans font
+        return ""
+    return f' textLength="{room}" lengthAdjust="spacingAndGlyphs"'
 
 
 def _band(h: _Html, group: Group, top: int, bottom: int, width: int, shaded: bool) -> str:
