@@ -47,6 +47,18 @@ def _factory_imsi(iccid: str) -> str:
     return "00101" + iccid[-10:].rjust(10, "0")
 
 
+def _wait_through_interrupts(done: threading.Event) -> KeyboardInterrupt | None:
+    """Wait for ``done`` even if SIGINT/SIGTERM arrives meanwhile (the thread may be starting
+    swtpm, which must then be stopped too); the interrupt is handed back for the caller to raise."""
+    interrupted = None
+    while not done.is_set():
+        try:
+            done.wait()
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    return interrupted
+
+
 class EmulatedBench:
     """Start with :meth:`start`, stop with :meth:`stop` (or use as a context manager)."""
 
@@ -69,22 +81,27 @@ class EmulatedBench:
         # swtpm_setup (a fresh EK certificate) and pcscd noticing the card each take most of a
         # second and do not depend on each other: the TPM comes up in a thread meanwhile.
         tpm_error: list[BaseException] = []
+        tpm_done = threading.Event()   # not Thread.join(): a signal during join() can mark a running
+                                       # thread as stopped (Python 3.11, bpo-45274's fix)
 
         def start_tpm() -> None:
             try:
                 self._start_tpm()
             except BaseException as exc:  # handed to the caller below
                 tpm_error.append(exc)
+            finally:
+                tpm_done.set()
 
-        tpm_thread = threading.Thread(target=start_tpm, name="swtpm-start")
-        tpm_thread.start()
+        threading.Thread(target=start_tpm, name="swtpm-start").start()
         try:
             self._start_uicc()
             self._start_modem()
-            tpm_thread.join()    # inside: a SIGTERM while waiting here must stop what started
-        except BaseException:
-            tpm_thread.join()
+            tpm_done.wait()      # inside: a SIGTERM while waiting here must stop what started
+        except BaseException as exc:
+            interrupted = _wait_through_interrupts(tpm_done)
             self.stop()
+            if interrupted is not None:
+                raise interrupted from exc
             raise
         if tpm_error:
             self.stop()
@@ -168,14 +185,19 @@ class EmulatedBench:
 
     def stop(self) -> None:
         errors = []
+        interrupted: KeyboardInterrupt | None = None
         while self._stack:
             thing = self._stack.pop()
             try:
                 (thing.release if hasattr(thing, "release") else thing.stop)()
+            except KeyboardInterrupt as exc:   # SIGINT/SIGTERM mid-stop: stop the rest first
+                interrupted = exc
             except Exception as exc:  # keep stopping the rest
                 errors.append(f"{type(thing).__name__}: {exc}")
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        if interrupted is not None:
+            raise interrupted
         if errors:
             raise RuntimeError("stopping the emulated bench: " + "; ".join(errors))
 

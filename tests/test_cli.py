@@ -226,6 +226,42 @@ def test_sigterm_during_bench_start_stops_everything_it_started(tmp_path: Path, 
     assert left_behind(tmpdir) == ([], "")
 
 
+def test_sigterm_while_a_failed_bench_start_cleans_up_still_stops_swtpm(tmp_path: Path) -> None:
+    # every vpcd slot taken (lock files held here): the card cannot start while swtpm is still
+    # being set up in its thread; SIGTERM then lands in that clean-up
+    import fcntl
+    from mcim_hil.emulators.pcscd import vpcd_slots
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    held = []
+    for slot in vpcd_slots():
+        fd = os.open(locks / f"mcim-hil-vpcd-{slot.port}.lock", os.O_CREAT | os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held.append(fd)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmpdir), MCIM_HIL_LOCK_DIR=str(locks))
+    proc = subprocess.Popen(CLI + ["bench", "check"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while "mcim-hil-swtpm" not in left_behind(tmpdir)[1] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for fd in held:
+            os.close(fd)
+    assert proc.returncode == 143, stderr
+    assert one_line(stderr) == "mcim-hil bench check: terminated by SIGTERM; the bench was stopped"
+    deadline = time.monotonic() + 5          # a swtpm left behind would stay: give none a chance to hide
+    while left_behind(tmpdir)[1] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left_behind(tmpdir) == ([], "")
+
+
 def test_an_emulator_that_crashed_keeps_the_verdict_and_is_named_in_one_line(tmp_path: Path) -> None:
     proc = start_cli(["run", "--air", "relayed", "--out", str(tmp_path / "out")], tmp_path / "tmp")
     seen: list[str] = []
