@@ -43,6 +43,20 @@ if ! cmp -s scripts/mcim-hil-vpcd.conf "$conf"; then
   restart_pcscd=1
 fi
 
+# 2b. vpcd listens on fixed ports (35963-35978, one per slot). Keep them out of the kernel's
+# ephemeral range, or a client socket (swtpm's, a test's) takes one and pcscd's vpcd cannot bind
+# it: that reader's two slots are then missing until pcscd restarts.
+vpcd_ports=35963-35978
+if [ -w /proc/sys/net/ipv4/ip_local_reserved_ports ] || [ "$(id -u)" -ne 0 ]; then
+  reserved=$(cat /proc/sys/net/ipv4/ip_local_reserved_ports 2>/dev/null || true)
+  case ",$reserved," in
+    *",$vpcd_ports,"*) ;;
+    *) say "reserving the vpcd ports $vpcd_ports (net.ipv4.ip_local_reserved_ports)"
+       as_root sysctl -q -w "net.ipv4.ip_local_reserved_ports=${reserved:+$reserved,}$vpcd_ports" || \
+         say "could not reserve $vpcd_ports: a vpcd reader may go missing when a client port lands there" ;;
+  esac
+fi
+
 # 3. pcscd (one system daemon; it reads reader.conf.d at start)
 if [ "$restart_pcscd" -eq 1 ] && pgrep -x pcscd >/dev/null; then
   say "restarting pcscd to load the new readers"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -42,18 +41,8 @@ def inputs(target: Target) -> st.SearchStrategy[bytes]:
                      st.binary(max_size=target.max_size))
 
 
-# The modem emulator's int() of a superscript digit (issue 9; its owner is rewriting the
-# emulator): tolerated here only in exactly that form, and pinned by the xfail test below.
-KNOWN_EMULATOR_DEFECT = re.compile(r"ValueError: invalid literal for int\(\) with base 10: '[^']*[^\x00-\x7f][^']*'")
-
-
 def check(target: Target, data: bytes) -> None:
-    try:
-        target.check(data)
-    except Crash as crash:
-        if target.name == "modem-emulator" and KNOWN_EMULATOR_DEFECT.search(str(crash)):
-            return
-        raise
+    target.check(data)
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
@@ -106,14 +95,11 @@ def test_an_m2msimmobj_declaring_an_unreadable_encoding_is_refused(encoding: str
         fuzz_targets.run_m2msimmobj(doc)
 
 
-# -- crashes in files another helper is rewriting: pinned, handed over ---------------------------
+# -- the modem emulator's own parameters (issue 9: int('²') used to raise) ---------------------
 
-@pytest.mark.xfail(strict=True, reason="harness/emulators/modem.py (h-tools): _number() trusts str.isdigit(), "
-                                       "so int('²') raises ValueError: logged traceback and ERROR, "
-                                       "not +CME ERROR: 50")
 def test_the_modem_emulator_answers_a_superscript_parameter_with_cme_error_50(caplog) -> None:
     emu, written = fuzz_targets.new_emulated_modem()
-    with caplog.at_level(logging.ERROR, logger="mcim_hil.emulators.modem"):
+    with caplog.at_level(logging.ERROR):
         emu._execute(b"AT+CMEE=1")
         emu._execute("AT+CGSN=\u00b2".encode("latin-1"))
         emu._execute("AT+CRSM=176,28423,\u00b9,0,9".encode("latin-1"))
