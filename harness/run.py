@@ -100,7 +100,8 @@ def run_problems(bench: Bench, air: str) -> list[str]:
         problems.append(f"{where}: uicc: missing (the MCIM is installed on a UICC)")
     elif bench.uicc.adm1 is None:
         problems.append(f"{where}: uicc.secrets.adm1: missing (the card is personalised with it)")
-    if air == "module" and not (bench.modem and bench.modem.emulator):
+    # the module's radio is ours when we emulate the modem, or reach a running one's (bench up's air link)
+    if air == "module" and not (bench.modem and (bench.modem.emulator or bench.modem.air_link)):
         reached = f" it reaches a module at modem.port {bench.modem.port}," if bench.modem and bench.modem.port else ""
         problems.append(f"{where}: --air module needs the emulated modem (modem.emulator: at-pty);{reached} "
                         "a running module cannot reach this network over the air: use --air relayed")

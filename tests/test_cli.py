@@ -267,7 +267,8 @@ def test_an_emulator_that_crashed_keeps_the_verdict_and_is_named_in_one_line(tmp
     seen: list[str] = []
     try:
         wait_for_line(proc, lambda line: line[:5].strip() == "1", seen)
-        cards = subprocess.run(["pgrep", "-f", f"mcim_hil.emulators.vuicc --state {tmp_path / 'tmp'}"],
+        # the card runs in memory now (--state -): find it as this run's child
+        cards = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "mcim_hil.emulators.vuicc"],
                                capture_output=True, text=True).stdout.split()
         assert len(cards) == 1
         os.kill(int(cards[0]), signal.SIGKILL)          # the virtual card crashes mid-run

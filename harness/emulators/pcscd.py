@@ -99,8 +99,34 @@ class SlotClaim:
             self._fd = None
 
 
-def claim_free_slot() -> SlotClaim:
-    """Claim a vpcd slot that pcscd shows, that no other bench holds and that has no card."""
+SLOT_WAIT_ENV = "MCIM_HIL_SLOT_WAIT_S"   # how long to wait for a free slot (default 0: fail at once)
+
+
+def claim_free_slot(wait_s: float | None = None) -> SlotClaim:
+    """Claim a vpcd slot that pcscd shows, that no other bench holds and that has no card.
+
+    When every slot is held, wait up to ``wait_s`` seconds (default: $MCIM_HIL_SLOT_WAIT_S, else
+    0) for one to be released: test sessions sharing a machine queue instead of failing."""
+    if wait_s is None:
+        try:
+            wait_s = float(os.environ.get(SLOT_WAIT_ENV, "0"))
+        except ValueError:
+            wait_s = 0.0
+    deadline = time.monotonic() + max(wait_s, 0.0)
+    while True:
+        try:
+            return _claim_once()
+        except SlotsBusy:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
+class SlotsBusy(PcscdUnavailable):
+    """Every vpcd slot is held by another bench or card."""
+
+
+def _claim_once() -> SlotClaim:
     ensure_pcscd()
     present = set(list_readers() or [])
     slots = [s for s in vpcd_slots() if s.reader in present]
@@ -118,8 +144,8 @@ def claim_free_slot() -> SlotClaim:
             os.close(fd)
             continue
         return SlotClaim(slot, fd)
-    raise PcscdUnavailable(f"all {len(slots)} vpcd slots are in use: stop another bench, or add readers "
-                           f"to {READER_CONF_DIR} (see scripts/mcim-hil-vpcd.conf)")
+    raise SlotsBusy(f"all {len(slots)} vpcd slots are in use: stop another bench, or add readers "
+                    f"to {READER_CONF_DIR} (see scripts/mcim-hil-vpcd.conf), or set {SLOT_WAIT_ENV} to wait")
 
 
 def _card_present(reader: str) -> bool:
