@@ -627,7 +627,8 @@ class PlatformValidator:
                  reference_values: ReferenceValues | Mapping[str, bytes], *,
                  ek_intermediates: Sequence[x509.Certificate] = (), nonce_lifetime: float = 120.0,
                  clock_history: MutableMapping[str, tuple[int, int]] | None = None,
-                 require_signed_reference_values: bool = False, signature_memo: bool = True) -> None:
+                 require_signed_reference_values: bool = False, signature_memo: bool = True,
+                 ocsp_cache: bool = True) -> None:
         if not ek_roots:
             raise AttestationError("at least one EK root certificate must be pinned")
         self._ek_roots = list(ek_roots)
@@ -647,6 +648,11 @@ class PlatformValidator:
         self._memo = pki.SignatureMemo() if signature_memo else None
         self._names: dict[x509.Certificate, str] = {}
         self._reference = self._accept_reference_values(reference_values, require_signed_reference_values)
+        # PfC serial -> checked OCSP status, reused until its nextUpdate (RFC 6960 4.2.2.1) or
+        # until the issuer announces a revocation (forget_status); a revoked status is kept
+        self._ocsp_cache: dict[int, pki.CertStatus] | None = {} if ocsp_cache else None
+        self.ocsp_requests = 0
+        self.ocsp_cache_hits = 0
 
     def _name_of(self, certificate: x509.Certificate) -> str:
         name = self._names.get(certificate)
@@ -679,6 +685,31 @@ class PlatformValidator:
                                 require_signed: bool = False) -> None:
         """New reference values from the M2MES (e.g. after a firmware update)."""
         self._reference = self._accept_reference_values(values, require_signed)
+
+    def forget_status(self, serial_number: int) -> None:
+        """The PfC issuer announced a change (a revocation): ask OCSP again next time."""
+        with self._lock:
+            if self._ocsp_cache is not None:
+                self._ocsp_cache.pop(serial_number, None)
+
+    def _cached_status(self, serial_number: int, now: Any) -> pki.CertStatus | None:
+        with self._lock:
+            status = self._ocsp_cache.get(serial_number) if self._ocsp_cache is not None else None
+            if status is None:
+                return None
+            if status.next_update is None or now >= status.next_update:
+                del self._ocsp_cache[serial_number]  # stale: RFC 6960 says ask again
+                return None
+            self.ocsp_cache_hits += 1
+            return status
+
+    def _keep_status(self, serial_number: int, status: pki.CertStatus) -> None:
+        with self._lock:
+            self.ocsp_requests += 1
+            if self._ocsp_cache is not None and status.next_update is not None:
+                if len(self._ocsp_cache) > 1_000_000:
+                    self._ocsp_cache.clear()
+                self._ocsp_cache[serial_number] = status
 
     # nonces and challenges
 
@@ -744,10 +775,13 @@ class PlatformValidator:
     # the validation
 
     def validate(self, evidence: Evidence, nonce: bytes, expected_activation_secret: bytes, *,
-                 check_integrity: bool = True) -> ValidationResult:
+                 check_integrity: bool = True, reference_values: ReferenceValues | None = None) -> ValidationResult:
         """Run every check over ``evidence`` for the quote/certify ``nonce`` this PVA issued.
-        Never raises for bad evidence: each problem is the detail of a failed check."""
-        run = _Validation(self, evidence, nonce, expected_activation_secret, self._consume_nonce(nonce))
+        Never raises for bad evidence: each problem is the detail of a failed check.
+        ``reference_values``: already accepted values (a PVA's per-model cache) instead of the
+        validator's own."""
+        run = _Validation(self, evidence, nonce, expected_activation_secret, self._consume_nonce(nonce),
+                          reference_values or self._reference)
         for name in CHECKS:
             if check_integrity or name not in INTEGRITY_CHECKS:
                 run.run(name)
@@ -759,8 +793,9 @@ class _Validation:
     keeps a parse failure as the FAIL detail of every check that needs the structure."""
 
     def __init__(self, validator: PlatformValidator, evidence: Evidence, nonce: bytes, secret: bytes,
-                 nonce_problem: str | None) -> None:
+                 nonce_problem: str | None, reference: ReferenceValues) -> None:
         self.v = validator
+        self.reference = reference
         self.evidence = evidence
         self.nonce = nonce
         self.secret = secret
@@ -945,7 +980,7 @@ class _Validation:
         return f"{len(self.evidence.measurements)} events replay to the reported PCR values"
 
     def reference_values(self) -> str:
-        reference = self.v._reference
+        reference = self.reference
         if reference.model is not None and self.pfc_identity.model != reference.model:
             raise _Fail(f"PfC model {self.pfc_identity.model!r} has no reference values (have {reference.model!r})")
         seen: list[str] = []
@@ -999,19 +1034,25 @@ class _Validation:
         pfc, issuer = self.pfc, self.v._m2mes_ca
         if pfc.issuer != issuer.subject:
             raise _Fail("not asked: the PfC was not issued by the M2MES CA")
-        ocsp_nonce = os.urandom(16)
-        request = pki.ocsp_request(pfc, issuer, ocsp_nonce)
-        try:
-            response = self.v._ocsp(request)
-        except Exception as exc:  # a network client may raise anything; the verdict is FAIL
-            raise _Fail(f"OCSP responder unreachable: {type(exc).__name__}: {exc}") from exc
-        try:
-            status = pki.check_ocsp_response(response, pfc, issuer, ocsp_nonce, at=self.now)
-        except pki.OcspError as exc:
-            raise _Fail(f"OCSP response refused: {exc}") from exc
+        status = self.v._cached_status(pfc.serial_number, self.now)
+        how = "OCSP says"
+        if status is not None:
+            how = "OCSP said (response kept until its nextUpdate)"
+        else:
+            ocsp_nonce = os.urandom(16)
+            request = pki.ocsp_request(pfc, issuer, ocsp_nonce)
+            try:
+                response = self.v._ocsp(request)
+            except Exception as exc:  # a network client may raise anything; the verdict is FAIL
+                raise _Fail(f"OCSP responder unreachable: {type(exc).__name__}: {exc}") from exc
+            try:
+                status = pki.check_ocsp_response(response, pfc, issuer, ocsp_nonce, at=self.now)
+            except pki.OcspError as exc:
+                raise _Fail(f"OCSP response refused: {exc}") from exc
+            self.v._keep_status(pfc.serial_number, status)
         if not status.good:
             raise _Fail(f"OCSP says the PfC is {status}")
-        return "OCSP says good"
+        return f"{how} good"
 
     def storage_key_certified(self) -> str:
         attest = self._parse("certification", lambda: parse_attest(self.evidence.certify_attest))

@@ -61,6 +61,7 @@ def build_network(options: NetworkOptions | Mapping[str, Any] | None, store_path
     pva = Pva(bus, store, address=at.pva, m2mes_address=at.m2mes, m2mes_ca=m2mes.certificate,
               ek_roots=ek_roots, ek_intermediates=ek_intermediates, pcr_selection=options.pcr_selection,
               ivf_address=ivf_address, clock=clock)
+    m2mes.notify.append(at.pva)  # revocations and new reference values reach the PVA's caches
     ivf = Ivf(bus, store, address=ivf_address, pva_addresses=[at.pva], lifetime_s=options.ivf_lifetime_s,
               clock=clock)
     common: dict[str, Any] = dict(drf_address=at.drf, dpf_address=at.dpf, pva_address=at.pva,

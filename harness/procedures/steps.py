@@ -137,8 +137,9 @@ def connect_and_forward(s: Any) -> str:
 
 # -- validation ---------------------------------------------------------------------------------
 
-def sho_requests_validation(s: Any) -> str:
-    outcome = s.network.sho.request_validation(s.m2me.pcid)
+def sho_requests_validation(s: Any, *, issue_to_ivf: bool = False) -> str:
+    """000 s13 / 004 c3 s8; ``issue_to_ivf``: seed 004's PVA issues its result to the IVF (c3 s10)."""
+    outcome = s.network.sho.request_validation(s.m2me.pcid, issue_to_ivf=issue_to_ivf)
     s.state["validation"] = outcome
     return (f"SHO retrieved the PfC from the M2ME and asked {s.network.pva.address} to validate platform "
             f"{s.m2me.platform_id} (nonce, quote of PCRs {list(s.network.pva.pcr_selection)}, EK/AK credential)")
