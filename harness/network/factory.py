@@ -66,11 +66,12 @@ def build_network(options: NetworkOptions | Mapping[str, Any] | None, store_path
               clock=clock)
     common: dict[str, Any] = dict(drf_address=at.drf, dpf_address=at.dpf, pva_address=at.pva,
                                   ivf_address=ivf_address, mcim_lifetime_s=options.mcim_lifetime_s, clock=clock)
-    sho = Sho(bus, store, name="SHO B", address=at.sho, plmn=options.home_plmn_of_sho, **common)
+    sho = Sho(bus, store, name="SHO B", address=at.sho, plmn=options.home_plmn_of_sho,
+              required_components=options.required_of("old_sho"), **common)
     nsho = None
     if options.with_new_sho:
         nsho = Sho(bus, store, name="SHO C", address=at.nsho, plmn=options.nsho_plmn,
-                   required_components=options.required_components, **common)
+                   required_components=options.required_of("new_sho"), **common)
     routes = {options.ro_plmn: at.icf, options.home_plmn_of_sho: at.sho}
     if nsho is not None:
         routes[options.nsho_plmn] = at.nsho
@@ -78,7 +79,9 @@ def build_network(options: NetworkOptions | Mapping[str, Any] | None, store_path
               routes=routes)
     if record is not None:
         record.meta.setdefault("network", {
-            "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(options).items()},
+            "options": {k: (list(v) if isinstance(v, tuple) else
+                            {r: list(c) for r, c in v.items()} if isinstance(v, dict) else v)
+                        for k, v in vars(options).items()},
             "addresses": vars(at),
             "store": str(path) if path is not None else ":memory:",
         })

@@ -153,6 +153,9 @@ class Pva(Entity):
         spent = time.thread_time() - started_cpu - outside
         with self._lock:
             self._cpu_s += spent
+        self._publish_counters()
+
+    def _publish_counters(self) -> None:
         if self.bus.record is not None:
             self.bus.record.meta["pva"] = self.counters()
 
@@ -204,6 +207,7 @@ class Pva(Entity):
         self._account(started)
         if self.ivf_address is not None and result.integrity_checked and msg.issue_to_ivf:
             self._issue_to_ivf(result, validated_at)
+            self._publish_counters()
         return ValidationResultMessage(sender=self.address, recipient=msg.sender, pcid=msg.pcid, result=result)
 
     def _supplier_notice(self, msg: SupplierNotice) -> Message:

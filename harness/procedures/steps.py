@@ -340,8 +340,11 @@ def new_sho_requests_validation_via_ivf(s: Any) -> str:
     s.state["validation"] = nsho.request_validation(s.m2me.pcid, via_ivf=True)
     if "IntegrityInquiry" not in _kinds(s, 3):
         raise StepFailed("the new SHO did not inquire the IVF")
+    outcome = s.state["validation"]
+    answer = ("the IVF's result stands" if outcome.source == VIA_IVF
+              else f"NOTE: the new SHO requests the PVA to validate integrity ({outcome.fallback_reason})")
     return (f"new SHO retrieved the PfC, asked {s.network.pva.address} to validate the authenticity of "
-            f"{s.m2me.platform_id} and inquired {s.network.ivf.address} for its integrity result")
+            f"{s.m2me.platform_id} and inquired {s.network.ivf.address} for its integrity result; {answer}")
 
 
 def pva_validates_authenticity_ivf_provides_integrity(s: Any) -> str:
