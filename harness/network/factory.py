@@ -13,6 +13,7 @@ from mcim_hil.network.bus import Bus
 from mcim_hil.network.ccif import Ccif
 from mcim_hil.network.ivf import Ivf
 from mcim_hil.network.m2mes import M2mes
+from mcim_hil.network.pki import CertificateAuthority
 from mcim_hil.network.pva import Pva
 from mcim_hil.network.ro import Dpf, Drf, Icf, RegistrationOperator
 from mcim_hil.network.sho import Sho
@@ -27,13 +28,15 @@ STORE_FILE = "network.sqlite"
 def build_network(options: NetworkOptions | Mapping[str, Any] | None, store_path: str | Path,
                   record: Record | None, *, ek_roots: Sequence[x509.Certificate] = (),
                   ek_intermediates: Sequence[x509.Certificate] = (),
-                  clock: Callable[[], float] = time.time) -> Network:
+                  clock: Callable[[], float] = time.time,
+                  m2mes_ca: CertificateAuthority | None = None) -> Network:
     """The network of a run.
 
     ``options``: NetworkOptions or a bench file's mapping. ``store_path``: the SQLite file (a
     directory gets ``network.sqlite`` inside; ``":memory:"`` keeps nothing). ``ek_roots``: the
     TPM manufacturer / lab CA certificates the PVA pins (swtpm's local CA on the emulated bench);
     without any, the PVA refuses to start. ``clock`` drives lifetimes (IVF results, MCIMs).
+    ``m2mes_ca``: the supplier's PfC CA when several networks share one (a sharded fleet).
     """
     if not isinstance(options, NetworkOptions):
         options = NetworkOptions.from_mapping(options)
@@ -53,7 +56,7 @@ def build_network(options: NetworkOptions | Mapping[str, Any] | None, store_path
 
     ccif = Ccif(bus, store, address=at.ccif, pcid_plmn=options.ro_plmn, icf_addresses=[at.icf],
                 m2mes_addresses=[at.m2mes])
-    m2mes = M2mes(bus, store, address=at.m2mes, ccif_address=at.ccif)
+    m2mes = M2mes(bus, store, address=at.m2mes, ccif_address=at.ccif, ca=m2mes_ca)
     icf = Icf(bus, store, address=at.icf, ccif_address=at.ccif, drf_address=at.drf)
     drf = Drf(bus, store, address=at.drf, icf_address=at.icf, trusted_shos=sho_addresses)
     dpf = Dpf(bus, store, address=at.dpf, drf_address=at.drf)
