@@ -17,7 +17,9 @@ run all 14 steps (harness/fleet/real.py).
 from __future__ import annotations
 
 import resource
+import tempfile
 import time
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,9 +78,15 @@ def _diff(after: dict[str, Any], before: dict[str, Any]) -> dict[str, float]:
 
 def run_shard(task: ShardTask, progress: Callable[[str, int], None] | None = None) -> ShardResult:
     """Run one shard; ``progress(phase, done)`` is called now and then (in this process)."""
+    with tempfile.TemporaryDirectory(prefix="mcim-hil-fleet-shard-") as directory:
+        return _run(task, Path(directory) / "network.sqlite", progress)
+
+
+def _run(task: ShardTask, store: Path, progress: Callable[[str, int], None] | None) -> ShardResult:
+    # the shard's records on disk, as a run's are: 10^5 M2MEs' rows are not kept in memory
     maker = task.pki.maker()
     options = NetworkOptions(pcr_selection=(MEASUREMENT_PCR,))
-    net = build_network(options, ":memory:", None, ek_roots=[maker.certificate], m2mes_ca=task.pki.m2mes())
+    net = build_network(options, store, None, ek_roots=[maker.certificate], m2mes_ca=task.pki.m2mes())
     assert net.nsho is not None
     models = {}
     for c in sorted({i % task.configurations for i in task.indexes}):

@@ -5,8 +5,9 @@ The evidence comes as marshalled TPM structures (TPM2B_PUBLIC, TPMS_ATTEST, TPMT
 and DER certificates; this module never talks to a TPM. It parses the few TPM structures it
 needs itself (TPM 2.0 Part 2) rather than through tpm2-pytss's CFFI objects: that is ~10x
 faster, keeps the parse strict (no trailing bytes), and lets the PVA compute names and keys
-itself instead of trusting the device. ``make_credential_challenge`` uses tpm2-pytss's
-``make_credential`` with the AK name computed here.
+itself instead of trusting the device. ``make_credential_challenge`` does MakeCredential itself
+for an ECC EK (AES-CFB), else through tpm2-pytss's ``make_credential``, with the AK name
+computed here.
 
 Checks and their order (``CHECKS``): see facts/tpm.md "What a faithful platform validation
 checks". With ``check_integrity=False`` only authenticity checks run (seed 004 change 4: the
@@ -31,6 +32,11 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+try:  # cryptography >= 43 keeps CFB among the "decrepit" modes; TPM 2.0 still uses it
+    from cryptography.hazmat.decrepit.ciphers.modes import CFB as _CFB
+except ImportError:  # pragma: no cover
+    from cryptography.hazmat.primitives.ciphers.modes import CFB as _CFB
 
 from mcim_hil.network import pki
 
@@ -525,17 +531,63 @@ def make_credential_challenge(ek_public: bytes, ak_public: bytes) -> tuple[Crede
     """Encrypt a fresh 32-byte secret to the EK, bound to the AK name computed here from
     ``ak_public``; only a TPM holding both (ActivateCredential) recovers it.
     Returns (challenge for the device, expected secret)."""
-    from tpm2_pytss.types import TPM2B_PUBLIC
-    from tpm2_pytss.utils import make_credential
-
     ek = parse_public(ek_public)
     if not ek.has(RESTRICTED | DECRYPT):
         raise AttestationError("EK public area is not a restricted decryption key")
     ak_name = parse_public(ak_public).name
     secret = os.urandom(32)
+    if ek.type == TPM_ALG_ECC and ek.curve in _CURVES and ek.name_alg in _HASHES \
+            and ek.symmetric[0] == TPM_ALG_AES and ek.symmetric[2] == TPM_ALG_CFB:
+        return _make_credential_ecc(ek, secret, ak_name), secret
+    from tpm2_pytss.types import TPM2B_PUBLIC
+    from tpm2_pytss.utils import make_credential
+
     ek_struct, _ = TPM2B_PUBLIC.unmarshal(ek_public)
     blob, encrypted = make_credential(ek_struct, secret, ak_name)
     return CredentialChallenge(blob.marshal(), encrypted.marshal()), secret
+
+
+def _kdfa(hash_alg: int, key: bytes, label: bytes, context_u: bytes, context_v: bytes, bits: int) -> bytes:
+    """TPM 2.0 Part 1 11.4.10.2: KDFa, SP 800-108 counter mode with HMAC."""
+    name, out, counter = _hash_name(hash_alg), b"", 0
+    while len(out) * 8 < bits:
+        counter += 1
+        out += hmac.new(key, _U32.pack(counter) + label + b"\0" + context_u + context_v + _U32.pack(bits),
+                        name).digest()
+    return out[:(bits + 7) // 8]
+
+
+def _kdfe(hash_alg: int, z: bytes, label: bytes, party_u: bytes, party_v: bytes, bits: int) -> bytes:
+    """TPM 2.0 Part 1 11.4.10.3: KDFe, SP 800-56A concatenation KDF."""
+    name, out, counter = _hash_name(hash_alg), b"", 0
+    while len(out) * 8 < bits:
+        counter += 1
+        out += hashlib.new(name, _U32.pack(counter) + z + label + b"\0" + party_u + party_v).digest()
+    return out[:(bits + 7) // 8]
+
+
+def _make_credential_ecc(ek: TpmPublic, secret: bytes, ak_name: bytes) -> CredentialChallenge:
+    """TPM2_MakeCredential for an ECC EK (Part 1 24.4-24.6, Annex C.6.1): an ephemeral ECDH
+    seed (KDFe, "IDENTITY"), the credential AES-CFB encrypted under KDFa(seed, "STORAGE", AK
+    name), an outer HMAC under KDFa(seed, "INTEGRITY") over it and the AK name. Done here with
+    the cryptography library: ~5x faster than through tpm2-pytss's objects, same bytes."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    curve, size = _CURVES[ek.curve]  # type: ignore[index]
+    ephemeral = ec.generate_private_key(curve)
+    z = ephemeral.exchange(ec.ECDH(), ek.public_key())  # type: ignore[arg-type]
+    point = ephemeral.public_key().public_numbers()
+    ex, ey = point.x.to_bytes(size, "big"), point.y.to_bytes(size, "big")
+    digest_bits = _HASHES[ek.name_alg].digest_size * 8
+    seed = _kdfe(ek.name_alg, z, b"IDENTITY", ex, ek.x.rjust(size, b"\0"), digest_bits)
+    sym_key = _kdfa(ek.name_alg, seed, b"STORAGE", ak_name, b"", ek.symmetric[1])
+    encryptor = Cipher(algorithms.AES(sym_key), _CFB(b"\0" * 16)).encryptor()
+    enc_credential = encryptor.update(_U16.pack(len(secret)) + secret) + encryptor.finalize()
+    hmac_key = _kdfa(ek.name_alg, seed, b"INTEGRITY", b"", b"", digest_bits)
+    integrity = hmac.new(hmac_key, enc_credential + ak_name, _hash_name(ek.name_alg)).digest()
+    inner = _U16.pack(len(integrity)) + integrity + enc_credential
+    ephemeral_point = _U16.pack(size) + ex + _U16.pack(size) + ey
+    return CredentialChallenge(_U16.pack(len(inner)) + inner, _U16.pack(len(ephemeral_point)) + ephemeral_point)
 
 
 # --- the verdict ---------------------------------------------------------------------------

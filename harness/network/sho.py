@@ -129,6 +129,7 @@ class Sho(Entity):
                                        "state": "TEXT", "not_after": "REAL", "m2msimmobj": "BLOB",
                                        "updated_at": "REAL"}, "imsi")
         self.db.define("discards", {"pcid": "TEXT", "confirmed": "INTEGER", "at": "REAL"}, "pcid")
+        self.db.index("subscribers", "pcid")
         self.on(RegistrationRequest, self._registration)
         self.on(AuthDataRequest, self._auth_data)
         self.on(ResyncRequest, self._auth_data)
@@ -380,8 +381,7 @@ class Sho(Entity):
 
     def _next_imsi(self) -> str:
         msin_digits = IMSI_DIGITS - len(self.plmn)
-        used = {int(row["imsi"][len(self.plmn):]) for row in self.db.select("subscribers")}
-        msin = max(used, default=0) + 1
+        msin = (self.db.max_number("subscribers", "imsi", after=len(self.plmn)) or 0) + 1
         return f"{self.plmn}{msin:0{msin_digits}d}"
 
 
