@@ -153,11 +153,11 @@ def load_over_time(results: Sequence[ShardResult], buckets: int = 60) -> list[tu
     cpu = [0.0] * (int(end / width) + 1)
     for r in results:
         offset = r.change_started - start
-        last_t, last_cpu = 0.0, 0.0
+        last_cpu = 0.0
         for t, c in r.load:
             slot = min(len(cpu) - 1, int((offset + t) / width))
             cpu[slot] += c - last_cpu
-            last_t, last_cpu = t, c
+            last_cpu = c
     return [(round(i * width, 4), round(c / width, 5)) for i, c in enumerate(cpu)]
 
 
