@@ -142,3 +142,46 @@ def test_required_components_limit_what_the_result_vouches_for(lab: Lab) -> None
     assert outcome.passed and outcome.source == VIA_PVA
     assert outcome.fallback_reason == "components not validated: firmware"
     assert sorted(outcome.result.validated_components) == ["bootloader", "firmware"]
+
+
+def test_a_kept_ek_chain_is_walked_again_once_the_certificate_expired() -> None:
+    """The PVA keeps an EK certificate whose path verified only while it is valid."""
+    import datetime as dt
+
+    from mcim_hil.fleet.population import configuration
+    from mcim_hil.fleet.simulated import SimulatedTpmMaker, SimulatedTre
+    from mcim_hil.network import pki
+    from mcim_hil.network.attestation import Evidence, Measurement, PlatformValidator, ReferenceValues
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    class ShortLivedMaker(SimulatedTpmMaker):
+        def certify_ek(self, ek_public, serial):  # an EK certificate valid for two more seconds
+            return self.ca.issue(ek_public, f"simulated TPM {serial}",
+                                 not_after=pki.utc_now() + dt.timedelta(seconds=2))
+
+    maker = ShortLivedMaker.create()
+    ca = pki.CertificateAuthority.create("M2MES CA", organization="M2MES")
+    model, components = configuration(0)
+    validator = PlatformValidator([maker.certificate], ca.certificate, pki.OcspResponder(ca).respond, [23],
+                                  ReferenceValues({c.name: c.digest for c in components}, model=model))
+    tre = SimulatedTre(maker)
+    log = tre.boot(components)
+    pfc = pki.issue_platform_credential(ca, tre.keys().ak.public_key, "sim-1", model=model).public_bytes(Encoding.DER)
+
+    def validate():
+        ek, keys = tre.endorsement_key(), tre.keys()
+        challenge, secret = validator.credential_challenge(ek.public, keys.ak.public.marshal())
+        nonce = validator.new_nonce()
+        proof = tre.activate_credential(challenge.credential_blob, challenge.encrypted_secret)
+        quote, certified = tre.quote(nonce, [tre.pcr]), tre.certify_storage_key(nonce)
+        evidence = Evidence("sim-1", ek.certificate, ek.public, keys.ak.public.marshal(), proof, quote.attest,
+                            quote.signature, quote.pcr_values, [Measurement(m.name, m.pcr, m.digest) for m in log],
+                            pfc, keys.storage_key.public.marshal(), certified.attest, certified.signature)
+        return validator.validate(evidence, nonce, secret)
+
+    assert validate().passed and validate().passed
+    assert validator.certificate_cache_hits >= 2  # the second time, EK chain and PfC were kept
+    time.sleep(2.5)
+    result = validate()
+    assert [c.name for c in result.failed] == ["ek_certificate_chain"]
+    assert "expired" in result.check("ek_certificate_chain").detail

@@ -181,6 +181,21 @@ class _Fail(Exception):
     """A check's verdict is FAIL; the message is the check's detail."""
 
 
+@dataclass(frozen=True)
+class _VerifiedCertificate:
+    """What a PVA keeps of an EK certificate or a PfC whose path verified: valid while ``at`` is
+    inside every certificate's validity on the path; a PfC's entry goes with its revocation."""
+    not_before: Any
+    not_after: Any
+    detail: str
+    key: bytes                                   # the certified public key, encoded
+    serial: int
+    identity: pki.PlatformIdentity | None = None  # a PfC's platform
+
+    def holds(self, at: Any) -> bool:
+        return self.not_before <= at <= self.not_after
+
+
 # --- the validator -------------------------------------------------------------------------
 
 class PlatformValidator:
@@ -226,6 +241,11 @@ class PlatformValidator:
         # PfC serial -> checked OCSP status, reused until its nextUpdate (RFC 6960 4.2.2.1) or
         # until the issuer announces a revocation (forget_status); a revoked status is kept
         self._ocsp_cache: dict[int, pki.CertStatus] | None = {} if ocsp_cache else None
+        # ("ek" | "pfc", SHA-256 of the DER) -> facts of a certificate whose path verified; an EK
+        # chain or a PfC is not walked again until it expires, or (a PfC) is revoked
+        self._verified: dict[tuple[str, bytes], _VerifiedCertificate] | None = {} if signature_memo else None
+        self._verified_by_serial: dict[int, tuple[str, bytes]] = {}
+        self.certificate_cache_hits = 0
         self.ocsp_requests = 0
         self.ocsp_cache_hits = 0
 
@@ -262,10 +282,36 @@ class PlatformValidator:
         self._reference = self._accept_reference_values(values, require_signed)
 
     def forget_status(self, serial_number: int) -> None:
-        """The PfC issuer announced a change (a revocation): ask OCSP again next time."""
+        """The PfC issuer announced a change (a revocation): ask OCSP again next time, and
+        verify the PfC again."""
         with self._lock:
             if self._ocsp_cache is not None:
                 self._ocsp_cache.pop(serial_number, None)
+            key = self._verified_by_serial.pop(serial_number, None)
+            if key is not None and self._verified is not None:
+                self._verified.pop(key, None)
+
+    def _known_certificate(self, kind: str, digest: bytes, at: Any) -> _VerifiedCertificate | None:
+        with self._lock:
+            found = self._verified.get((kind, digest)) if self._verified is not None else None
+            if found is None:
+                return None
+            if not found.holds(at):
+                del self._verified[(kind, digest)]  # expired (or not yet valid): walk it again
+                return None
+            self.certificate_cache_hits += 1
+            return found
+
+    def _keep_certificate(self, kind: str, digest: bytes, facts: _VerifiedCertificate) -> None:
+        with self._lock:
+            if self._verified is None:
+                return
+            if len(self._verified) > 4_000_000:
+                self._verified.clear()
+                self._verified_by_serial.clear()
+            self._verified[(kind, digest)] = facts
+            if kind == "pfc":
+                self._verified_by_serial[facts.serial] = (kind, digest)
 
     def _cached_status(self, serial_number: int, now: Any) -> pki.CertStatus | None:
         with self._lock:
@@ -380,6 +426,7 @@ class _Validation:
         self.matched: list[str] = []
         self.identity: pki.PlatformIdentity | None = None
         self._parsed: dict[str, Any] = {}
+        self._facts: dict[tuple[str, bytes], _VerifiedCertificate | None] = {}
 
     # running and the verdict
 
@@ -457,19 +504,41 @@ class _Validation:
 
     # the checks, in CHECKS order; each returns its PASS detail or raises _Fail
 
+    def _verified(self, kind: str, der: bytes) -> _VerifiedCertificate | None:
+        key = (kind, hashlib.sha256(der).digest())
+        if key not in self._facts:
+            self._facts[key] = self.v._known_certificate(kind, key[1], self.now)
+        return self._facts[key]
+
+    def _keep(self, kind: str, der: bytes, path: list[x509.Certificate], detail: str,
+              identity: pki.PlatformIdentity | None = None) -> None:
+        leaf = path[0]
+        facts = _VerifiedCertificate(max(c.not_valid_before_utc for c in path),
+                                     min(c.not_valid_after_utc for c in path), detail, _certificate_key(leaf),
+                                     leaf.serial_number, identity)
+        self._facts[(kind, hashlib.sha256(der).digest())] = facts
+        self.v._keep_certificate(kind, hashlib.sha256(der).digest(), facts)
+
     def ek_certificate_chain(self) -> str:
+        known = self._verified("ek", self.evidence.ek_certificate)
+        if known is not None:
+            return known.detail
         try:
             path = pki.verify_chain(self.ek_certificate, self.v._ek_intermediates, self.v._ek_roots, at=self.now,
                                     eku=pki.OID_EK_CERTIFICATE, memo=self.v._memo)
         except pki.ChainError as exc:
             raise _Fail(f"EK certificate path broken at {exc}") from exc
-        return "EK certificate chains to " + self.v._name_of(path[-1])
+        detail = "EK certificate chains to " + self.v._name_of(path[-1])
+        self._keep("ek", self.evidence.ek_certificate, path, detail)
+        return detail
 
     def ek_public_matches_certificate(self) -> str:
         ek = self.ek
         if not ek.has(EK_REQUIRED) or ek.attributes & SIGN_ENCRYPT:
             raise _Fail(f"EK attributes {ek.attribute_names()} are not those of an endorsement key")
-        if not _certifies(self.ek_certificate, ek):
+        known = self._verified("ek", self.evidence.ek_certificate)
+        certified = known.key if known is not None else _certificate_key(self.ek_certificate)
+        if certified != _area_key(ek):
             raise _Fail("EK public area holds a different key than the EK certificate")
         return "EK public area holds the certified key"
 
@@ -556,8 +625,9 @@ class _Validation:
 
     def reference_values(self) -> str:
         reference = self.reference
-        if reference.model is not None and self.pfc_identity.model != reference.model:
-            raise _Fail(f"PfC model {self.pfc_identity.model!r} has no reference values (have {reference.model!r})")
+        model = self._pfc_platform().model
+        if reference.model is not None and model != reference.model:
+            raise _Fail(f"PfC model {model!r} has no reference values (have {reference.model!r})")
         seen: list[str] = []
         for event in self.evidence.measurements:
             expected = reference.components.get(event.component)
@@ -586,26 +656,51 @@ class _Validation:
         return f"safe, resetCount {counts[0]}, restartCount {counts[1]}"
 
     def pfc_signature(self) -> str:
+        known = self._verified("pfc", self.evidence.pfc)
+        if known is not None:
+            return known.detail
         try:
-            pki.verify_chain(self.pfc, [], [self.v._m2mes_ca], at=self.now, eku=pki.OID_AK_CERTIFICATE,
-                             memo=self.v._memo)
+            path = pki.verify_chain(self.pfc, [], [self.v._m2mes_ca], at=self.now, eku=pki.OID_AK_CERTIFICATE,
+                                    memo=self.v._memo)
         except pki.ChainError as exc:
             raise _Fail(f"PfC does not verify: {exc}") from exc
-        return "PfC issued by " + self.v._name_of(self.v._m2mes_ca)
+        detail = "PfC issued by " + self.v._name_of(self.v._m2mes_ca)
+        try:
+            identity: pki.PlatformIdentity | None = self.pfc_identity
+        except _Fail:
+            identity = None
+        if identity is not None:  # only a PfC that names its platform is kept
+            self._keep("pfc", self.evidence.pfc, path, detail, identity)
+        return detail
 
     def pfc_binds_ak(self) -> str:
-        if not _certifies(self.pfc, self.ak):
+        known = self._verified("pfc", self.evidence.pfc)
+        certified = known.key if known is not None else _certificate_key(self.pfc)
+        if certified != _area_key(self.ak):
             raise _Fail("PfC certifies another key than the AK")
         return "PfC certifies the AK"
 
     def pfc_names_platform(self) -> str:
-        named = self.pfc_identity
+        named = self._pfc_platform()
         if named.platform_id != self.evidence.platform_id:
             raise _Fail(f"PfC names platform {named.platform_id!r}, evidence claims {self.evidence.platform_id!r}")
         self.identity = named
         return f"platform {named.platform_id} model {named.model}"
 
+    def _pfc_platform(self) -> pki.PlatformIdentity:
+        known = self._verified("pfc", self.evidence.pfc)
+        if known is not None and known.identity is not None:
+            return known.identity
+        return self.pfc_identity
+
     def pfc_status_ocsp(self) -> str:
+        known = self._verified("pfc", self.evidence.pfc)
+        serial = known.serial if known is not None else None
+        status = self.v._cached_status(serial, self.now) if serial is not None else None
+        if status is not None:
+            if not status.good:
+                raise _Fail(f"OCSP says the PfC is {status}")
+            return "OCSP said (response kept until its nextUpdate) good"
         pfc, issuer = self.pfc, self.v._m2mes_ca
         if pfc.issuer != issuer.subject:
             raise _Fail("not asked: the PfC was not issued by the M2MES CA")
@@ -650,21 +745,32 @@ class _Validation:
         return "AK certified a fixedTPM restricted decryption key for this nonce"
 
 
-def _certifies(certificate: x509.Certificate, area: TpmPublic) -> bool:
-    """True when ``certificate`` is over the key of ``area`` (compared on the encoded key,
-    without building a key object from the TPM side)."""
+def _certificate_key(certificate: x509.Certificate) -> bytes:
+    """A certificate's public key, encoded for comparison with a TPM public area (``_area_key``)."""
     key = certificate.public_key()
-    if area.type == TPM_ALG_ECC and isinstance(key, ec.EllipticCurvePublicKey):
-        curve = _CURVES.get(area.curve or 0)
-        if curve is None or curve[0].name != key.curve.name:
-            return False
-        size = curve[1]
-        point = b"\x04" + area.x.rjust(size, b"\0") + area.y.rjust(size, b"\0")
-        return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint) == point
-    if area.type == TPM_ALG_RSA and isinstance(key, rsa.RSAPublicKey):
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return key.curve.name.encode() + b":" + key.public_bytes(serialization.Encoding.X962,
+                                                                   serialization.PublicFormat.UncompressedPoint)
+    if isinstance(key, rsa.RSAPublicKey):
         numbers = key.public_numbers()
-        return numbers.n == int.from_bytes(area.unique, "big") and numbers.e == (area.exponent or 65537)
-    return False
+        return b"rsa:" + numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big") + b":" + \
+            numbers.e.to_bytes(4, "big")
+    return b"other:" + key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _area_key(area: TpmPublic) -> bytes:
+    """The key of a TPM public area, encoded as ``_certificate_key`` encodes a certificate's
+    (compared on the encoding, without building a key object from the TPM side)."""
+    if area.type == TPM_ALG_ECC:
+        curve = _CURVES.get(area.curve or 0)
+        if curve is None:
+            return b"unsupported ECC curve"
+        size = curve[1]
+        return curve[0].name.encode() + b":" + b"\x04" + area.x.rjust(size, b"\0") + area.y.rjust(size, b"\0")
+    if area.type == TPM_ALG_RSA:
+        n = int.from_bytes(area.unique, "big")
+        return b"rsa:" + n.to_bytes((n.bit_length() + 7) // 8, "big") + b":" + (area.exponent or 65537).to_bytes(4, "big")
+    return b"no key"
 
 
 def _signature_hash(signature: bytes) -> int:

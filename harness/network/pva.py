@@ -15,8 +15,9 @@ Two kinds of validation (seed 004, 4th change steps 3-5):
   the reference values of the PfC's model.
 
 What it keeps between validations, each with the rule that keeps it correct:
-- certificate signatures already verified (EK chain, PfC): a certificate's bytes never change;
-  validity periods are checked every time, and a PfC's status comes from OCSP;
+- EK certificates and PfCs whose path verified (by SHA-256 of their DER): not walked again while
+  every certificate of the path is within its validity; a PfC's entry is dropped when the M2MES
+  announces its revocation (SupplierNotice); signatures of CA certificates likewise;
 - OCSP responses per PfC serial: until the response's nextUpdate, or until the M2MES announces
   a revocation (SupplierNotice), whichever comes first; a revoked status is never forgotten early;
 - reference values per model, signature checked once: until the M2MES announces new ones.
@@ -134,6 +135,7 @@ class Pva(Entity):
                 "challenges": counts.get("challenges", 0),
                 "ocsp_requests": self.validator.ocsp_requests,
                 "ocsp_cache_hits": self.validator.ocsp_cache_hits,
+                "certificate_cache_hits": self.validator.certificate_cache_hits,
                 "reference_values_requests": counts.get("reference_values_requests", 0),
                 "reference_values_cache_hits": counts.get("reference_values_cache_hits", 0),
                 "ivf_issues": counts.get("ivf_issues", 0),
