@@ -42,6 +42,7 @@ class ModeSummary:
     latency_p99_ms: float = 0.0
     load: list[tuple[float, float]] = field(default_factory=list)  # (s into the change, PVA CPU s per s)
     peak_rss_mib: float = 0.0
+    base_rss_mib: float = 0.0                # the shards' processes before their first M2ME
     refusals: dict[str, int] = field(default_factory=dict)
     shards: int = 0
     executor: str = ""
@@ -180,6 +181,7 @@ def merge(with_ivf: bool, results: Sequence[ShardResult], real: Sequence[dict[st
             s.refusals[key] = s.refusals.get(key, 0) + value
         latencies.extend(r.latencies_s)
         s.peak_rss_mib += r.peak_rss_mib
+        s.base_rss_mib += r.base_rss_mib
     s.change_s = max((r.change_s for r in results), default=0.0)
     s.provisioning_s = max((r.provisioning_s for r in results), default=0.0)
     for bench in real:
@@ -194,6 +196,7 @@ def merge(with_ivf: bool, results: Sequence[ShardResult], real: Sequence[dict[st
     s.latency_p99_ms = round(percentile(latencies, 99) * 1e3, 3)
     s.load = load_over_time(results)
     s.peak_rss_mib = round(s.peak_rss_mib, 1)
+    s.base_rss_mib = round(s.base_rss_mib, 1)
     return s
 
 

@@ -65,7 +65,20 @@ class ShardResult:
     change_s: float = 0.0
     change_started: float = 0.0      # wall clock, to line shards up
     peak_rss_mib: float = 0.0
+    base_rss_mib: float = 0.0        # the shard's process before its first M2ME (interpreter, libraries)
     refusals: dict[str, int] = field(default_factory=dict)  # first failed check -> count
+
+
+def _rss_mib() -> float:
+    """This process's resident set now (Linux /proc), else its peak so far."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _no_adm() -> bytes:
@@ -93,7 +106,7 @@ def _run(task: ShardTask, store: Path, progress: Callable[[str, int], None] | No
         model, components = configuration(c)
         net.m2mes.publish_reference_values({x.name: x.digest for x in components}, model=model)
         models[c] = (model, components)
-    result = ShardResult(task.shard, task.with_ivf, m2mes=len(task.indexes))
+    result = ShardResult(task.shard, task.with_ivf, m2mes=len(task.indexes), base_rss_mib=_rss_mib())
     every = max(1, len(task.indexes) // 20)
 
     # -- provisioning by the old SHO (004 c3 s8-s10) --------------------------------------------
@@ -151,6 +164,6 @@ def _run(task: ShardTask, store: Path, progress: Callable[[str, int], None] | No
             progress("change", n)
     result.change_s = time.perf_counter() - t0
     result.pva_change = _diff(net.pva.counters(), before)
-    result.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result.peak_rss_mib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, _rss_mib())
     net.close()
     return result
