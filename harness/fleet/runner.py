@@ -82,7 +82,8 @@ def run_local(tasks: Sequence[ShardTask], workers: int, progress: Progress | Non
     context = multiprocessing.get_context("fork")  # the shards need nothing re-imported
     with context.Manager() as manager:
         updates = manager.Queue()
-        done: dict[tuple[int, str], int] = {}
+        where: dict[int, tuple[str, int]] = {}
+        sizes = {t.shard: len(t.indexes) for t in tasks}
         stop = threading.Event()
 
         def watch() -> None:
@@ -91,9 +92,15 @@ def run_local(tasks: Sequence[ShardTask], workers: int, progress: Progress | Non
                     shard, phase, n = updates.get(timeout=0.2)
                 except (queue.Empty, EOFError, OSError):
                     continue
-                done[(shard, phase)] = n
-                if progress:
-                    progress(phase, sum(v for (s, p), v in done.items() if p == phase), total)
+                where[shard] = (phase, n)
+                if not progress:
+                    continue
+                # the fleet is changing once every shard is; until then it is provisioning
+                if len(where) == len(tasks) and all(p == "change" for p, _ in where.values()):
+                    progress("change", sum(n for _, n in where.values()), total)
+                else:
+                    progress("provisioning", sum(sizes[s] if p == "change" else n for s, (p, n) in where.items()),
+                             total)
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
