@@ -156,3 +156,15 @@ def test_a_fleet_spec_refuses_what_cannot_run() -> None:
     with pytest.raises(FleetError, match="--configurations"):
         FleetSpec(devices=3, real=0, configurations=0)
     assert len(FleetSpec(devices=100, real=1, tampered=7).tampered_indexes()) == 7
+
+
+def test_fleet_command_on_a_dask_scheduler(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from distributed import LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        code = main(["fleet", "--devices", "30", "--real", "0", "--tampered", "3", "--ivf-only",
+                     "--scheduler", cluster.scheduler_address, "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr()
+    (run,) = json.loads((tmp_path / "fleet.json").read_text())["runs"]
+    assert run["label"] == "with IVF" and run["executor"].startswith("dask ")
+    assert run["changed"] == 27 and run["refused_tampered"] == 3
+    assert run["pva_change"]["integrity_validations"] == 3

@@ -135,7 +135,7 @@ def run_dask(tasks: Sequence[ShardTask], client: Any, progress: Progress | None 
                                                                   f"{'ivf' if t.with_ivf else 'noivf'}-{os.getpid()}"
                                                                   for t in tasks])
     results: dict[int, ShardResult] = {}
-    for future in as_completed(futures):
+    for future in as_completed(futures, loop=client.loop):
         result = future.result()
         results[result.shard] = result
         if progress:
