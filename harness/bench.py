@@ -140,6 +140,20 @@ class TopologyOptions:
     ro_colocated_with_vno: bool = False
     pva_dpf_hosted_by_sho: bool = False
     vno_is_sho: bool = False
+    # seed 004's IVF (harness/network/topology.py): where it runs, how long a result stands,
+    # what each SHO requires validated; None: the network's default
+    ivf_host: str | None = None
+    ivf_lifetime_s: float | None = None
+    required_components: Any = None
+
+    def network_options(self) -> dict[str, Any]:
+        """The keys a bench file set, as NetworkOptions takes them."""
+        out: dict[str, Any] = {"ro_colocated_with_vno": self.ro_colocated_with_vno,
+                               "pva_dpf_hosted_by_sho": self.pva_dpf_hosted_by_sho, "vno_is_sho": self.vno_is_sho}
+        for key in ("ivf_host", "ivf_lifetime_s", "required_components"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
 
 @dataclass(frozen=True)
@@ -388,7 +402,18 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
     topology = TopologyOptions(
         ro_colocated_with_vno=s.get("ro_colocated_with_vno", (bool,), False),
         pva_dpf_hosted_by_sho=s.get("pva_dpf_hosted_by_sho", (bool,), False),
-        vno_is_sho=s.get("vno_is_sho", (bool,), False))
+        vno_is_sho=s.get("vno_is_sho", (bool,), False),
+        ivf_host=s.choice("ivf_host", ("pva", "old_sho", "separate")),
+        ivf_lifetime_s=s.get("ivf_lifetime_s", (int, float)),
+        required_components=s.get("required_components", (list, dict)))
+    if topology.ivf_lifetime_s is not None and topology.ivf_lifetime_s < 0:
+        problems.append(f"topology.ivf_lifetime_s: must be 0 or more seconds, got {topology.ivf_lifetime_s!r}")
+    if topology.required_components is not None:
+        from .network.topology import TopologyError, _required_by_role
+        try:
+            _required_by_role(topology.required_components)
+        except TopologyError as exc:
+            problems.append(f"topology.{exc}")
     s.finish()
     s = _Section(top.get("m2me", (dict,), {}), "m2me", problems)
     firmware = None

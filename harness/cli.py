@@ -4,6 +4,9 @@
     mcim-hil bench up [--bench FILE]      start the emulated bench and keep it up
     mcim-hil run [--bench FILE] [--procedure initial|initial-ivf|change-sho|change-sho-preprovisioned|pristine|renew-access-credential] [--air module|relayed] [--out DIR]
                                           run a TR 33.812 procedure on the bench, one row per seed step
+    mcim-hil fleet --devices N [--real K] [--no-ivf|--ivf-only] [--configurations C] [--tampered T]
+                   [--workers W] [--scheduler ADDRESS] [--out DIR]
+                                          a mass change of SHO (seed 004), with and without the IVF
 """
 
 from __future__ import annotations
@@ -55,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--gsmtap", metavar="HOST:PORT",
                      help="listen there for GSMTAP SIM frames (a SIMtrace2) and merge them into the trace as "
                           "sniffed, or 'off' (default: the bench file's gsmtap.listen)")
+    _add_fleet(sub)
     args = parser.parse_args(argv)
-    what = "run" if args.command == "run" else f"bench {args.bench_command}"
+    what = args.command if args.command in ("run", "fleet") else f"bench {args.bench_command}"
     try:
         with interruptible():
             if args.command == "bench" and args.bench_command == "check":
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "run":
                 from .run import run_command
                 return run_command(args.bench, args.procedure, args.air, args.out, gsmtap=args.gsmtap)
+            if args.command == "fleet":
+                return _fleet(args)
     except LabError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -96,6 +102,36 @@ def main(argv: list[str] | None = None) -> int:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0].removesuffix("; stderr tail:") if lines else "(no message)"
+def _add_fleet(sub) -> None:
+    fleet = sub.add_parser("fleet", help="a mass change of SHO: N M2MEs (K real benches, the rest simulated "
+                                         "TREs), with and without the IVF")
+    fleet.add_argument("--devices", type=int, required=True, metavar="N", help="M2MEs in the fleet")
+    fleet.add_argument("--real", type=int, default=1, metavar="K",
+                       help="of them, real benches running every step with real device commands (default 1)")
+    modes = fleet.add_mutually_exclusive_group()
+    modes.add_argument("--no-ivf", action="store_true", help="only the run without the IVF")
+    modes.add_argument("--ivf-only", action="store_true", help="only the run with the IVF")
+    fleet.add_argument("--configurations", type=int, default=1, metavar="C",
+                       help="distinct platform configurations (component sets, one model each; default 1)")
+    fleet.add_argument("--tampered", type=int, default=0, metavar="T",
+                       help="simulated M2MEs whose measurement differs from the IVF's result (default 0)")
+    fleet.add_argument("--workers", type=int, default=None, metavar="W",
+                       help="shards run in parallel (default: the CPU count)")
+    fleet.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run the shards on an existing Dask cluster, e.g. tcp://HOST:8786")
+    fleet.add_argument("--bench", metavar="FILE", help="bench file of the real benches "
+                                                       "(default: $MCIM_HIL_BENCH or lab_config/emulated.yaml)")
+    fleet.add_argument("--out", metavar="DIR", help="where fleet.json and fleet.html go (default: runs/fleet-<time>)")
+
+
+def _fleet(args) -> int:
+    from .fleet.command import fleet_command
+    from .fleet.population import FleetError
+    try:
+        return fleet_command(args)
+    except FleetError as exc:
+        print(f"mcim-hil fleet: {exc}", file=sys.stderr)
+        return 2
 
 
 def bench_up(path: str | None) -> int:

@@ -64,10 +64,8 @@ def build_bench_network(bench: Bench, record: Record, store: str | Path, *,
                         roots: list[x509.Certificate], overrides: dict[str, Any] | None = None) -> Network:
     """The TR 33.812 network for a bench: its topology options, ``overrides`` on top."""
     options = dict(overrides or {})
-    topology = bench.topology
-    options.setdefault("ro_colocated_with_vno", topology.ro_colocated_with_vno)
-    options.setdefault("pva_dpf_hosted_by_sho", topology.pva_dpf_hosted_by_sho)
-    options.setdefault("vno_is_sho", topology.vno_is_sho)
+    for key, value in bench.topology.network_options().items():
+        options.setdefault(key, value)
     options.setdefault("pcr_selection", (MEASUREMENT_PCR,))
     return build_network(NetworkOptions.from_mapping(options, source=str(bench.path)), store, record,
                          ek_roots=roots)

@@ -77,7 +77,7 @@ def initial_provisioning(b: Bench) -> str:
     net.ro.drf.send_bootstrap(m2me.pcid)                              # s10-s11
     m2me.open_session()                                               # s11: ready for the DPF
     net.ro.drf.register_at_sho(m2me.pcid)                             # s12
-    outcome = net.sho.request_validation(m2me.pcid)                   # s13-s15
+    outcome = net.sho.request_validation(m2me.pcid, issue_to_ivf=True)  # s13-s15 (004 c3 s8-s10: to the IVF)
     assert outcome.passed, outcome.result.summary()
     net.sho.build_m2msimmobj(m2me.pcid)                               # s16
     net.sho.authorise_provisioning(m2me.pcid)                         # s17

@@ -1,12 +1,9 @@
 """Platform validation (TR 33.812 5.1.3.6.8, the PVA): what a faithful verifier checks in the
 evidence an M2ME's agent sends, each check named in the result with its verdict.
 
-The evidence comes as marshalled TPM structures (TPM2B_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE)
-and DER certificates; this module never talks to a TPM. It parses the few TPM structures it
-needs itself (TPM 2.0 Part 2) rather than through tpm2-pytss's CFFI objects: that is ~10x
-faster, keeps the parse strict (no trailing bytes), and lets the PVA compute names and keys
-itself instead of trusting the device. ``make_credential_challenge`` uses tpm2-pytss's
-``make_credential`` with the AK name computed here.
+The evidence (TPM structures, DER certificates, the measurement log, reference values) and its
+codecs are in evidence.py, re-exported here; this module is the validation policy and never
+talks to a TPM.
 
 Checks and their order (``CHECKS``): see facts/tpm.md "What a faithful platform validation
 checks". With ``check_integrity=False`` only authenticity checks run (seed 004 change 4: the
@@ -18,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import struct
 import threading
 import time
 from collections import OrderedDict
@@ -28,70 +24,84 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mcim_hil.network import pki
-
-# --- TPM 2.0 Part 2 constants --------------------------------------------------------------
-
-TPM_GENERATED_VALUE = 0xFF544347  # Part 2 6.2: "\xffTCG", marks TPM-produced attestations
-TPM_ST_ATTEST_CERTIFY = 0x8017    # Part 2 6.9
-TPM_ST_ATTEST_QUOTE = 0x8018      # Part 2 6.9
-
-TPM_ALG_RSA = 0x0001              # Part 2 6.3 (TPM_ALG_ID)
-TPM_ALG_SHA1 = 0x0004
-TPM_ALG_HMAC = 0x0005
-TPM_ALG_AES = 0x0006
-TPM_ALG_KEYEDHASH = 0x0008
-TPM_ALG_XOR = 0x000A
-TPM_ALG_SHA256 = 0x000B
-TPM_ALG_SHA384 = 0x000C
-TPM_ALG_SHA512 = 0x000D
-TPM_ALG_NULL = 0x0010
-TPM_ALG_RSASSA = 0x0014
-TPM_ALG_RSAES = 0x0015
-TPM_ALG_RSAPSS = 0x0016
-TPM_ALG_ECDSA = 0x0018
-TPM_ALG_ECDAA = 0x001A
-TPM_ALG_ECC = 0x0023
-TPM_ALG_SYMCIPHER = 0x0025
-TPM_ALG_CFB = 0x0043
-
-TPM_ECC_NIST_P256 = 0x0003        # Part 2 6.4 (TPM_ECC_CURVE)
-TPM_ECC_NIST_P384 = 0x0004
-TPM_ECC_NIST_P521 = 0x0005
-
-# Part 2 8.3 TPMA_OBJECT bits
-FIXED_TPM = 1 << 1
-ST_CLEAR = 1 << 2
-FIXED_PARENT = 1 << 4
-SENSITIVE_DATA_ORIGIN = 1 << 5
-USER_WITH_AUTH = 1 << 6
-ADMIN_WITH_POLICY = 1 << 7
-NO_DA = 1 << 10
-ENCRYPTED_DUPLICATION = 1 << 11
-RESTRICTED = 1 << 16
-DECRYPT = 1 << 17
-SIGN_ENCRYPT = 1 << 18
-
-_ATTRIBUTE_NAMES = {FIXED_TPM: "fixedTPM", ST_CLEAR: "stClear", FIXED_PARENT: "fixedParent",
-                    SENSITIVE_DATA_ORIGIN: "sensitiveDataOrigin", USER_WITH_AUTH: "userWithAuth",
-                    ADMIN_WITH_POLICY: "adminWithPolicy", NO_DA: "noDA",
-                    ENCRYPTED_DUPLICATION: "encryptedDuplication", RESTRICTED: "restricted",
-                    DECRYPT: "decrypt", SIGN_ENCRYPT: "sign"}
-
-HASH_NAMES = {TPM_ALG_SHA1: "sha1", TPM_ALG_SHA256: "sha256", TPM_ALG_SHA384: "sha384",
-              TPM_ALG_SHA512: "sha512"}
-_HASHES = {TPM_ALG_SHA256: hashes.SHA256(), TPM_ALG_SHA384: hashes.SHA384(), TPM_ALG_SHA512: hashes.SHA512()}
-_CURVES = {TPM_ECC_NIST_P256: (ec.SECP256R1(), 32), TPM_ECC_NIST_P384: (ec.SECP384R1(), 48),
-           TPM_ECC_NIST_P521: (ec.SECP521R1(), 66)}
-# TPMT_ECC_SCHEME / TPMT_RSA_SCHEME details: most carry one hashAlg, ECDAA adds a count, RSAES nothing.
-_SCHEME_DETAIL_SIZE = {TPM_ALG_NULL: 0, TPM_ALG_RSAES: 0, TPM_ALG_ECDAA: 4}
-PCR_BANK = TPM_ALG_SHA256
-PCR_COUNT = 24                    # PC Client platform: 24 PCRs
-MIN_NONCE_BYTES = 16
+from mcim_hil.network.evidence import (  # noqa: F401  (re-exported: the wire formats' names)
+    TPM_GENERATED_VALUE,
+    TPM_ST_ATTEST_CERTIFY,
+    TPM_ST_ATTEST_QUOTE,
+    TPM_ALG_RSA,
+    TPM_ALG_SHA1,
+    TPM_ALG_HMAC,
+    TPM_ALG_AES,
+    TPM_ALG_KEYEDHASH,
+    TPM_ALG_XOR,
+    TPM_ALG_SHA256,
+    TPM_ALG_SHA384,
+    TPM_ALG_SHA512,
+    TPM_ALG_NULL,
+    TPM_ALG_RSASSA,
+    TPM_ALG_RSAES,
+    TPM_ALG_RSAPSS,
+    TPM_ALG_ECDSA,
+    TPM_ALG_ECDAA,
+    TPM_ALG_ECC,
+    TPM_ALG_SYMCIPHER,
+    TPM_ALG_CFB,
+    TPM_ECC_NIST_P256,
+    TPM_ECC_NIST_P384,
+    TPM_ECC_NIST_P521,
+    FIXED_TPM,
+    ST_CLEAR,
+    FIXED_PARENT,
+    SENSITIVE_DATA_ORIGIN,
+    USER_WITH_AUTH,
+    ADMIN_WITH_POLICY,
+    NO_DA,
+    ENCRYPTED_DUPLICATION,
+    RESTRICTED,
+    DECRYPT,
+    SIGN_ENCRYPT,
+    _ATTRIBUTE_NAMES,
+    HASH_NAMES,
+    _HASHES,
+    _CURVES,
+    _SCHEME_DETAIL_SIZE,
+    PCR_BANK,
+    PCR_COUNT,
+    MIN_NONCE_BYTES,
+    AttestationError,
+    TpmStructureError,
+    _U16,
+    _U32,
+    _CLOCK,
+    _Reader,
+    TpmPublic,
+    _hash_name,
+    _read_symmetric,
+    _read_scheme,
+    parse_public,
+    tpm_public_key,
+    tpm_name,
+    parse_pcr_selection,
+    pcr_selection_bytes,
+    Attest,
+    parse_attest,
+    verify_tpm_signature,
+    extend,
+    pcr_initial_value,
+    Measurement,
+    _EVIDENCE_BYTES,
+    Evidence,
+    ReferenceValues,
+    CredentialChallenge,
+    make_credential_challenge,
+    _kdfa,
+    _kdfe,
+    _make_credential_ecc,
+)
 
 AK_REQUIRED = FIXED_TPM | FIXED_PARENT | SENSITIVE_DATA_ORIGIN | RESTRICTED | SIGN_ENCRYPT
 STORAGE_KEY_REQUIRED = FIXED_TPM | FIXED_PARENT | SENSITIVE_DATA_ORIGIN | RESTRICTED | DECRYPT
@@ -102,441 +112,6 @@ CHECKS = ("ek_certificate_chain", "ek_public_matches_certificate", "ak_attribute
           "event_log_replay", "reference_values", "clock", "pfc_signature", "pfc_binds_ak",
           "pfc_names_platform", "pfc_status_ocsp", "storage_key_certified")
 INTEGRITY_CHECKS = frozenset({"pcr_selection", "pcr_digest", "event_log_replay", "reference_values"})
-
-
-class AttestationError(Exception):
-    """Bad input to the attestation library itself (not a failed check: those are results)."""
-
-
-class TpmStructureError(ValueError):
-    """A marshalled TPM structure does not parse."""
-
-
-# --- parsing the TPM structures ------------------------------------------------------------
-
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
-_CLOCK = struct.Struct(">QIIBQ")  # TPMS_CLOCK_INFO (clock, resetCount, restartCount, safe) + firmwareVersion
-
-
-class _Reader:
-    __slots__ = ("data", "pos", "what")
-
-    def __init__(self, data: bytes, what: str) -> None:
-        self.data = bytes(data)
-        self.pos = 0
-        self.what = what
-
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
-            raise TpmStructureError(f"{self.what}: truncated at byte {self.pos} (wanted {n} more)")
-        out = self.data[self.pos:end]
-        self.pos = end
-        return out
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        if self.pos + 2 > len(self.data):
-            self.take(2)
-        value = _U16.unpack_from(self.data, self.pos)[0]
-        self.pos += 2
-        return value
-
-    def u32(self) -> int:
-        if self.pos + 4 > len(self.data):
-            self.take(4)
-        value = _U32.unpack_from(self.data, self.pos)[0]
-        self.pos += 4
-        return value
-
-    def tpm2b(self) -> bytes:
-        return self.take(self.u16())
-
-    def end(self) -> None:
-        if self.pos != len(self.data):
-            raise TpmStructureError(f"{self.what}: {len(self.data) - self.pos} trailing bytes")
-
-
-@dataclass(frozen=True)
-class TpmPublic:
-    """The fields of a TPMT_PUBLIC the PVA and the SHO look at. ``area`` is the marshalled
-    TPMT_PUBLIC (the TPM2B without its size), what the object's name hashes."""
-    type: int
-    name_alg: int
-    attributes: int
-    auth_policy: bytes
-    symmetric: tuple[int, int, int]     # (algorithm, keyBits, mode), algorithm NULL when none
-    scheme: int                         # signing / decryption scheme, TPM_ALG_NULL when none
-    scheme_hash: int
-    curve: int | None = None
-    rsa_bits: int | None = None
-    exponent: int | None = None
-    x: bytes = b""                      # ECC point
-    y: bytes = b""
-    unique: bytes = b""                 # RSA modulus / keyedhash or symcipher unique
-    area: bytes = b""
-
-    @property
-    def name(self) -> bytes:
-        """TPM 2.0 Part 1 16: nameAlg || H_nameAlg(TPMT_PUBLIC)."""
-        return _U16.pack(self.name_alg) + hashlib.new(_hash_name(self.name_alg), self.area).digest()
-
-    def has(self, attributes: int) -> bool:
-        return self.attributes & attributes == attributes
-
-    def attribute_names(self) -> list[str]:
-        return [name for bit, name in _ATTRIBUTE_NAMES.items() if self.attributes & bit]
-
-    def public_key(self) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
-        """The key as a cryptography object (ECC or RSA only)."""
-        if self.type == TPM_ALG_ECC:
-            if self.curve not in _CURVES:
-                raise TpmStructureError(f"TPMT_PUBLIC: unsupported ECC curve {self.curve:#06x}")
-            curve, size = _CURVES[self.curve]
-            if len(self.x) > size or len(self.y) > size:
-                raise TpmStructureError("TPMT_PUBLIC: ECC point longer than the curve")
-            point = b"\x04" + self.x.rjust(size, b"\0") + self.y.rjust(size, b"\0")
-            return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
-        if self.type == TPM_ALG_RSA:
-            exponent = self.exponent or 65537  # Part 2 12.2.3.5: 0 means 2^16 + 1
-            return rsa.RSAPublicNumbers(exponent, int.from_bytes(self.unique, "big")).public_key()
-        raise TpmStructureError(f"TPMT_PUBLIC: type {self.type:#06x} has no public key")
-
-
-def _hash_name(alg: int) -> str:
-    try:
-        return HASH_NAMES[alg]
-    except KeyError:
-        raise TpmStructureError(f"unsupported hash algorithm {alg:#06x}") from None
-
-
-def _read_symmetric(r: _Reader) -> tuple[int, int, int]:
-    algorithm = r.u16()
-    if algorithm == TPM_ALG_NULL:
-        return (TPM_ALG_NULL, 0, TPM_ALG_NULL)
-    return (algorithm, r.u16(), r.u16())
-
-
-def _read_scheme(r: _Reader) -> tuple[int, int]:
-    scheme = r.u16()
-    size = _SCHEME_DETAIL_SIZE.get(scheme, 2)
-    if size == 0:
-        return scheme, TPM_ALG_NULL
-    hash_alg = r.u16()
-    if size == 4:
-        r.u16()  # ECDAA count
-    return scheme, hash_alg
-
-
-def parse_public(tpm2b_public: bytes) -> TpmPublic:
-    """Parse a marshalled TPM2B_PUBLIC (Part 2 12.2.5) strictly."""
-    outer = _Reader(tpm2b_public, "TPM2B_PUBLIC")
-    area = outer.tpm2b()
-    outer.end()
-    r = _Reader(area, "TPMT_PUBLIC")
-    kind, name_alg, attributes = r.u16(), r.u16(), r.u32()
-    auth_policy = r.tpm2b()
-    fields: dict[str, Any] = {}
-    if kind == TPM_ALG_ECC:
-        symmetric = _read_symmetric(r)
-        scheme, scheme_hash = _read_scheme(r)
-        fields["curve"] = r.u16()
-        kdf = r.u16()
-        if kdf != TPM_ALG_NULL:
-            r.u16()
-        fields["x"], fields["y"] = r.tpm2b(), r.tpm2b()
-    elif kind == TPM_ALG_RSA:
-        symmetric = _read_symmetric(r)
-        scheme, scheme_hash = _read_scheme(r)
-        fields["rsa_bits"], fields["exponent"] = r.u16(), r.u32()
-        fields["unique"] = r.tpm2b()
-    elif kind == TPM_ALG_KEYEDHASH:
-        symmetric = (TPM_ALG_NULL, 0, TPM_ALG_NULL)
-        scheme = r.u16()
-        scheme_hash = TPM_ALG_NULL
-        if scheme == TPM_ALG_HMAC:
-            scheme_hash = r.u16()
-        elif scheme == TPM_ALG_XOR:
-            scheme_hash = r.u16()
-            r.u16()  # kdf
-        fields["unique"] = r.tpm2b()
-    elif kind == TPM_ALG_SYMCIPHER:
-        symmetric = _read_symmetric(r)
-        scheme, scheme_hash = TPM_ALG_NULL, TPM_ALG_NULL
-        fields["unique"] = r.tpm2b()
-    else:
-        raise TpmStructureError(f"TPMT_PUBLIC: unsupported object type {kind:#06x}")
-    r.end()
-    _hash_name(name_alg)
-    return TpmPublic(kind, name_alg, attributes, auth_policy, symmetric, scheme, scheme_hash,
-                     area=area, **fields)
-
-
-def tpm_public_key(tpm2b_public: bytes) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
-    """The cryptography public key of a marshalled TPM2B_PUBLIC (for the M2MES issuing a PfC)."""
-    return parse_public(tpm2b_public).public_key()
-
-
-def tpm_name(tpm2b_public: bytes) -> bytes:
-    """The TPM name of an object, computed from its public area (never trust the device's)."""
-    return parse_public(tpm2b_public).name
-
-
-def parse_pcr_selection(r: _Reader) -> dict[int, frozenset[int]]:
-    """TPML_PCR_SELECTION (Part 2 10.9.7) -> {hash alg: PCR indices}."""
-    count = r.u32()
-    if count > 16:
-        raise TpmStructureError(f"{r.what}: {count} PCR banks is not plausible")
-    banks: dict[int, frozenset[int]] = {}
-    for _ in range(count):
-        alg = r.u16()
-        bitmap = r.take(r.u8())
-        pcrs = frozenset(8 * i + bit for i, byte in enumerate(bitmap) for bit in range(8) if byte >> bit & 1)
-        if alg in banks:
-            raise TpmStructureError(f"{r.what}: bank {alg:#06x} selected twice")
-        banks[alg] = pcrs
-    return banks
-
-
-def pcr_selection_bytes(pcrs: Iterable[int], bank: int = PCR_BANK) -> bytes:
-    """A one-bank TPML_PCR_SELECTION with sizeofSelect 3 (PCR_SELECT_MIN, as tpm2-tools / tpm2-pytss send)."""
-    bitmap = bytearray(3)
-    for pcr in pcrs:
-        if not 0 <= pcr < PCR_COUNT:
-            raise AttestationError(f"PCR {pcr} outside 0..{PCR_COUNT - 1}")
-        bitmap[pcr // 8] |= 1 << (pcr % 8)
-    return _U32.pack(1) + _U16.pack(bank) + bytes([3]) + bytes(bitmap)
-
-
-@dataclass(frozen=True)
-class Attest:
-    """The fields of a TPMS_ATTEST (Part 2 10.12.12) for a quote or a certification."""
-    magic: int
-    type: int
-    qualified_signer: bytes
-    extra_data: bytes
-    clock: int
-    reset_count: int
-    restart_count: int
-    safe: int
-    firmware_version: int
-    pcr_selection: dict[int, frozenset[int]] = field(default_factory=dict)  # quote
-    pcr_digest: bytes = b""                                                  # quote
-    certified_name: bytes = b""                                              # certify
-    certified_qualified_name: bytes = b""                                    # certify
-
-
-def parse_attest(data: bytes) -> Attest:
-    r = _Reader(data, "TPMS_ATTEST")
-    magic, kind = r.u32(), r.u16()
-    signer, extra = r.tpm2b(), r.tpm2b()
-    clock, reset, restart, safe, firmware = _CLOCK.unpack(r.take(_CLOCK.size))
-    if kind == TPM_ST_ATTEST_QUOTE:
-        selection = parse_pcr_selection(r)
-        attest = Attest(magic, kind, signer, extra, clock, reset, restart, safe, firmware,
-                        pcr_selection=selection, pcr_digest=r.tpm2b())
-    elif kind == TPM_ST_ATTEST_CERTIFY:
-        attest = Attest(magic, kind, signer, extra, clock, reset, restart, safe, firmware,
-                        certified_name=r.tpm2b(), certified_qualified_name=r.tpm2b())
-    else:
-        raise TpmStructureError(f"TPMS_ATTEST: type {kind:#06x} is neither a quote nor a certification")
-    r.end()
-    return attest
-
-
-def verify_tpm_signature(public: TpmPublic, signature: bytes, data: bytes,
-                         key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey | None = None) -> int:
-    """Verify a marshalled TPMT_SIGNATURE (Part 2 11.3.4) over ``data`` with the key of ``public``;
-    returns the signature's hash algorithm. Raises InvalidSignature or TpmStructureError."""
-    r = _Reader(signature, "TPMT_SIGNATURE")
-    sig_alg, hash_alg = r.u16(), r.u16()
-    if hash_alg not in _HASHES:
-        raise TpmStructureError(f"TPMT_SIGNATURE: hash {hash_alg:#06x} not accepted")
-    key = key or public.public_key()
-    if sig_alg == TPM_ALG_ECDSA:
-        r_, s_ = r.tpm2b(), r.tpm2b()
-        r.end()
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            raise InvalidSignature("ECDSA signature from a non-ECC key")
-        der = encode_dss_signature(int.from_bytes(r_, "big"), int.from_bytes(s_, "big"))
-        key.verify(der, data, ec.ECDSA(_HASHES[hash_alg]))
-    elif sig_alg in (TPM_ALG_RSASSA, TPM_ALG_RSAPSS):
-        sig = r.tpm2b()
-        r.end()
-        if not isinstance(key, rsa.RSAPublicKey):
-            raise InvalidSignature("RSA signature from a non-RSA key")
-        if sig_alg == TPM_ALG_RSASSA:
-            key.verify(sig, data, padding.PKCS1v15(), _HASHES[hash_alg])
-        else:
-            key.verify(sig, data, padding.PSS(mgf=padding.MGF1(_HASHES[hash_alg]),
-                                              salt_length=padding.PSS.AUTO), _HASHES[hash_alg])
-    else:
-        raise TpmStructureError(f"TPMT_SIGNATURE: scheme {sig_alg:#06x} not accepted")
-    return hash_alg
-
-
-def extend(pcr_value: bytes, digest: bytes) -> bytes:
-    """TPM2_PCR_Extend in the sha256 bank: new = SHA-256(old || digest)."""
-    return hashlib.sha256(pcr_value + digest).digest()
-
-
-def pcr_initial_value(pcr: int) -> bytes:
-    """PC Client: PCRs 17..22 (D-RTM) start at all ones after TPM2_Startup, the others at zero."""
-    return b"\xff" * 32 if 17 <= pcr <= 22 else b"\0" * 32
-
-
-# --- what the M2ME sends -------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Measurement:
-    """One event of the M2ME's measurement log: ``digest`` (SHA-256) of ``component`` was
-    extended into ``pcr``."""
-    component: str
-    pcr: int
-    digest: bytes
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"component": self.component, "pcr": self.pcr, "digest": self.digest.hex()}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Measurement:
-        return cls(str(data["component"]), int(data["pcr"]), bytes.fromhex(data["digest"]))
-
-
-_EVIDENCE_BYTES = ("ek_certificate", "ek_public", "ak_public", "activation_proof", "quote_attest",
-                   "quote_signature", "pfc", "storage_key_public", "certify_attest", "certify_signature")
-
-
-@dataclass
-class Evidence:
-    """What the M2ME's agent sends the PVA (all TPM structures marshalled, certificates DER)."""
-    platform_id: str
-    ek_certificate: bytes
-    ek_public: bytes              # TPM2B_PUBLIC
-    ak_public: bytes              # TPM2B_PUBLIC
-    activation_proof: bytes       # the secret ActivateCredential recovered
-    quote_attest: bytes           # TPMS_ATTEST
-    quote_signature: bytes        # TPMT_SIGNATURE
-    pcr_values: dict[int, bytes]
-    measurements: list[Measurement]
-    pfc: bytes
-    storage_key_public: bytes     # TPM2B_PUBLIC of the key the MCIM will be sealed to
-    certify_attest: bytes         # TPMS_ATTEST of TPM2_Certify(storage key, AK)
-    certify_signature: bytes      # TPMT_SIGNATURE
-
-    def __repr__(self) -> str:
-        return (f"Evidence(platform_id={self.platform_id!r}, pcrs={sorted(self.pcr_values)}, "
-                f"measurements={len(self.measurements)})")
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"platform_id": self.platform_id}
-        for name in _EVIDENCE_BYTES:
-            out[name] = getattr(self, name).hex()
-        out["pcr_values"] = {str(pcr): value.hex() for pcr, value in sorted(self.pcr_values.items())}
-        out["measurements"] = [m.to_dict() for m in self.measurements]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Evidence:
-        try:
-            return cls(platform_id=str(data["platform_id"]),
-                       pcr_values={int(k): bytes.fromhex(v) for k, v in data["pcr_values"].items()},
-                       measurements=[Measurement.from_dict(m) for m in data["measurements"]],
-                       **{name: bytes.fromhex(data[name]) for name in _EVIDENCE_BYTES})
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise AttestationError(f"evidence does not decode: {type(exc).__name__}: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class ReferenceValues:
-    """The M2MES's expected SHA-256 digest per component, optionally for one ``model`` and
-    signed (``sign``) so the PVA can check who vouches for them."""
-    components: Mapping[str, bytes]
-    model: str | None = None
-    signature: bytes | None = None
-
-    def canonical_bytes(self) -> bytes:
-        """What the signature covers: a length-prefixed, sorted encoding."""
-        out = bytearray(b"mcim-hil reference values v1\0")
-        model = (self.model or "").encode()
-        out += _U16.pack(len(model)) + model
-        for name in sorted(self.components):
-            raw = name.encode()
-            out += _U16.pack(len(raw)) + raw + _U16.pack(len(self.components[name])) + self.components[name]
-        return bytes(out)
-
-    def sign(self, signer: pki.CertificateAuthority | Any) -> ReferenceValues:
-        """A signed copy; ``signer`` is a CertificateAuthority or a private key."""
-        data = self.canonical_bytes()
-        signature = signer.sign(data) if isinstance(signer, pki.CertificateAuthority) else pki.sign_bytes(signer, data)
-        return ReferenceValues(dict(self.components), self.model, signature)
-
-    def verify(self, public_key: Any) -> None:
-        if self.signature is None:
-            raise AttestationError("reference values are not signed")
-        try:
-            pki.verify_bytes(public_key, self.signature, self.canonical_bytes())
-        except InvalidSignature as exc:
-            raise AttestationError("reference values signature does not verify with the M2MES key") from exc
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "components": {k: v.hex() for k, v in sorted(self.components.items())},
-                "signature": self.signature.hex() if self.signature else None}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ReferenceValues:
-        return cls({k: bytes.fromhex(v) for k, v in data["components"].items()}, data.get("model"),
-                   bytes.fromhex(data["signature"]) if data.get("signature") else None)
-
-
-# --- the credential challenge (AK bound to EK) ---------------------------------------------
-
-@dataclass(frozen=True)
-class CredentialChallenge:
-    """TPM2_MakeCredential output for the device's ActivateCredential: marshalled
-    TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET. ``to_bytes`` concatenates them (both self-sized)."""
-    credential_blob: bytes
-    encrypted_secret: bytes
-
-    def to_bytes(self) -> bytes:
-        return self.credential_blob + self.encrypted_secret
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> CredentialChallenge:
-        r = _Reader(data, "credential challenge")
-        r.tpm2b()  # the credential blob; the split after it is what matters
-        split = r.pos
-        r.tpm2b()
-        r.end()
-        return cls(data[:split], data[split:])
-
-    def to_dict(self) -> dict[str, str]:
-        return {"credential_blob": self.credential_blob.hex(), "encrypted_secret": self.encrypted_secret.hex()}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, str]) -> CredentialChallenge:
-        return cls(bytes.fromhex(data["credential_blob"]), bytes.fromhex(data["encrypted_secret"]))
-
-
-def make_credential_challenge(ek_public: bytes, ak_public: bytes) -> tuple[CredentialChallenge, bytes]:
-    """Encrypt a fresh 32-byte secret to the EK, bound to the AK name computed here from
-    ``ak_public``; only a TPM holding both (ActivateCredential) recovers it.
-    Returns (challenge for the device, expected secret)."""
-    from tpm2_pytss.types import TPM2B_PUBLIC
-    from tpm2_pytss.utils import make_credential
-
-    ek = parse_public(ek_public)
-    if not ek.has(RESTRICTED | DECRYPT):
-        raise AttestationError("EK public area is not a restricted decryption key")
-    ak_name = parse_public(ak_public).name
-    secret = os.urandom(32)
-    ek_struct, _ = TPM2B_PUBLIC.unmarshal(ek_public)
-    blob, encrypted = make_credential(ek_struct, secret, ak_name)
-    return CredentialChallenge(blob.marshal(), encrypted.marshal()), secret
-
 
 # --- the verdict ---------------------------------------------------------------------------
 
@@ -606,6 +181,21 @@ class _Fail(Exception):
     """A check's verdict is FAIL; the message is the check's detail."""
 
 
+@dataclass(frozen=True)
+class _VerifiedCertificate:
+    """What a PVA keeps of an EK certificate or a PfC whose path verified: valid while ``at`` is
+    inside every certificate's validity on the path; a PfC's entry goes with its revocation."""
+    not_before: Any
+    not_after: Any
+    detail: str
+    key: bytes                                   # the certified public key, encoded
+    serial: int
+    identity: pki.PlatformIdentity | None = None  # a PfC's platform
+
+    def holds(self, at: Any) -> bool:
+        return self.not_before <= at <= self.not_after
+
+
 # --- the validator -------------------------------------------------------------------------
 
 class PlatformValidator:
@@ -627,7 +217,8 @@ class PlatformValidator:
                  reference_values: ReferenceValues | Mapping[str, bytes], *,
                  ek_intermediates: Sequence[x509.Certificate] = (), nonce_lifetime: float = 120.0,
                  clock_history: MutableMapping[str, tuple[int, int]] | None = None,
-                 require_signed_reference_values: bool = False, signature_memo: bool = True) -> None:
+                 require_signed_reference_values: bool = False, signature_memo: bool = True,
+                 ocsp_cache: bool = True) -> None:
         if not ek_roots:
             raise AttestationError("at least one EK root certificate must be pinned")
         self._ek_roots = list(ek_roots)
@@ -647,6 +238,16 @@ class PlatformValidator:
         self._memo = pki.SignatureMemo() if signature_memo else None
         self._names: dict[x509.Certificate, str] = {}
         self._reference = self._accept_reference_values(reference_values, require_signed_reference_values)
+        # PfC serial -> checked OCSP status, reused until its nextUpdate (RFC 6960 4.2.2.1) or
+        # until the issuer announces a revocation (forget_status); a revoked status is kept
+        self._ocsp_cache: dict[int, pki.CertStatus] | None = {} if ocsp_cache else None
+        # ("ek" | "pfc", SHA-256 of the DER) -> facts of a certificate whose path verified; an EK
+        # chain or a PfC is not walked again until it expires, or (a PfC) is revoked
+        self._verified: dict[tuple[str, bytes], _VerifiedCertificate] | None = {} if signature_memo else None
+        self._verified_by_serial: dict[int, tuple[str, bytes]] = {}
+        self.certificate_cache_hits = 0
+        self.ocsp_requests = 0
+        self.ocsp_cache_hits = 0
 
     def _name_of(self, certificate: x509.Certificate) -> str:
         name = self._names.get(certificate)
@@ -679,6 +280,57 @@ class PlatformValidator:
                                 require_signed: bool = False) -> None:
         """New reference values from the M2MES (e.g. after a firmware update)."""
         self._reference = self._accept_reference_values(values, require_signed)
+
+    def forget_status(self, serial_number: int) -> None:
+        """The PfC issuer announced a change (a revocation): ask OCSP again next time, and
+        verify the PfC again."""
+        with self._lock:
+            if self._ocsp_cache is not None:
+                self._ocsp_cache.pop(serial_number, None)
+            key = self._verified_by_serial.pop(serial_number, None)
+            if key is not None and self._verified is not None:
+                self._verified.pop(key, None)
+
+    def _known_certificate(self, kind: str, digest: bytes, at: Any) -> _VerifiedCertificate | None:
+        with self._lock:
+            found = self._verified.get((kind, digest)) if self._verified is not None else None
+            if found is None:
+                return None
+            if not found.holds(at):
+                del self._verified[(kind, digest)]  # expired (or not yet valid): walk it again
+                return None
+            self.certificate_cache_hits += 1
+            return found
+
+    def _keep_certificate(self, kind: str, digest: bytes, facts: _VerifiedCertificate) -> None:
+        with self._lock:
+            if self._verified is None:
+                return
+            if len(self._verified) > 4_000_000:
+                self._verified.clear()
+                self._verified_by_serial.clear()
+            self._verified[(kind, digest)] = facts
+            if kind == "pfc":
+                self._verified_by_serial[facts.serial] = (kind, digest)
+
+    def _cached_status(self, serial_number: int, now: Any) -> pki.CertStatus | None:
+        with self._lock:
+            status = self._ocsp_cache.get(serial_number) if self._ocsp_cache is not None else None
+            if status is None:
+                return None
+            if status.next_update is None or now >= status.next_update:
+                del self._ocsp_cache[serial_number]  # stale: RFC 6960 says ask again
+                return None
+            self.ocsp_cache_hits += 1
+            return status
+
+    def _keep_status(self, serial_number: int, status: pki.CertStatus) -> None:
+        with self._lock:
+            self.ocsp_requests += 1
+            if self._ocsp_cache is not None and status.next_update is not None:
+                if len(self._ocsp_cache) > 1_000_000:
+                    self._ocsp_cache.clear()
+                self._ocsp_cache[serial_number] = status
 
     # nonces and challenges
 
@@ -744,10 +396,13 @@ class PlatformValidator:
     # the validation
 
     def validate(self, evidence: Evidence, nonce: bytes, expected_activation_secret: bytes, *,
-                 check_integrity: bool = True) -> ValidationResult:
+                 check_integrity: bool = True, reference_values: ReferenceValues | None = None) -> ValidationResult:
         """Run every check over ``evidence`` for the quote/certify ``nonce`` this PVA issued.
-        Never raises for bad evidence: each problem is the detail of a failed check."""
-        run = _Validation(self, evidence, nonce, expected_activation_secret, self._consume_nonce(nonce))
+        Never raises for bad evidence: each problem is the detail of a failed check.
+        ``reference_values``: already accepted values (a PVA's per-model cache) instead of the
+        validator's own."""
+        run = _Validation(self, evidence, nonce, expected_activation_secret, self._consume_nonce(nonce),
+                          reference_values or self._reference)
         for name in CHECKS:
             if check_integrity or name not in INTEGRITY_CHECKS:
                 run.run(name)
@@ -759,8 +414,9 @@ class _Validation:
     keeps a parse failure as the FAIL detail of every check that needs the structure."""
 
     def __init__(self, validator: PlatformValidator, evidence: Evidence, nonce: bytes, secret: bytes,
-                 nonce_problem: str | None) -> None:
+                 nonce_problem: str | None, reference: ReferenceValues) -> None:
         self.v = validator
+        self.reference = reference
         self.evidence = evidence
         self.nonce = nonce
         self.secret = secret
@@ -770,6 +426,7 @@ class _Validation:
         self.matched: list[str] = []
         self.identity: pki.PlatformIdentity | None = None
         self._parsed: dict[str, Any] = {}
+        self._facts: dict[tuple[str, bytes], _VerifiedCertificate | None] = {}
 
     # running and the verdict
 
@@ -847,19 +504,41 @@ class _Validation:
 
     # the checks, in CHECKS order; each returns its PASS detail or raises _Fail
 
+    def _verified(self, kind: str, der: bytes) -> _VerifiedCertificate | None:
+        key = (kind, hashlib.sha256(der).digest())
+        if key not in self._facts:
+            self._facts[key] = self.v._known_certificate(kind, key[1], self.now)
+        return self._facts[key]
+
+    def _keep(self, kind: str, der: bytes, path: list[x509.Certificate], detail: str,
+              identity: pki.PlatformIdentity | None = None) -> None:
+        leaf = path[0]
+        facts = _VerifiedCertificate(max(c.not_valid_before_utc for c in path),
+                                     min(c.not_valid_after_utc for c in path), detail, _certificate_key(leaf),
+                                     leaf.serial_number, identity)
+        self._facts[(kind, hashlib.sha256(der).digest())] = facts
+        self.v._keep_certificate(kind, hashlib.sha256(der).digest(), facts)
+
     def ek_certificate_chain(self) -> str:
+        known = self._verified("ek", self.evidence.ek_certificate)
+        if known is not None:
+            return known.detail
         try:
             path = pki.verify_chain(self.ek_certificate, self.v._ek_intermediates, self.v._ek_roots, at=self.now,
                                     eku=pki.OID_EK_CERTIFICATE, memo=self.v._memo)
         except pki.ChainError as exc:
             raise _Fail(f"EK certificate path broken at {exc}") from exc
-        return "EK certificate chains to " + self.v._name_of(path[-1])
+        detail = "EK certificate chains to " + self.v._name_of(path[-1])
+        self._keep("ek", self.evidence.ek_certificate, path, detail)
+        return detail
 
     def ek_public_matches_certificate(self) -> str:
         ek = self.ek
         if not ek.has(EK_REQUIRED) or ek.attributes & SIGN_ENCRYPT:
             raise _Fail(f"EK attributes {ek.attribute_names()} are not those of an endorsement key")
-        if not _certifies(self.ek_certificate, ek):
+        known = self._verified("ek", self.evidence.ek_certificate)
+        certified = known.key if known is not None else _certificate_key(self.ek_certificate)
+        if certified != _area_key(ek):
             raise _Fail("EK public area holds a different key than the EK certificate")
         return "EK public area holds the certified key"
 
@@ -945,9 +624,10 @@ class _Validation:
         return f"{len(self.evidence.measurements)} events replay to the reported PCR values"
 
     def reference_values(self) -> str:
-        reference = self.v._reference
-        if reference.model is not None and self.pfc_identity.model != reference.model:
-            raise _Fail(f"PfC model {self.pfc_identity.model!r} has no reference values (have {reference.model!r})")
+        reference = self.reference
+        model = self._pfc_platform().model
+        if reference.model is not None and model != reference.model:
+            raise _Fail(f"PfC model {model!r} has no reference values (have {reference.model!r})")
         seen: list[str] = []
         for event in self.evidence.measurements:
             expected = reference.components.get(event.component)
@@ -976,42 +656,73 @@ class _Validation:
         return f"safe, resetCount {counts[0]}, restartCount {counts[1]}"
 
     def pfc_signature(self) -> str:
+        known = self._verified("pfc", self.evidence.pfc)
+        if known is not None:
+            return known.detail
         try:
-            pki.verify_chain(self.pfc, [], [self.v._m2mes_ca], at=self.now, eku=pki.OID_AK_CERTIFICATE,
-                             memo=self.v._memo)
+            path = pki.verify_chain(self.pfc, [], [self.v._m2mes_ca], at=self.now, eku=pki.OID_AK_CERTIFICATE,
+                                    memo=self.v._memo)
         except pki.ChainError as exc:
             raise _Fail(f"PfC does not verify: {exc}") from exc
-        return "PfC issued by " + self.v._name_of(self.v._m2mes_ca)
+        detail = "PfC issued by " + self.v._name_of(self.v._m2mes_ca)
+        try:
+            identity: pki.PlatformIdentity | None = self.pfc_identity
+        except _Fail:
+            identity = None
+        if identity is not None:  # only a PfC that names its platform is kept
+            self._keep("pfc", self.evidence.pfc, path, detail, identity)
+        return detail
 
     def pfc_binds_ak(self) -> str:
-        if not _certifies(self.pfc, self.ak):
+        known = self._verified("pfc", self.evidence.pfc)
+        certified = known.key if known is not None else _certificate_key(self.pfc)
+        if certified != _area_key(self.ak):
             raise _Fail("PfC certifies another key than the AK")
         return "PfC certifies the AK"
 
     def pfc_names_platform(self) -> str:
-        named = self.pfc_identity
+        named = self._pfc_platform()
         if named.platform_id != self.evidence.platform_id:
             raise _Fail(f"PfC names platform {named.platform_id!r}, evidence claims {self.evidence.platform_id!r}")
         self.identity = named
         return f"platform {named.platform_id} model {named.model}"
 
+    def _pfc_platform(self) -> pki.PlatformIdentity:
+        known = self._verified("pfc", self.evidence.pfc)
+        if known is not None and known.identity is not None:
+            return known.identity
+        return self.pfc_identity
+
     def pfc_status_ocsp(self) -> str:
+        known = self._verified("pfc", self.evidence.pfc)
+        serial = known.serial if known is not None else None
+        status = self.v._cached_status(serial, self.now) if serial is not None else None
+        if status is not None:
+            if not status.good:
+                raise _Fail(f"OCSP says the PfC is {status}")
+            return "OCSP said (response kept until its nextUpdate) good"
         pfc, issuer = self.pfc, self.v._m2mes_ca
         if pfc.issuer != issuer.subject:
             raise _Fail("not asked: the PfC was not issued by the M2MES CA")
-        ocsp_nonce = os.urandom(16)
-        request = pki.ocsp_request(pfc, issuer, ocsp_nonce)
-        try:
-            response = self.v._ocsp(request)
-        except Exception as exc:  # a network client may raise anything; the verdict is FAIL
-            raise _Fail(f"OCSP responder unreachable: {type(exc).__name__}: {exc}") from exc
-        try:
-            status = pki.check_ocsp_response(response, pfc, issuer, ocsp_nonce, at=self.now)
-        except pki.OcspError as exc:
-            raise _Fail(f"OCSP response refused: {exc}") from exc
+        status = self.v._cached_status(pfc.serial_number, self.now)
+        how = "OCSP says"
+        if status is not None:
+            how = "OCSP said (response kept until its nextUpdate)"
+        else:
+            ocsp_nonce = os.urandom(16)
+            request = pki.ocsp_request(pfc, issuer, ocsp_nonce)
+            try:
+                response = self.v._ocsp(request)
+            except Exception as exc:  # a network client may raise anything; the verdict is FAIL
+                raise _Fail(f"OCSP responder unreachable: {type(exc).__name__}: {exc}") from exc
+            try:
+                status = pki.check_ocsp_response(response, pfc, issuer, ocsp_nonce, at=self.now)
+            except pki.OcspError as exc:
+                raise _Fail(f"OCSP response refused: {exc}") from exc
+            self.v._keep_status(pfc.serial_number, status)
         if not status.good:
             raise _Fail(f"OCSP says the PfC is {status}")
-        return "OCSP says good"
+        return f"{how} good"
 
     def storage_key_certified(self) -> str:
         attest = self._parse("certification", lambda: parse_attest(self.evidence.certify_attest))
@@ -1034,21 +745,32 @@ class _Validation:
         return "AK certified a fixedTPM restricted decryption key for this nonce"
 
 
-def _certifies(certificate: x509.Certificate, area: TpmPublic) -> bool:
-    """True when ``certificate`` is over the key of ``area`` (compared on the encoded key,
-    without building a key object from the TPM side)."""
+def _certificate_key(certificate: x509.Certificate) -> bytes:
+    """A certificate's public key, encoded for comparison with a TPM public area (``_area_key``)."""
     key = certificate.public_key()
-    if area.type == TPM_ALG_ECC and isinstance(key, ec.EllipticCurvePublicKey):
-        curve = _CURVES.get(area.curve or 0)
-        if curve is None or curve[0].name != key.curve.name:
-            return False
-        size = curve[1]
-        point = b"\x04" + area.x.rjust(size, b"\0") + area.y.rjust(size, b"\0")
-        return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint) == point
-    if area.type == TPM_ALG_RSA and isinstance(key, rsa.RSAPublicKey):
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return key.curve.name.encode() + b":" + key.public_bytes(serialization.Encoding.X962,
+                                                                   serialization.PublicFormat.UncompressedPoint)
+    if isinstance(key, rsa.RSAPublicKey):
         numbers = key.public_numbers()
-        return numbers.n == int.from_bytes(area.unique, "big") and numbers.e == (area.exponent or 65537)
-    return False
+        return b"rsa:" + numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big") + b":" + \
+            numbers.e.to_bytes(4, "big")
+    return b"other:" + key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _area_key(area: TpmPublic) -> bytes:
+    """The key of a TPM public area, encoded as ``_certificate_key`` encodes a certificate's
+    (compared on the encoding, without building a key object from the TPM side)."""
+    if area.type == TPM_ALG_ECC:
+        curve = _CURVES.get(area.curve or 0)
+        if curve is None:
+            return b"unsupported ECC curve"
+        size = curve[1]
+        return curve[0].name.encode() + b":" + b"\x04" + area.x.rjust(size, b"\0") + area.y.rjust(size, b"\0")
+    if area.type == TPM_ALG_RSA:
+        n = int.from_bytes(area.unique, "big")
+        return b"rsa:" + n.to_bytes((n.bit_length() + 7) // 8, "big") + b":" + (area.exponent or 65537).to_bytes(4, "big")
+    return b"no key"
 
 
 def _signature_hash(signature: bytes) -> int:

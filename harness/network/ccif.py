@@ -51,6 +51,7 @@ class Ccif(Entity):
         self.db = store.entity("ccif")
         self.db.define("credentials", {"pcid": "TEXT", "platform_id": "TEXT", "k": "SECRET",
                                        "opc": "SECRET", "amf": "BLOB", "issued_at": "REAL"}, "pcid")
+        self.db.index("credentials", "platform_id")
         self.on(CredentialIssueRequest, self._issue)
         self.on(CredentialRequest, self._lookup)
         self.on(AccessCredentialRenewal, self._renew)
@@ -112,8 +113,7 @@ class Ccif(Entity):
 
     def _next_pcid(self) -> str:
         msin_digits = IMSI_DIGITS - len(self.pcid_plmn)
-        used = {int(p[len(self.pcid_plmn):]) for p in self.issued()}
-        msin = max(used, default=0) + 1
+        msin = (self.db.max_number("credentials", "pcid", after=len(self.pcid_plmn)) or 0) + 1
         if msin >= 10 ** msin_digits:
             raise CcifError(f"{self.address}: PCID range of {self.pcid_plmn} exhausted")
         return f"{self.pcid_plmn}{msin:0{msin_digits}d}"

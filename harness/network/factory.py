@@ -13,6 +13,7 @@ from mcim_hil.network.bus import Bus
 from mcim_hil.network.ccif import Ccif
 from mcim_hil.network.ivf import Ivf
 from mcim_hil.network.m2mes import M2mes
+from mcim_hil.network.pki import CertificateAuthority
 from mcim_hil.network.pva import Pva
 from mcim_hil.network.ro import Dpf, Drf, Icf, RegistrationOperator
 from mcim_hil.network.sho import Sho
@@ -27,13 +28,15 @@ STORE_FILE = "network.sqlite"
 def build_network(options: NetworkOptions | Mapping[str, Any] | None, store_path: str | Path,
                   record: Record | None, *, ek_roots: Sequence[x509.Certificate] = (),
                   ek_intermediates: Sequence[x509.Certificate] = (),
-                  clock: Callable[[], float] = time.time) -> Network:
+                  clock: Callable[[], float] = time.time,
+                  m2mes_ca: CertificateAuthority | None = None) -> Network:
     """The network of a run.
 
     ``options``: NetworkOptions or a bench file's mapping. ``store_path``: the SQLite file (a
     directory gets ``network.sqlite`` inside; ``":memory:"`` keeps nothing). ``ek_roots``: the
     TPM manufacturer / lab CA certificates the PVA pins (swtpm's local CA on the emulated bench);
     without any, the PVA refuses to start. ``clock`` drives lifetimes (IVF results, MCIMs).
+    ``m2mes_ca``: the supplier's PfC CA when several networks share one (a sharded fleet).
     """
     if not isinstance(options, NetworkOptions):
         options = NetworkOptions.from_mapping(options)
@@ -53,7 +56,7 @@ def build_network(options: NetworkOptions | Mapping[str, Any] | None, store_path
 
     ccif = Ccif(bus, store, address=at.ccif, pcid_plmn=options.ro_plmn, icf_addresses=[at.icf],
                 m2mes_addresses=[at.m2mes], dpf_addresses=[at.dpf])
-    m2mes = M2mes(bus, store, address=at.m2mes, ccif_address=at.ccif)
+    m2mes = M2mes(bus, store, address=at.m2mes, ccif_address=at.ccif, ca=m2mes_ca)
     icf = Icf(bus, store, address=at.icf, ccif_address=at.ccif, drf_address=at.drf)
     drf = Drf(bus, store, address=at.drf, icf_address=at.icf, trusted_shos=sho_addresses)
     dpf = Dpf(bus, store, address=at.dpf, drf_address=at.drf, ccif_address=at.ccif)
@@ -61,15 +64,17 @@ def build_network(options: NetworkOptions | Mapping[str, Any] | None, store_path
     pva = Pva(bus, store, address=at.pva, m2mes_address=at.m2mes, m2mes_ca=m2mes.certificate,
               ek_roots=ek_roots, ek_intermediates=ek_intermediates, pcr_selection=options.pcr_selection,
               ivf_address=ivf_address, clock=clock)
+    m2mes.notify.append(at.pva)  # revocations and new reference values reach the PVA's caches
     ivf = Ivf(bus, store, address=ivf_address, pva_addresses=[at.pva], lifetime_s=options.ivf_lifetime_s,
               clock=clock)
     common: dict[str, Any] = dict(drf_address=at.drf, dpf_address=at.dpf, pva_address=at.pva,
                                   ivf_address=ivf_address, mcim_lifetime_s=options.mcim_lifetime_s, clock=clock)
-    sho = Sho(bus, store, name="SHO B", address=at.sho, plmn=options.home_plmn_of_sho, **common)
+    sho = Sho(bus, store, name="SHO B", address=at.sho, plmn=options.home_plmn_of_sho,
+              required_components=options.required_of("old_sho"), **common)
     nsho = None
     if options.with_new_sho:
         nsho = Sho(bus, store, name="SHO C", address=at.nsho, plmn=options.nsho_plmn,
-                   required_components=options.required_components, **common)
+                   required_components=options.required_of("new_sho"), **common)
     routes = {options.ro_plmn: at.icf, options.home_plmn_of_sho: at.sho}
     if nsho is not None:
         routes[options.nsho_plmn] = at.nsho
@@ -77,7 +82,9 @@ def build_network(options: NetworkOptions | Mapping[str, Any] | None, store_path
               routes=routes)
     if record is not None:
         record.meta.setdefault("network", {
-            "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(options).items()},
+            "options": {k: (list(v) if isinstance(v, tuple) else
+                            {r: list(c) for r, c in v.items()} if isinstance(v, dict) else v)
+                        for k, v in vars(options).items()},
             "addresses": vars(at),
             "store": str(path) if path is not None else ":memory:",
         })

@@ -25,6 +25,8 @@ from mcim_hil.network.messages import (
     OcspResponse,
     ReferenceValuesRequest,
     ReferenceValuesResponse,
+    SupplierNotice,
+    SupplierNoticeAck,
 )
 from mcim_hil.network.pki import CertificateAuthority, OcspResponder, issue_platform_credential
 from mcim_hil.network.store import Store
@@ -58,6 +60,7 @@ class M2mes(Entity):
         self.model = model
         self.ca = ca or CertificateAuthority.create(f"{name} PfC CA", organization=name)
         self.ocsp = OcspResponder(self.ca)
+        self.notify: list[str] = []  # PVAs told of revocations and new reference values
         self.db = store.entity("m2mes")
         self.db.define("platforms", {"platform_id": "TEXT", "pcid": "TEXT", "model": "TEXT", "serial": "TEXT",
                                      "pfc": "BLOB", "revoked": "INTEGER", "personalised_at": "REAL"},
@@ -98,12 +101,20 @@ class M2mes(Entity):
             raise KeyError(f"{self.address}: no PfC issued for platform {platform_id!r}")
         self.ocsp.revoke(int(row["serial"]), reason)
         self.db.update("platforms", {"platform_id": platform_id}, revoked=True)
+        self._tell(revoked_serial=int(row["serial"]))
 
     # -- reference values --------------------------------------------------------------------
     def publish_reference_values(self, values: dict[str, bytes], *, model: str | None = None) -> None:
         """Publish component -> expected digest for ``model`` (replacing earlier values of those components)."""
         for component, digest in values.items():
             self.db.put("reference_values", model=model or self.model, component=component, digest=bytes(digest))
+        self._tell(model=model or self.model)
+
+    def _tell(self, **change: object) -> None:
+        """Tell the PVAs that rely on this supplier what changed, so none keeps a stale answer."""
+        for address in self.notify:
+            self.request(SupplierNotice(sender=self.address, recipient=address, **change),  # type: ignore[arg-type]
+                         SupplierNoticeAck)
 
     def reference_values(self, model: str | None = None) -> dict[str, bytes]:
         """The published component -> digest of ``model`` (this supplier's default model if None)."""

@@ -451,6 +451,8 @@ class ValidationRequest(Message):
     evidence: "Evidence"
     nonce: bytes
     check_integrity: bool = True
+    issue_to_ivf: bool = False  # 004 c3 s10: the PVA issues the integrity result to the IVF
+    required_components: tuple[str, ...] = ()  # the SHO's requirement (004 c4 s3 NOTE)
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -531,6 +533,20 @@ class IntegrityInquiryResponse(Message):
     validated_at: float | None = None
     expires_at: float | None = None
     reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class SupplierNotice(Message):
+    """M2MES -> PVA: what the supplier changed that a PVA may have kept: a PfC revoked
+    (``revoked_serial``) or new reference values published for ``model``."""
+
+    revoked_serial: int | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class SupplierNoticeAck(Message):
+    """PVA -> M2MES."""
 
 
 # ---------------------------------------------------------------------------------------

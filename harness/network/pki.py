@@ -335,9 +335,10 @@ class SignatureMemo:
     """Remembers what already verified about immutable certificates: (child, issuer) signature
     pairs and certificates whose extensions passed the profile checks. A certificate's bytes
     never change, so a verified fact stays true; validity periods are checked every time.
-    Bounded; cleared when full."""
+    Certificates are remembered by their SHA-256 fingerprint (a PVA of 10^6 platforms keeps
+    digests, not certificates). Bounded; cleared when full."""
 
-    def __init__(self, capacity: int = 4096) -> None:
+    def __init__(self, capacity: int = 1 << 22) -> None:
         self._capacity = capacity
         self._seen: set[tuple[object, ...]] = set()
 
@@ -346,8 +347,12 @@ class SignatureMemo:
             self._seen.clear()
         self._seen.add(key)
 
+    @staticmethod
+    def _id(cert: x509.Certificate) -> bytes:
+        return cert.fingerprint(hashes.SHA256())
+
     def verify(self, child: x509.Certificate, issuer: x509.Certificate) -> None:
-        key = (child, issuer)  # certificates hash and compare by their DER
+        key = (self._id(child), self._id(issuer))
         if key in self._seen:
             return
         child.verify_directly_issued_by(issuer)
@@ -355,7 +360,7 @@ class SignatureMemo:
 
     def once(self, cert: x509.Certificate, tag: bytes, check: Callable[[], None]) -> None:
         """Run ``check`` (a profile check named ``tag`` about ``cert``) unless it passed before."""
-        key = (tag, cert)
+        key = (tag, self._id(cert))
         if key in self._seen:
             return
         check()

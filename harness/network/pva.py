@@ -2,10 +2,28 @@
 
 It issues a fresh nonce and a credential challenge (MakeCredential to the M2ME's EK, bound to
 its AK) per validation, gets the reference values of the PfC's model from the M2MES and asks
-the M2MES's OCSP responder about the PfC, all as messages; runs every check of
-:class:`~mcim_hil.network.attestation.PlatformValidator`; answers the SHO; and after a
-validation that covered integrity issues the integrity result to the IVF (seed 004, 3rd change
-step 10). The activation secret it expects never leaves the PVA.
+the M2MES's OCSP responder about the PfC, all as messages; runs the checks of
+:class:`~mcim_hil.network.attestation.PlatformValidator`; answers the SHO; and when the SHO
+asks for it (seed 004, 3rd change step 10) issues the integrity result to the IVF. The
+activation secret it expects never leaves the PVA.
+
+Two kinds of validation (seed 004, 4th change steps 3-5):
+- authenticity only, when a new SHO takes the integrity result from the IVF: EK certificate
+  chain, AK bound to the EK, PfC chain and status, and a quote and a certification by the
+  certified AK over the SHO's fresh nonce. No reference values are fetched.
+- authenticity and integrity: the above plus PCR selection and digest, event log replay and
+  the reference values of the PfC's model.
+
+What it keeps between validations, each with the rule that keeps it correct:
+- EK certificates and PfCs whose path verified (by SHA-256 of their DER): not walked again while
+  every certificate of the path is within its validity; a PfC's entry is dropped when the M2MES
+  announces its revocation (SupplierNotice); signatures of CA certificates likewise;
+- OCSP responses per PfC serial: until the response's nextUpdate, or until the M2MES announces
+  a revocation (SupplierNotice), whichever comes first; a revoked status is never forgotten early;
+- reference values per model, signature checked once: until the M2MES announces new ones.
+
+``counters()``: authenticity checks, integrity validations, OCSP and reference-values requests,
+cache hits, and the CPU seconds spent in its handlers (also in the record's meta["pva"]).
 """
 
 from __future__ import annotations
@@ -13,8 +31,9 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, MutableMapping, Sequence
-from typing import Callable
+from typing import Any, Callable
 
 from cryptography import x509
 
@@ -35,6 +54,8 @@ from mcim_hil.network.messages import (
     OcspResponse,
     ReferenceValuesRequest,
     ReferenceValuesResponse,
+    SupplierNotice,
+    SupplierNoticeAck,
     ValidationRequest,
     ValidationResultMessage,
 )
@@ -96,8 +117,49 @@ class Pva(Entity):
         # nonce -> expected activation secret; in memory only (a secret), single use
         self._secrets: dict[bytes, bytes] = {}
         self._lock = threading.Lock()
+        self._reference: dict[str | None, ReferenceValues] = {}  # per model, until the M2MES publishes anew
+        self._counts: Counter[str] = Counter()
+        self._cpu_s = 0.0
+        self._local = threading.local()  # CPU time spent in peers' handlers, per thread
         self.on(ChallengeRequest, self._challenge)
         self.on(ValidationRequest, self._validate)
+        self.on(SupplierNotice, self._supplier_notice)
+
+    def counters(self) -> dict[str, float | int]:
+        """What this PVA did so far (a lab's load figures)."""
+        with self._lock:
+            counts = dict(self._counts)
+            cpu = self._cpu_s
+        return {"authenticity_checks": counts.get("authenticity_checks", 0),
+                "integrity_validations": counts.get("integrity_validations", 0),
+                "challenges": counts.get("challenges", 0),
+                "ocsp_requests": self.validator.ocsp_requests,
+                "ocsp_cache_hits": self.validator.ocsp_cache_hits,
+                "certificate_cache_hits": self.validator.certificate_cache_hits,
+                "reference_values_requests": counts.get("reference_values_requests", 0),
+                "reference_values_cache_hits": counts.get("reference_values_cache_hits", 0),
+                "ivf_issues": counts.get("ivf_issues", 0),
+                "cpu_s": round(cpu, 6)}
+
+    def request(self, message: Message, *kinds: type) -> Any:
+        """Send, not counting the peer's handling (same thread on this bus) as the PVA's CPU."""
+        started = time.thread_time()
+        try:
+            return super().request(message, *kinds)
+        finally:
+            self._local.outside = getattr(self._local, "outside", 0.0) + time.thread_time() - started
+
+    def _account(self, started_cpu: float) -> None:
+        outside = getattr(self._local, "outside", 0.0)
+        self._local.outside = 0.0
+        spent = time.thread_time() - started_cpu - outside
+        with self._lock:
+            self._cpu_s += spent
+        self._publish_counters()
+
+    def _publish_counters(self) -> None:
+        if self.bus.record is not None:
+            self.bus.record.meta["pva"] = self.counters()
 
     @property
     def pcr_selection(self) -> tuple[int, ...]:
@@ -110,27 +172,54 @@ class Pva(Entity):
 
     # -- handlers ------------------------------------------------------------------------------
     def _challenge(self, msg: ChallengeRequest) -> Message:
+        self._local.outside = 0.0
+        started = time.thread_time()
         nonce = self.validator.new_nonce()
         challenge, secret = self.validator.credential_challenge(msg.ek_public, msg.ak_public)
         with self._lock:
             self._secrets[nonce] = secret
+            self._counts["challenges"] += 1
+        self._account(started)
         return Challenge(sender=self.address, recipient=msg.sender, platform_id=msg.platform_id, nonce=nonce,
                          pcr_selection=self.validator.pcr_selection,
                          credential_challenge=challenge.to_bytes())
 
     def _validate(self, msg: ValidationRequest) -> Message:
+        self._local.outside = 0.0
+        started = time.thread_time()
         with self._lock:
             secret = self._secrets.pop(msg.nonce, b"")  # unknown nonce: nonce_fresh and ak_bound_to_ek fail
-        self._refresh_reference_values(msg.pfc)
-        result = self.validator.validate(msg.evidence, msg.nonce, secret, check_integrity=msg.check_integrity)
+            self._counts["authenticity_checks"] += 1
+            if msg.check_integrity:
+                self._counts["integrity_validations"] += 1
+        # authenticity only (004 c4 s4): the reference values are not needed, so not fetched
+        reference = self._reference_values(msg.pfc) if msg.check_integrity else None
+        result = self.validator.validate(msg.evidence, msg.nonce, secret, check_integrity=msg.check_integrity,
+                                         reference_values=reference)
         result = _with_request_check(result, msg)
+        if msg.required_components and result.integrity_checked:
+            # the result vouches for what this SHO asked to have validated (004 c4 s3 NOTE)
+            wanted = set(msg.required_components)
+            result = dataclasses.replace(result, validated_components=[
+                c for c in result.validated_components if c in wanted])
         validated_at = self.clock()
         self.db.put("validations", nonce=msg.nonce, platform_id=result.platform_id, requester=msg.sender,
                     passed=result.passed, integrity_checked=result.integrity_checked, result=result.to_dict(),
                     validated_at=validated_at)
-        if self.ivf_address is not None and result.integrity_checked:
+        self._account(started)
+        if self.ivf_address is not None and result.integrity_checked and msg.issue_to_ivf:
             self._issue_to_ivf(result, validated_at)
+            self._publish_counters()
         return ValidationResultMessage(sender=self.address, recipient=msg.sender, pcid=msg.pcid, result=result)
+
+    def _supplier_notice(self, msg: SupplierNotice) -> Message:
+        if msg.sender == self.m2mes_address:
+            if msg.revoked_serial is not None:
+                self.validator.forget_status(msg.revoked_serial)
+            if msg.model is not None:
+                with self._lock:
+                    self._reference.pop(msg.model, None)
+        return SupplierNoticeAck(sender=self.address, recipient=msg.sender)
 
     # -- talking to the M2MES and the IVF -----------------------------------------------------
     def _ask_ocsp(self, request_der: bytes) -> bytes:
@@ -138,19 +227,32 @@ class Pva(Entity):
                                          request_der=request_der), OcspResponse)
         return reply.response_der
 
-    def _refresh_reference_values(self, pfc_der: bytes) -> None:
-        """The reference values of the PfC's model, fresh from the M2MES, signature checked."""
+    def _reference_values(self, pfc_der: bytes) -> ReferenceValues:
+        """The reference values of the PfC's model: kept per model, else fetched from the M2MES
+        and their signature checked."""
         try:
             model: str | None = platform_identity(x509.load_der_x509_certificate(pfc_der)).model
         except (ValueError, PkiError):
             model = None  # the PfC checks will say what is wrong with it
+        with self._lock:
+            kept = self._reference.get(model)
+            if kept is not None:
+                self._counts["reference_values_cache_hits"] += 1
+                return kept
+            self._counts["reference_values_requests"] += 1
         reply = self.request(ReferenceValuesRequest(sender=self.address, recipient=self.m2mes_address,
                                                     model=model), ReferenceValuesResponse)
         values = ReferenceValues(dict(reply.components), reply.model, reply.signature)
         self.validator.update_reference_values(values, require_signed=True)
+        accepted = self.validator.reference_values
+        with self._lock:
+            self._reference[model] = accepted
+        return accepted
 
     def _issue_to_ivf(self, result: ValidationResult, validated_at: float) -> None:
         # 004 c3 s10: the PVA issues the integrity validation result to the IVF
+        with self._lock:
+            self._counts["ivf_issues"] += 1
         self.request(IntegrityResultIssue(sender=self.address, recipient=self.ivf_address or "",
                                           platform_id=result.platform_id, passed=result.passed,
                                           validated_components=tuple(result.validated_components),

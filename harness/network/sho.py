@@ -140,6 +140,7 @@ class Sho(Entity):
                                        "state": "TEXT", "not_after": "REAL", "m2msimmobj": "BLOB",
                                        "updated_at": "REAL"}, "imsi")
         self.db.define("discards", {"pcid": "TEXT", "confirmed": "INTEGER", "at": "REAL"}, "pcid")
+        self.db.index("subscribers", "pcid")
         self.on(RegistrationRequest, self._registration)
         self.on(AuthDataRequest, self._auth_data)
         self.on(ResyncRequest, self._auth_data)
@@ -207,11 +208,12 @@ class Sho(Entity):
         self.db.update("contracts", {"pcid": pcid}, platform_id=reply.platform_id, updated_at=time.time())
         return reply
 
-    def request_validation(self, pcid: str, *, via_ivf: bool = False) -> ValidationOutcome:
+    def request_validation(self, pcid: str, *, via_ivf: bool = False, issue_to_ivf: bool = False) -> ValidationOutcome:
         """000 s13-s15: the PVA validates authenticity and integrity. With ``via_ivf`` (a new SHO,
         004 c4 s3-s5) the IVF's integrity result is used when it is there, covers the components
         this SHO requires and matches the PCR state the TPM quotes now; else the PVA validates
-        integrity too (004 c4 s3 NOTE)."""
+        integrity too (004 c4 s3 NOTE). ``issue_to_ivf``: the PVA issues an integrity result to the
+        IVF (004 c3 s10; also the fallback's fresh result of a change via the IVF)."""
         platform = self.db.get("platforms", pcid=pcid)
         if platform is None:
             self.retrieve_platform_credential(pcid)
@@ -238,7 +240,8 @@ class Sho(Entity):
                                                 integrity=inquiry)
                     self._keep_validation(pcid, outcome, evidence.pcr_values)
                     return outcome
-        evidence, result = self._validate_once(pcid, platform, check_integrity=True)
+        evidence, result = self._validate_once(pcid, platform, check_integrity=True,
+                                               issue_to_ivf=issue_to_ivf or via_ivf)
         missing = sorted(set(self.required_components) - set(result.validated_components))
         outcome = ValidationOutcome(passed=result.passed and not missing, source=VIA_PVA, result=result,
                                     fallback_reason=fallback,
@@ -246,7 +249,8 @@ class Sho(Entity):
         self._keep_validation(pcid, outcome, result.pcr_values)
         return outcome
 
-    def _validate_once(self, pcid: str, platform: dict, *, check_integrity: bool) -> tuple[Evidence, ValidationResult]:
+    def _validate_once(self, pcid: str, platform: dict, *, check_integrity: bool,
+                       issue_to_ivf: bool = False) -> tuple[Evidence, ValidationResult]:
         challenge = self.request(ChallengeRequest(sender=self.address, recipient=self.pva_address,
                                                   platform_id=platform["platform_id"],
                                                   ek_public=platform["ek_public"], ak_public=platform["ak_public"]),
@@ -257,7 +261,9 @@ class Sho(Entity):
                                 EvidenceResponse).evidence
         reply = self.request(ValidationRequest(sender=self.address, recipient=self.pva_address, pfc=platform["pfc"],
                                                m2me_identity=platform["platform_id"], pcid=pcid, evidence=evidence,
-                                               nonce=challenge.nonce, check_integrity=check_integrity),
+                                               nonce=challenge.nonce, check_integrity=check_integrity,
+                                               issue_to_ivf=issue_to_ivf,
+                                               required_components=self.required_components),
                              ValidationResultMessage)
         return evidence, reply.result
 
@@ -414,8 +420,7 @@ class Sho(Entity):
 
     def _next_imsi(self) -> str:
         msin_digits = IMSI_DIGITS - len(self.plmn)
-        used = {int(row["imsi"][len(self.plmn):]) for row in self.db.select("subscribers")}
-        msin = max(used, default=0) + 1
+        msin = (self.db.max_number("subscribers", "imsi", after=len(self.plmn)) or 0) + 1
         return f"{self.plmn}{msin:0{msin_digits}d}"
 
 

@@ -6,7 +6,12 @@ TR 33.812 5.1.3.7.1 names three alternatives and the changes of seed 004 a fourt
 - ``vno_is_sho``: "the VNO and SHO could be the same physical operator, although they will be
   logically separate entities" (so the SHO shares the VNO's PLMN: the M2ME is home once provisioned);
 - ``ivf_host``: "The IVF is a logical function on the PVA. It may also be a logical function on
-  the OSHO or a separate physical entity" (seed 004, 2nd change).
+  the OSHO or a separate physical entity" (seed 004, 2nd change): ``pva``, ``old_sho``, ``separate``.
+Seed 004's IVF keys beside them: ``ivf_lifetime_s`` (how long a published result stands; 0: it
+is never available, the 4th change step 3 NOTE's first branch) and ``required_components`` per
+SHO (``{old_sho: [...], new_sho: [...]}``, or a list for the new SHO alone): the components each
+SHO requires validated; when the new SHO's differ from what the old SHO's validation vouched for,
+the NOTE's second branch.
 The options change addresses (and, for ``vno_is_sho``, the SHO's PLMN); each function stays its
 own entity with the same behaviour.
 """
@@ -30,7 +35,9 @@ if TYPE_CHECKING:
     from mcim_hil.network.vno import Vno
     from mcim_hil.record import Record
 
-IVF_HOSTS = ("pva", "osho", "separate")
+IVF_HOSTS = ("pva", "old_sho", "separate")
+_IVF_HOST_ALIASES = {"osho": "old_sho"}
+SHO_ROLES = ("old_sho", "new_sho")
 
 
 class TopologyError(ValueError):
@@ -54,9 +61,14 @@ class NetworkOptions:
     pcr_selection: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7)
     ivf_lifetime_s: float = 24 * 3600.0
     mcim_lifetime_s: float = 365 * 24 * 3600.0
-    required_components: tuple[str, ...] = ()  # what a new SHO requires validated (004 c4 s3 NOTE)
+    # per SHO role, the components it requires validated (004 c4 s3 NOTE); a list: the new SHO's
+    required_components: Any = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "ivf_host", _IVF_HOST_ALIASES.get(self.ivf_host, self.ivf_host))
+        object.__setattr__(self, "required_components", _required_by_role(self.required_components))
+        if self.ivf_lifetime_s < 0:
+            raise TopologyError(f"ivf_lifetime_s must be 0 or more seconds, not {self.ivf_lifetime_s!r}")
         if self.ivf_host not in IVF_HOSTS:
             raise TopologyError(f"ivf_host must be one of {', '.join(IVF_HOSTS)}, not {self.ivf_host!r}")
         for name in ("vno_plmn", "ro_plmn", "sho_plmn", "nsho_plmn"):
@@ -68,6 +80,10 @@ class NetworkOptions:
         homes = [self.ro_plmn, self.home_plmn_of_sho, self.nsho_plmn]
         if len(set(homes)) != len(homes):
             raise TopologyError(f"the RO, SHO and new SHO need distinct PLMNs, got {homes}")
+
+    def required_of(self, role: str) -> tuple[str, ...]:
+        """The components the SHO in ``role`` (old_sho, new_sho) requires validated."""
+        return tuple(self.required_components.get(role, ()))
 
     @property
     def home_plmn_of_sho(self) -> str:
@@ -89,6 +105,11 @@ class NetworkOptions:
                 if not isinstance(value, bool):
                     problems.append(f"{source}: {key} must be true or false, not {value!r}")
                     continue
+            elif key == "required_components":
+                if not isinstance(value, (list, tuple, dict)):
+                    problems.append(f"{source}: {key} must be a list or a mapping of {'/'.join(SHO_ROLES)} "
+                                    f"to lists, not {value!r}")
+                    continue
             elif isinstance(default, tuple):
                 if not isinstance(value, (list, tuple)):
                     problems.append(f"{source}: {key} must be a list, not {value!r}")
@@ -108,6 +129,23 @@ class NetworkOptions:
             return cls(**values)
         except TopologyError as exc:
             raise TopologyError(f"{source}: {exc}") from exc
+
+
+def _required_by_role(value: Any) -> dict[str, tuple[str, ...]]:
+    if isinstance(value, dict):
+        unknown = [k for k in value if k not in SHO_ROLES]
+        if unknown:
+            raise TopologyError(f"required_components: unknown SHO role(s) {unknown}, "
+                                f"expected {', '.join(SHO_ROLES)}")
+        out = {}
+        for role, names in value.items():
+            if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+                raise TopologyError(f"required_components.{role} must be a list of component names")
+            out[role] = tuple(names)
+        return out
+    if isinstance(value, (list, tuple)) and all(isinstance(n, str) for n in value):
+        return {"new_sho": tuple(value)} if value else {}
+    raise TopologyError(f"required_components must be a list or a mapping, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -135,7 +173,7 @@ class Addresses:
         pva_host = f"pva.{sho_domain}" if options.pva_dpf_hosted_by_sho else "pva.pva-v.example"
         ivf = {
             "pva": f"ivf.{pva_host}",
-            "osho": f"ivf.{sho_domain}",
+            "old_sho": f"ivf.{sho_domain}",
             "separate": "ivf.ivp-i.example",
         }[options.ivf_host]
         return cls(

@@ -137,8 +137,9 @@ def connect_and_forward(s: Any) -> str:
 
 # -- validation ---------------------------------------------------------------------------------
 
-def sho_requests_validation(s: Any) -> str:
-    outcome = s.network.sho.request_validation(s.m2me.pcid)
+def sho_requests_validation(s: Any, *, issue_to_ivf: bool = False) -> str:
+    """000 s13 / 004 c3 s8; ``issue_to_ivf``: seed 004's PVA issues its result to the IVF (c3 s10)."""
+    outcome = s.network.sho.request_validation(s.m2me.pcid, issue_to_ivf=issue_to_ivf)
     s.state["validation"] = outcome
     return (f"SHO retrieved the PfC from the M2ME and asked {s.network.pva.address} to validate platform "
             f"{s.m2me.platform_id} (nonce, quote of PCRs {list(s.network.pva.pcr_selection)}, EK/AK credential)")
@@ -356,8 +357,11 @@ def new_sho_requests_validation_via_ivf(s: Any) -> str:
     s.state["validation"] = nsho.request_validation(s.m2me.pcid, via_ivf=True)
     if "IntegrityInquiry" not in _kinds(s, 3):
         raise StepFailed("the new SHO did not inquire the IVF")
+    outcome = s.state["validation"]
+    answer = ("the IVF's result stands" if outcome.source == VIA_IVF
+              else f"NOTE: the new SHO requests the PVA to validate integrity ({outcome.fallback_reason})")
     return (f"new SHO retrieved the PfC, asked {s.network.pva.address} to validate the authenticity of "
-            f"{s.m2me.platform_id} and inquired {s.network.ivf.address} for its integrity result")
+            f"{s.m2me.platform_id} and inquired {s.network.ivf.address} for its integrity result; {answer}")
 
 
 def pva_validates_authenticity_ivf_provides_integrity(s: Any) -> str:

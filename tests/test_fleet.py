@@ -1,0 +1,170 @@
+"""A fleet's mass change of SHO (issue 8): simulated TREs the PVA checks like a real TPM's, the IVF
+taking the integrity validations off the PVA, tampered M2MEs refused, the same counts on a process
+pool and on a Dask cluster, and `mcim-hil fleet` from the command line. Counts only, never timings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from mcim_hil.cli import main
+from mcim_hil.fleet.population import FleetError, FleetSpec, SharedPki, configuration
+from mcim_hil.fleet.runner import run_mode
+from mcim_hil.fleet.simulated import SimulatedTre, SimulatedTreError
+from mcim_hil.network import attestation, pki
+from mcim_hil.network.attestation import Evidence, Measurement, PlatformValidator, ReferenceValues
+
+N, T = 200, 5
+
+
+@pytest.fixture(scope="module")
+def shared() -> SharedPki:
+    return SharedPki.create()
+
+
+# -- a simulated TRE speaks TPM 2.0 and the PVA's own checks decide ----------------------------------
+
+def evidence_of(tre: SimulatedTre, validator: PlatformValidator, ca: pki.CertificateAuthority,
+                components) -> tuple[Evidence, bytes, bytes]:
+    log = tre.boot(components)
+    keys, ek = tre.keys(), tre.endorsement_key()
+    challenge, secret = validator.credential_challenge(ek.public, keys.ak.public.marshal())
+    nonce = validator.new_nonce()
+    proof = tre.activate_credential(challenge.credential_blob, challenge.encrypted_secret)
+    quote, certified = tre.quote(nonce, [tre.pcr]), tre.certify_storage_key(nonce)
+    pfc = pki.issue_platform_credential(ca, keys.ak.public_key, "sim-m2me-x", model=configuration(0)[0])
+    from cryptography.hazmat.primitives.serialization import Encoding
+    return Evidence("sim-m2me-x", ek.certificate or b"", ek.public, keys.ak.public.marshal(), proof,
+                    quote.attest, quote.signature, quote.pcr_values,
+                    [Measurement(m.name, m.pcr, m.digest) for m in log], pfc.public_bytes(Encoding.DER),
+                    keys.storage_key.public.marshal(), certified.attest, certified.signature), nonce, secret
+
+
+def test_a_simulated_tre_passes_every_check_of_the_pva_and_a_forgery_fails(shared: SharedPki) -> None:
+    maker, ca = shared.maker(), shared.m2mes()
+    model, components = configuration(0)
+    reference = ReferenceValues({c.name: c.digest for c in components}, model=model).sign(ca)
+    validator = PlatformValidator([maker.certificate], ca.certificate, pki.OcspResponder(ca).respond,
+                                  [23], reference)
+    tre = SimulatedTre(maker)
+    evidence, nonce, secret = evidence_of(tre, validator, ca, components)
+    result = validator.validate(evidence, nonce, secret)
+    assert result.passed, result.summary()
+    assert [c.name for c in result.checks] == list(attestation.CHECKS)
+    quote = attestation.parse_attest(evidence.quote_attest)  # TPMS_ATTEST as a TPM marshals it
+    assert quote.magic == attestation.TPM_GENERATED_VALUE and quote.type == attestation.TPM_ST_ATTEST_QUOTE
+    # another TRE's AK signing this TRE's quote: the PVA's signature check refuses it
+    other = SimulatedTre(maker)
+    forged = dataclasses.replace(evidence, quote_signature=other._sign(evidence.quote_attest))
+    again, nonce2, secret2 = evidence_of(tre, validator, ca, components)
+    forged = dataclasses.replace(again, quote_signature=other._sign(again.quote_attest))
+    assert [c.name for c in validator.validate(forged, nonce2, secret2).failed] == ["quote_signature"]
+
+
+def test_a_simulated_tre_opens_only_a_credential_made_for_its_own_ak(shared: SharedPki) -> None:
+    maker = shared.maker()
+    tre, other = SimulatedTre(maker), SimulatedTre(maker)
+    challenge, secret = attestation.make_credential_challenge(tre.endorsement_key().public,
+                                                              tre.keys().ak.public.marshal())
+    assert tre.activate_credential(challenge.credential_blob, challenge.encrypted_secret) == secret
+    wrong_ak, _ = attestation.make_credential_challenge(tre.endorsement_key().public,
+                                                       other.keys().ak.public.marshal())
+    with pytest.raises(SimulatedTreError, match="integrity"):
+        tre.activate_credential(wrong_ak.credential_blob, wrong_ak.encrypted_secret)
+
+
+# -- the fleet's counts -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pool_runs(shared: SharedPki):
+    spec = FleetSpec(devices=N, real=0, configurations=3, tampered=T)
+    return spec, {ivf: run_mode(spec, ivf, shared, workers=2) for ivf in (True, False)}
+
+
+def test_with_the_ivf_the_pva_validates_integrity_only_for_the_tampered(pool_runs) -> None:
+    spec, runs = pool_runs
+    ivf, no_ivf = runs[True], runs[False]
+    for run in (ivf, no_ivf):
+        assert run.changed == N - T and run.refused == T
+        assert run.refused_tampered == T and run.tampered_accepted == 0
+        assert run.refusals == {"reference_values": T}  # caught by their measurement, not by chance
+    # with the IVF: authenticity for all, integrity only where the fresh quote differs from the IVF's digest
+    assert ivf.pva_change["authenticity_checks"] == N + T
+    assert ivf.pva_change["integrity_validations"] == T and ivf.fallbacks == T
+    # without: every M2ME's integrity validated again
+    assert no_ivf.pva_change["authenticity_checks"] == N
+    assert no_ivf.pva_change["integrity_validations"] == N and no_ivf.fallbacks == 0
+    # the PVA kept what it may: no OCSP or reference-values request during the change
+    for run in (ivf, no_ivf):
+        assert run.pva_change["ocsp_requests"] == 0 and run.pva_change["reference_values_requests"] == 0
+    assert ivf.pva_provisioning["ivf_issues"] == N and no_ivf.pva_provisioning["ivf_issues"] == 0
+    assert ivf.load and no_ivf.load and ivf.pva_change["cpu_s"] > 0
+
+
+def test_a_dask_cluster_gives_the_process_pool_counts(pool_runs, shared: SharedPki) -> None:
+    from distributed import Client, LocalCluster
+    spec, runs = pool_runs
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        for ivf in (True, False):
+            on_dask = run_mode(spec, ivf, shared, workers=2, client=client)
+            assert on_dask.executor.startswith("dask ")
+            assert on_dask.counts() == runs[ivf].counts()
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, line", [
+    (["--devices", "0"], "mcim-hil fleet: --devices must be at least 1, not 0"),
+    (["--devices", "3", "--real", "4"], "mcim-hil fleet: --real 4 is more than --devices 3"),
+    (["--devices", "4", "--real", "0", "--scheduler", "tcp://127.0.0.1:9"],
+     "mcim-hil fleet: --scheduler tcp://127.0.0.1:9: cannot reach the Dask scheduler"),
+])
+def test_bad_input_is_one_clear_line(args: list[str], line: str, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fleet", *args, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(line) and "\n" not in err and "Traceback" not in err
+
+
+def test_fleet_command_with_a_real_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["fleet", "--devices", "12", "--real", "1", "--tampered", "2", "--configurations", "2",
+                 "--workers", "2", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "PVA integrity validations" in out and "with IVF" in out and "without IVF" in out
+    data = json.loads((tmp_path / "fleet.json").read_text())
+    by_label = {r["label"]: r for r in data["runs"]}
+    ivf, no_ivf = by_label["with IVF"], by_label["without IVF"]
+    assert ivf["changed"] == no_ivf["changed"] == 10 and ivf["refused_tampered"] == 2
+    # the real bench ran every step of change-sho, with the IVF's result the first time
+    bench = ivf["real_benches"][0]
+    assert bench["changed"] and bench["source"] == "pva authenticity + ivf integrity"
+    assert no_ivf["real_benches"][0]["changed"] and no_ivf["real_benches"][0]["fallback"]
+    assert (Path(bench["artifacts"]) / "run.json").exists()
+    # simulated PVA work: 11 simulated + the bench's 1, integrity only for the 2 tampered with the IVF
+    assert ivf["pva_change"]["integrity_validations"] == 2
+    assert no_ivf["pva_change"]["integrity_validations"] == 12
+    page = (tmp_path / "fleet.html").read_text()
+    assert page.count("<polyline") == 2 and "SIMULATED" in page
+
+
+def test_a_fleet_spec_refuses_what_cannot_run() -> None:
+    with pytest.raises(FleetError, match="--configurations"):
+        FleetSpec(devices=3, real=0, configurations=0)
+    assert len(FleetSpec(devices=100, real=1, tampered=7).tampered_indexes()) == 7
+
+
+def test_fleet_command_on_a_dask_scheduler(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from distributed import LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        code = main(["fleet", "--devices", "30", "--real", "0", "--tampered", "3", "--ivf-only",
+                     "--scheduler", cluster.scheduler_address, "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr()
+    (run,) = json.loads((tmp_path / "fleet.json").read_text())["runs"]
+    assert run["label"] == "with IVF" and run["executor"].startswith("dask ")
+    assert run["changed"] == 27 and run["refused_tampered"] == 3
+    assert run["pva_change"]["integrity_validations"] == 3
