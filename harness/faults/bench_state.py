@@ -34,10 +34,13 @@ class BenchState:
         tpm.stop()
         self.prepare_s = time.perf_counter() - t0
 
-    def restore(self, case_dir: Path) -> Bench:
+    def restore(self, case_dir: Path, *, modem: bool = False) -> Bench:
+        """A Bench whose TPM is a copy of the golden one; its card a fresh factory image; the
+        modem only when asked (the relayed AKA does without it, and a case starts faster)."""
         state = case_dir / "tpm"
         shutil.rmtree(state, ignore_errors=True)
         shutil.copytree(self.golden, state, ignore=shutil.ignore_patterns("*.log", "*.pid"))
         assert self.bench.tpm is not None and self.bench.uicc is not None
         return replace(self.bench, tpm=replace(self.bench.tpm, state_dir=state),
-                       uicc=replace(self.bench.uicc, card_state=None, timeout=CARD_TIMEOUT_S))
+                       uicc=replace(self.bench.uicc, card_state=None, timeout=CARD_TIMEOUT_S),
+                       modem=self.bench.modem if modem else None)

@@ -5,7 +5,9 @@ end state that fails a check is "UNUSABLE" and fails the run."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any, Callable, Iterable
 
 from mcim_hil.bench import Bench
 from mcim_hil.emulated import EmulatedBench
+from mcim_hil.emulators.pcscd import PcscdUnavailable
 from mcim_hil.procedures.base import Procedure, run_procedure
 from mcim_hil.session import Session, SessionOptions
 
@@ -20,6 +23,7 @@ from .bench_state import BenchState
 from .checks import Baseline, Check, credential_checks, tpm_checks, transient_free
 from .points import KINDS, Armed, FaultPoint, points_for, with_fault
 
+SLOT_WAIT_S = 60.0
 RECOVERED, FAILED_CLEANLY, UNUSABLE = "passed after recovery", "failed cleanly", "UNUSABLE"
 
 
@@ -85,6 +89,7 @@ class CaseRunner:
         self.workdir = workdir
         self.air = air
         self._n = 0
+        self._stopping: list[threading.Thread] = []
 
     def prepare(self) -> None:
         self.state.prepare()
@@ -93,14 +98,46 @@ class CaseRunner:
         """The case's result and its record."""
         self._n += 1
         t0 = time.perf_counter()
-        bench = self.state.restore(self.workdir / f"case-{self._n}")
-        emulated = EmulatedBench(bench, self.workdir / f"case-{self._n}" / "bench", faults=True)
-        emulated.start()
+        case_dir = self.workdir / f"case-{self._n}"
+        bench = self.state.restore(case_dir, modem=self.air == "module")
+        emulated = self._start(bench, case_dir)
         setup_s = time.perf_counter() - t0
         try:
             return self._on(bench, emulated, point, setup_s)
         finally:
-            emulated.stop()
+            self._stop_later(emulated, case_dir)
+
+    def _start(self, bench: Bench, case_dir: Path) -> EmulatedBench:
+        """Start the case's bench; when every vpcd slot is taken (the last case's bench still
+        stopping, or other benches on this machine), wait for one, bounded."""
+        deadline = time.monotonic() + SLOT_WAIT_S
+        while True:
+            emulated = EmulatedBench(bench, case_dir / "bench", faults=True)
+            try:
+                emulated.start()
+                return emulated
+            except PcscdUnavailable:
+                self.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def _stop_later(self, emulated: EmulatedBench, case_dir: Path) -> None:
+        """The last case's bench stops while the next one starts (other ports, another slot)."""
+        def stop() -> None:
+            try:
+                emulated.stop()
+            finally:
+                shutil.rmtree(case_dir, ignore_errors=True)
+        worker = threading.Thread(target=stop, name="faults-case-stop")
+        worker.start()
+        self._stopping.append(worker)
+
+    def close(self) -> None:
+        """Wait for every case's bench to be stopped (nothing left running)."""
+        for worker in self._stopping:
+            worker.join()
+        self._stopping.clear()
 
     def _on(self, bench: Bench, emulated: EmulatedBench, point: FaultPoint | None,
             setup_s: float) -> tuple[CaseResult, Any]:
@@ -150,17 +187,25 @@ def run_matrix(bench: Bench, procedure: Procedure, *, steps: Iterable[int] | Non
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mcim-hil-faults-") as tmp:
         runner = CaseRunner(bench, procedure, Path(workdir or tmp), air=air)
-        runner.prepare()
-        probe, record = runner.run(None)
-        if probe.outcome != RECOVERED:
-            raise RuntimeError(f"{procedure.name}: the clean probe run did not pass ({probe.summary}: "
-                               f"{probe.detail}); a fault matrix needs a bench that passes without faults")
-        points = points_for(procedure, record, steps, kinds)
-        if limit is not None:
-            points = points[:limit]
-        cases: list[CaseResult] = []
-        for i, point in enumerate(points, 1):
-            case, _ = runner.run(point)
-            cases.append(case)
-            on_case(i, len(points), case)
-        return MatrixResult(procedure.name, cases, runner.state.prepare_s, time.perf_counter() - t0)
+        try:
+            return _run(runner, procedure, steps, kinds, on_case, limit, t0)
+        finally:
+            runner.close()
+
+
+def _run(runner: CaseRunner, procedure: Procedure, steps: Iterable[int] | None, kinds: Iterable[str],
+         on_case: Callable[[int, int, CaseResult], None], limit: int | None, t0: float) -> MatrixResult:
+    runner.prepare()
+    probe, record = runner.run(None)
+    if probe.outcome != RECOVERED:
+        raise RuntimeError(f"{procedure.name}: the clean probe run did not pass ({probe.summary}: "
+                           f"{probe.detail}); a fault matrix needs a bench that passes without faults")
+    points = points_for(procedure, record, steps, kinds)
+    if limit is not None:
+        points = points[:limit]
+    cases: list[CaseResult] = []
+    for i, point in enumerate(points, 1):
+        case, _ = runner.run(point)
+        cases.append(case)
+        on_case(i, len(points), case)
+    return MatrixResult(procedure.name, cases, runner.state.prepare_s, time.perf_counter() - t0)
