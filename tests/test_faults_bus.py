@@ -106,3 +106,11 @@ def test_a_refusal_is_an_answer_and_is_not_retried(bus: Bus) -> None:
 def test_an_unknown_fault_is_refused_naming_the_choices(bus: Bus) -> None:
     with pytest.raises(ValueError, match="lost, duplicated, delayed, reordered"):
         bus.inject("RegistryQuery", "scrambled")
+
+
+def test_a_lost_reply_makes_the_sender_ask_again(bus: Bus) -> None:
+    peer = Registry(bus)
+    bus.inject("RegistryEntry", "lost")
+    assert query(bus).found
+    assert peer.seen == ["pcid-1", "pcid-1"]   # the peer answered twice; its first answer never arrived
+    assert [(f["kind"], f["fault"]) for f in bus.fault_log] == [("RegistryEntry", "lost")]

@@ -100,27 +100,31 @@ class CaseRunner:
         t0 = time.perf_counter()
         case_dir = self.workdir / f"case-{self._n}"
         bench = self.state.restore(case_dir, modem=self.air == "module")
-        emulated = self._start(bench, case_dir)
-        setup_s = time.perf_counter() - t0
+        emulated, waited = self._start(bench, case_dir)
+        setup_s = time.perf_counter() - t0 - waited
         try:
             return self._on(bench, emulated, point, setup_s)
         finally:
             self._stop_later(emulated, case_dir)
 
-    def _start(self, bench: Bench, case_dir: Path) -> EmulatedBench:
+    def _start(self, bench: Bench, case_dir: Path) -> tuple[EmulatedBench, float]:
         """Start the case's bench; when every vpcd slot is taken (the last case's bench still
-        stopping, or other benches on this machine), wait for one, bounded."""
+        stopping, or other benches on this machine), wait for one, bounded. Returns the bench
+        and the seconds spent waiting (not set-up: the machine's, not the case's)."""
         deadline = time.monotonic() + SLOT_WAIT_S
+        waited = 0.0
         while True:
             emulated = EmulatedBench(bench, case_dir / "bench", faults=True)
+            t0 = time.perf_counter()
             try:
                 emulated.start()
-                return emulated
+                return emulated, waited
             except PcscdUnavailable:
                 self.close()
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+                waited += time.perf_counter() - t0   # the refused attempt and the pause
 
     def _stop_later(self, emulated: EmulatedBench, case_dir: Path) -> None:
         """The last case's bench stops while the next one starts (other ports, another slot)."""

@@ -35,6 +35,7 @@ class FaultPoint:
     fault: str     # one of FAULTS[kind]
     target: str    # message kind, card command (INS hex), TPM command name
     code: int = 0  # INS or TPM command code
+    armed_at: int | str | None = None   # the step whose action runs this one (a group's leader)
 
     @property
     def name(self) -> str:
@@ -45,8 +46,22 @@ def _step_events(record: Any, number: int | str) -> list[dict]:
     return [e for st in record.steps if st.number == number for e in st.events]
 
 
-def _first_request(events: list[dict]) -> str | None:
-    return next((e["kind"] for e in events if e.get("type") == "message" and e.get("direction") == "request"), None)
+def _first_message(events: list[dict]) -> str | None:
+    """The step's first request; a step that only answers (a group's follower): its first reply."""
+    messages = [e for e in events if e.get("type") == "message" and e.get("direction") in ("request", "reply")]
+    first = next((e for e in messages if e["direction"] == "request"), messages[0] if messages else None)
+    return first["kind"] if first else None
+
+
+def _leaders(procedure: Procedure) -> dict[int | str, int | str]:
+    """Step -> the step whose action runs it (a group's followers run in their leader's)."""
+    out: dict[int | str, int | str] = {}
+    steps = list(procedure.steps)
+    for i, step in enumerate(steps):
+        out.setdefault(step.number, step.number)
+        for follower in steps[i + 1:i + 1 + step.leads]:
+            out[follower.number] = step.number
+    return out
 
 
 def _card_command(events: list[dict]) -> tuple[str, int] | None:
@@ -80,15 +95,20 @@ def points_for(procedure: Procedure, probe: Any, steps: Iterable[int | str] | No
         chosen = set(steps)
         wanted = [n for n in wanted if n in chosen]
     kinds = tuple(kinds)
+    leaders = _leaders(procedure)
     points: list[FaultPoint] = []
     for number in wanted:
         events = _step_events(probe, number)
-        if "bus" in kinds and (kind := _first_request(events)):
-            points += [FaultPoint(number, "bus", name, kind) for name in FAULTS["bus"]]
+        at = leaders.get(number, number)
+        if "bus" in kinds and (kind := _first_message(events)):
+            points += [FaultPoint(number, "bus", name, kind, armed_at=at) for name in FAULTS["bus"]]
+        # device faults are armed for the whole group: aimed at the leader's own commands only
+        if at != number:
+            continue
         if "uicc" in kinds and (card := _card_command(events)):
-            points += [FaultPoint(number, "uicc", name, card[0], card[1]) for name in UICC_FAULTS]
+            points += [FaultPoint(number, "uicc", name, card[0], card[1], armed_at=at) for name in UICC_FAULTS]
         if "tpm" in kinds and (tpm := _tpm_command(events)):
-            points += [FaultPoint(number, "tpm", name, tpm[0], tpm[1]) for name in TPM_FAULTS]
+            points += [FaultPoint(number, "tpm", name, tpm[0], tpm[1], armed_at=at) for name in TPM_FAULTS]
     return points
 
 
@@ -133,4 +153,5 @@ def with_fault(procedure: Procedure, point: FaultPoint, armed: Armed) -> Procedu
             finally:
                 armed.disarm(point)
         return replace(step, action=action)
-    return replace(procedure, steps=tuple(wrap(s) if s.number == point.step else s for s in procedure.steps))
+    at = point.step if point.armed_at is None else point.armed_at
+    return replace(procedure, steps=tuple(wrap(s) if s.number == at else s for s in procedure.steps))

@@ -9,7 +9,8 @@ M2ME, where the "handler" is the card reached through the modem) pass ``via=``: 
 them the same way.
 
 Fault points (``inject``): a message of a given kind lost, duplicated, delayed past the
-sender's reply timeout, or reordered (held back and delivered after the next message). The
+sender's reply timeout, or reordered (held back and delivered after the next message); a
+fault on a reply's kind keeps that answer from the sender (lost, late or overtaken alike). The
 sender retries what a real one would: a request that got no reply in time is sent again, at
 most ``RetryPolicy.attempts`` times with exponential backoff; then ``MessageLost`` fails the
 step. A peer's answer, even a refusal, is never retried.
@@ -196,6 +197,13 @@ class Bus:
             self._record_no_reply(message, "held back, to be delivered after the next message")
             raise _NoReply("overtaken by a later message")
         reply = self._handle(message, handler)
+        reply_fault = self._fault_for(reply)   # a fault point on the reply's kind: it never arrives
+        if reply_fault is not None:
+            self._log_fault(reply, reply_fault, 0)
+            if reply_fault != "duplicated":    # a duplicated reply: the sender takes the first
+                self._record_no_reply(message, f"the {reply.kind} answer was {reply_fault}")
+                self._deliver_held()
+                raise _NoReply(f"{reply.kind} {reply_fault}")
         if fault == "delayed":     # the peer answered, too late: the sender has given up on it
             self._record_no_reply(message, f"reply later than the {self.retry.timeout_s:g} s timeout, discarded")
             self._deliver_held()
