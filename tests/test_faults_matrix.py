@@ -52,6 +52,7 @@ def test_fault_points_are_aimed_at_what_each_step_really_sends(probe: Any) -> No
     assert by_step[(12, "tpm")] == "TPM2_Import"
     assert by_step[(8, "tpm")] == "TPM2_EvictControl"
     assert (8, "bus") not in by_step          # the discard on the M2ME sends nothing
+    assert {p.fault for p in points if p.kind == "uicc"} == {"error-sw", "silent", "removed"}
     assert {p.fault for p in points if p.kind == "bus"} == {"lost", "duplicated", "delayed", "reordered",
                                                             "unreachable"}
     assert points_for(CHANGE, probe, [9], ["uicc"]) == []   # step 9 never reaches the card
@@ -92,6 +93,15 @@ def test_a_card_error_during_the_install_leaves_the_initial_access_credential(ru
     case, _ = runner.run(point(probe, 12, "uicc", "error-sw"))
     assert case.outcome == FAILED_CLEANLY and case.failed_step == 12
     assert case.credential == "initial-access"
+
+
+def test_a_card_that_stops_answering_during_the_install_fails_cleanly_in_bounded_time(runner: CaseRunner,
+                                                                                    probe: Any) -> None:
+    case, _ = runner.run(point(probe, 12, "uicc", "silent"))
+    assert case.outcome == FAILED_CLEANLY and case.failed_step == 12
+    assert "no answer within 2 s" in case.detail
+    assert case.credential in ("initial-access", "new MCIM")
+    assert next(c for c in case.checks if c.name == "a real attach with it").passed
 
 
 def test_the_end_state_check_catches_a_spent_retry(runner: CaseRunner) -> None:

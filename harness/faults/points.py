@@ -17,7 +17,7 @@ KINDS = ("bus", "uicc", "tpm")
 # sender's retries (RetryPolicy.attempts = 3): the step must fail cleanly.
 BUS_FAULTS = (("lost", "lost", 1), ("duplicated", "duplicated", 1), ("delayed", "delayed", 1),
               ("reordered", "reordered", 1), ("unreachable", "lost", 3))
-UICC_FAULTS = ("error-sw", "removed")
+UICC_FAULTS = ("error-sw", "silent", "removed")
 TPM_FAULTS = ("power-before", "power-after")
 FAULTS = {"bus": tuple(f[0] for f in BUS_FAULTS), "uicc": UICC_FAULTS, "tpm": TPM_FAULTS}
 
@@ -126,6 +126,9 @@ class Armed:
             self.bus.inject(point.target, fault, times)
         elif point.kind == "uicc" and point.fault == "error-sw":
             self.card.fail_command(point.code, ERROR_SW)
+        elif point.kind == "uicc" and point.fault == "silent":
+            self.card.stay_silent(point.code)   # the host's transmit times out (uicc.timeout)
+            self.removed = True                 # only a power cycle brings such a card back
         elif point.kind == "uicc" and point.fault == "removed":
             self.card.remove()     # pulled out as the step starts
             self.removed = True
@@ -138,6 +141,8 @@ class Armed:
         elif point.kind == "uicc":
             self.card.clear_faults()
             if self.removed:       # the engineer puts it back; the host opens a new card session
+                if point.fault == "silent":
+                    self.card.remove()
                 self.card.insert()
                 self.removed = False
                 self.reconnect_card()
