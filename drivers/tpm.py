@@ -923,3 +923,14 @@ class Tpm:
             handle, public, *_ = self._call(op, "TPM2_CreatePrimary", self._ctx.create_primary,
                                             TPM2B_SENSITIVE_CREATE(), template, ESYS_TR.OWNER)
         return StorageKey(handle=self._hand_out(handle), public=public, name=object_name(public))
+
+    # -- appended for the fault matrix's end-state check ---------------------------------------
+
+    def transient_slots_free(self) -> int | None:
+        """TPM_PT_HR_TRANSIENT_AVAIL: free transient object slots now (None if not reported).
+        On a TPM without a resource manager, an object someone forgot to flush shows here."""
+        with self._operation() as op:
+            _, data = self._call(op, "TPM2_GetCapability", self._ctx.get_capability,
+                                 TPM2_CAP.TPM_PROPERTIES, PT_HR_TRANSIENT_AVAIL, 1)
+        props = [p for p in data.data.tpmProperties if int(p.property) == PT_HR_TRANSIENT_AVAIL]
+        return int(props[0].value) if props else None

@@ -59,8 +59,14 @@ def main(argv: list[str] | None = None) -> int:
                      help="listen there for GSMTAP SIM frames (a SIMtrace2) and merge them into the trace as "
                           "sniffed, or 'off' (default: the bench file's gsmtap.listen)")
     _add_fleet(sub)
+    faults = sub.add_parser("faults", help="run the fault matrix: every step x every fault kind, devices checked after")
+    faults.add_argument("--bench", metavar="FILE", help="bench file (default: $MCIM_HIL_BENCH or lab_config/emulated.yaml)")
+    faults.add_argument("--procedure", default="change-sho", choices=["initial", "initial-ivf", "change-sho", "pristine"])
+    faults.add_argument("--steps", metavar="LIST", help="seed steps, e.g. 3,8-12 (default: all)")
+    faults.add_argument("--kinds", metavar="LIST", help="fault kinds: bus,uicc,tpm (default: all)")
+    faults.add_argument("--out", metavar="DIR", help="where faults.json and faults.html go (default: runs/faults-<procedure>-<time>)")
     args = parser.parse_args(argv)
-    what = args.command if args.command in ("run", "fleet") else f"bench {args.bench_command}"
+    what = args.command if args.command in ("run", "fleet", "faults") else f"bench {args.bench_command}"
     try:
         with interruptible():
             if args.command == "bench" and args.bench_command == "check":
@@ -72,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
                 return run_command(args.bench, args.procedure, args.air, args.out, gsmtap=args.gsmtap)
             if args.command == "fleet":
                 return _fleet(args)
+            if args.command == "faults":
+                from .faults.command import faults_command
+                return faults_command(args.bench, args.procedure, args.steps, args.kinds, args.out)
     except LabError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -7,12 +7,20 @@ timing. No entity reaches into another's state: all they share is this bus.
 Exchanges that do not go to a registered handler (the air interface between the VNO and an
 M2ME, where the "handler" is the card reached through the modem) pass ``via=``: the bus records
 them the same way.
+
+Fault points (``inject``): a message of a given kind lost, duplicated, delayed past the
+sender's reply timeout, or reordered (held back and delivered after the next message); a
+fault on a reply's kind keeps that answer from the sender (lost, late or overtaken alike). The
+sender retries what a real one would: a request that got no reply in time is sent again, at
+most ``RetryPolicy.attempts`` times with exponential backoff; then ``MessageLost`` fails the
+step. A peer's answer, even a refusal, is never retried.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, TypeVar
 
 from mcim_hil.network.messages import Message
@@ -47,13 +55,91 @@ class Refused(NetworkError):
         super().__init__(f"{entity}: {what} refused: {reason or 'no reason given'}")
 
 
+class MessageLost(NetworkError):
+    """A request got no reply within the sender's timeout, after every retry."""
+
+
+BUS_FAULTS = ("lost", "duplicated", "delayed", "reordered")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """What a sender does when a reply does not come: bounded attempts, exponential backoff.
+    The reply timeout is the sender's; a fault makes it expire at once (no real wait)."""
+    attempts: int = 3
+    backoff_s: float = 0.02
+    factor: float = 2.0
+    timeout_s: float = 5.0
+
+    def pause(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt + 1``."""
+        return self.backoff_s * self.factor ** (attempt - 1)
+
+
+@dataclass
+class BusFault:
+    """One fault point: the next ``times`` deliveries of ``kind`` suffer ``fault``."""
+    kind: str
+    fault: str
+    times: int = 1
+    hits: int = 0
+
+    def __post_init__(self) -> None:
+        if self.fault not in BUS_FAULTS:
+            raise ValueError(f"bus fault must be one of {', '.join(BUS_FAULTS)}, not {self.fault!r}")
+
+    def take(self, kind: str) -> bool:
+        if kind != self.kind or self.hits >= self.times:
+            return False
+        self.hits += 1
+        return True
+
+
+@dataclass
+class _Held:
+    message: Message
+    handler: Handler
+    faults: list[str] = field(default_factory=list)
+
+
 class Bus:
     """Delivers messages between registered addresses and records every one."""
 
-    def __init__(self, record: Record | None = None) -> None:
+    def __init__(self, record: Record | None = None, retry: RetryPolicy | None = None) -> None:
         self.record = record
+        self.retry = retry or RetryPolicy()
         self._handlers: dict[str, Handler] = {}
         self._lock = threading.Lock()
+        self._faults: list[BusFault] = []
+        self._held: list[_Held] = []
+        self.fault_log: list[dict] = []   # what the fault points did, in order
+
+    # -- fault points -----------------------------------------------------------------------
+
+    def inject(self, kind: str, fault: str, times: int = 1) -> BusFault:
+        """The next ``times`` deliveries of a ``kind`` message suffer ``fault`` (BUS_FAULTS)."""
+        point = BusFault(kind, fault, times)
+        with self._lock:
+            self._faults.append(point)
+        return point
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _fault_for(self, message: Message) -> str | None:
+        with self._lock:
+            for point in self._faults:
+                if point.take(message.kind):
+                    return point.fault
+        return None
+
+    def _log_fault(self, message: Message, fault: str, attempt: int) -> None:
+        entry = {"kind": message.kind, "sender": message.sender, "recipient": message.recipient,
+                 "fault": fault, "attempt": attempt}
+        self.fault_log.append(entry)
+        if self.record is not None:
+            self.record.meta.setdefault("bus_faults", []).append(entry)
 
     def register(self, address: str, handler: Handler) -> None:
         with self._lock:
@@ -74,7 +160,9 @@ class Bus:
             return address in self._handlers
 
     def request(self, message: Message, *, via: Handler | None = None) -> Message:
-        """Deliver ``message`` and return the reply; ``via`` replaces the registered handler."""
+        """Deliver ``message`` and return the reply; ``via`` replaces the registered handler.
+        A request that gets no reply in time is sent again (``self.retry``); MessageLost after
+        the last attempt."""
         handler = via
         if handler is None:
             with self._lock:
@@ -82,6 +170,70 @@ class Bus:
             if handler is None:
                 raise UnknownAddress(f"bus: {message.kind} from {message.sender}: "
                                      f"no entity at {message.recipient!r}")
+        policy = self.retry
+        why = ""
+        for attempt in range(1, max(1, policy.attempts) + 1):
+            fault = self._fault_for(message)
+            if fault is not None:
+                self._log_fault(message, fault, attempt)
+            try:
+                return self._deliver(message, handler, fault)
+            except _NoReply as exc:
+                why = str(exc)
+            if attempt < policy.attempts:
+                time.sleep(policy.pause(attempt))
+        raise MessageLost(f"bus: {message.kind} from {message.sender} to {message.recipient}: no reply "
+                          f"within {policy.timeout_s:g} s after {policy.attempts} attempts ({why})")
+
+    def _deliver(self, message: Message, handler: Handler, fault: str | None) -> Message:
+        if fault == "lost":
+            self._record_request(message)
+            self._record_no_reply(message, "lost on the bus")
+            raise _NoReply("lost")
+        if fault == "reordered":   # overtaken: delivered after the next message on the bus
+            self._record_request(message)
+            with self._lock:
+                self._held.append(_Held(message, handler))
+            self._record_no_reply(message, "held back, to be delivered after the next message")
+            raise _NoReply("overtaken by a later message")
+        reply = self._handle(message, handler)
+        reply_fault = self._fault_for(reply)   # a fault point on the reply's kind: it never arrives
+        if reply_fault is not None:
+            self._log_fault(reply, reply_fault, 0)
+            if reply_fault != "duplicated":    # a duplicated reply: the sender takes the first
+                self._record_no_reply(message, f"the {reply.kind} answer was {reply_fault}")
+                self._deliver_held()
+                raise _NoReply(f"{reply.kind} {reply_fault}")
+        if fault == "delayed":     # the peer answered, too late: the sender has given up on it
+            self._record_no_reply(message, f"reply later than the {self.retry.timeout_s:g} s timeout, discarded")
+            self._deliver_held()
+            raise _NoReply("reply too late")
+        if fault == "duplicated":  # the peer gets it twice; the sender takes the first reply
+            try:
+                self._handle(message, handler)
+            except Exception:      # noqa: BLE001 - the duplicate's fate is recorded, not the sender's
+                pass
+        self._deliver_held()
+        return reply
+
+    def _deliver_held(self) -> None:
+        with self._lock:
+            held, self._held = self._held, []
+        for late in held:
+            try:
+                self._handle(late.message, late.handler)
+            except Exception:      # noqa: BLE001 - nobody waits for a late message's reply
+                pass
+
+    def _record_request(self, message: Message) -> None:
+        if self.record is not None:
+            self.record.message(message, "request", time.time(), None)
+
+    def _record_no_reply(self, message: Message, what: str) -> None:
+        if self.record is not None:
+            self.record.message_error(message, MessageLost(f"fault injected: {what}"), time.time(), 0.0)
+
+    def _handle(self, message: Message, handler: Handler) -> Message:
         started = time.time()
         t0 = time.perf_counter()
         if self.record is not None:
@@ -104,6 +256,10 @@ class Bus:
         """Record a one-way message that needs no reply (an AUTHENTICATION REJECT over the air)."""
         if self.record is not None:
             self.record.message(message, "oneway", time.time(), None)
+
+
+class _NoReply(Exception):
+    """One attempt got no reply in time (the bus's own; MessageLost after the last attempt)."""
 
 
 def expect_reply(reply: Message, *kinds: type[M]) -> M:
