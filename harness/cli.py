@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--gsmtap", metavar="HOST:PORT",
                      help="listen there for GSMTAP SIM frames (a SIMtrace2) and merge them into the trace as "
                           "sniffed, or 'off' (default: the bench file's gsmtap.listen)")
+    run.add_argument("--reveal-session-keys", action="store_true",
+                     help="keep RES, CK, IK and Kc of the card's AUTHENTICATE answers in the artifacts "
+                          "(to decrypt an air trace); the report carries a banner. Default: redacted")
     args = parser.parse_args(argv)
     what = "run" if args.command == "run" else f"bench {args.bench_command}"
     try:
@@ -65,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                 return bench_up(args.bench)
             if args.command == "run":
                 from .run import run_command
-                return run_command(args.bench, args.procedure, args.air, args.out, gsmtap=args.gsmtap)
+                return run_command(args.bench, args.procedure, args.air, args.out, gsmtap=args.gsmtap,
+                                   reveal_session_keys=args.reveal_session_keys)
     except LabError as exc:
         print(exc, file=sys.stderr)
         return 2
