@@ -54,6 +54,13 @@ class Bus:
         self.record = record
         self._handlers: dict[str, Handler] = {}
         self._lock = threading.Lock()
+        self._gates: list[Callable[[Message], Message | None]] = []
+
+    def add_gate(self, gate: Callable[[Message], Message | None]) -> None:
+        """``gate`` sees every request sent on the bus (not those handled ``via``): a message it
+        answers is the refusal, recorded as the reply, and the request is not delivered
+        (a VNO dropping a session's traffic to an address its APN does not reach)."""
+        self._gates.append(gate)
 
     def register(self, address: str, handler: Handler) -> None:
         with self._lock:
@@ -86,6 +93,13 @@ class Bus:
         t0 = time.perf_counter()
         if self.record is not None:
             self.record.message(message, "request", started, None)
+        for gate in self._gates if via is None else ():
+            refusal = gate(message)
+            if refusal is not None:
+                if self.record is not None:
+                    self.record.message(refusal, "reply", time.time(), time.perf_counter() - t0)
+                raise Refused(refusal.sender, f"{message.kind} from {message.sender} to {message.recipient}",
+                              getattr(refusal, "reason", None) or refusal.kind, refusal)
         try:
             reply = handler(message)
         except BaseException as exc:
