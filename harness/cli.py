@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--gsmtap", metavar="HOST:PORT",
                      help="listen there for GSMTAP SIM frames (a SIMtrace2) and merge them into the trace as "
                           "sniffed, or 'off' (default: the bench file's gsmtap.listen)")
+    run.add_argument("--reveal-session-keys", action="store_true",
+                     help="keep RES, CK, IK and Kc of the card's AUTHENTICATE answers in the artifacts "
+                          "(to decrypt an air trace); the report carries a banner. Default: redacted")
     _add_fleet(sub)
     faults = sub.add_parser("faults", help="run the fault matrix: every step x every fault kind, devices checked after")
     faults.add_argument("--bench", metavar="FILE", help="bench file (default: $MCIM_HIL_BENCH or lab_config/emulated.yaml)")
@@ -75,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                 return bench_up(args.bench)
             if args.command == "run":
                 from .run import run_command
-                return run_command(args.bench, args.procedure, args.air, args.out, gsmtap=args.gsmtap)
+                return run_command(args.bench, args.procedure, args.air, args.out, gsmtap=args.gsmtap,
+                                   reveal_session_keys=args.reveal_session_keys)
             if args.command == "fleet":
                 return _fleet(args)
             if args.command == "faults":

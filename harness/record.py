@@ -12,6 +12,11 @@ Two lines of defence keep secrets out:
    top-level secret field of a recorded message) is scrubbed from every string written
    (values and keys; numbers stay numbers, so the JSON stays valid), as raw text and as
    hex in upper and lower case.
+
+Session keys (RES, CK, IK, Kc of a card's AUTHENTICATE answer, TS 31.102 7.1.2.1) are secrets
+too: the answer keeps only its outline and its values are registered for the scrub, unless the
+record was made with ``reveal_session_keys`` (``mcim-hil run --reveal-session-keys``, for an
+engineer who must decrypt air traces); then they show and ``meta["session_keys"]`` says so.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ REDACTED = "<redacted>"
 RUN_FILE = "run.json"
 _MIN_SECRET_CHARS = 4  # shorter strings would scrub unrelated text (a PIN is already 4)
 
+REVEALED = "revealed"  # meta["session_keys"] of a record made with reveal_session_keys
 SNIFFED = "sniffed"  # event type: an exchange seen on the card interface (GSMTAP), not sent by the harness
 
 # What a sniffed exchange may show (the harness's own commands are flagged by its drivers; a
@@ -59,6 +65,8 @@ class RecordedMessage(Protocol):
     def to_record(self) -> dict[str, Any]: ...
 
     def secret_values(self) -> list[bytes | str]: ...
+
+    # optional: ``session_key_values() -> dict[str, bytes]``, the fields that are session keys
 
 
 class StepSkipped(Exception):
@@ -99,10 +107,14 @@ class Step:
 class Record:
     """Collects steps, messages and device commands of one run; writes run.json."""
 
-    def __init__(self, run_id: str | None = None, *, meta: dict[str, Any] | None = None) -> None:
+    def __init__(self, run_id: str | None = None, *, meta: dict[str, Any] | None = None,
+                 reveal_session_keys: bool = False) -> None:
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.started = time.time()
         self.meta: dict[str, Any] = dict(meta or {})
+        self.reveal_session_keys = reveal_session_keys
+        if reveal_session_keys:
+            self.meta["session_keys"] = REVEALED
         self.steps: list[Step] = []
         self.outside: list[dict[str, Any]] = []  # events recorded while no step was open
         self._open: list[Step] = []
@@ -177,6 +189,13 @@ class Record:
                 duration: float | None) -> None:
         """Add one network message; ``direction`` is request, reply, error or oneway."""
         self.secret_values(*msg.secret_values())
+        fields = msg.to_record()
+        session_keys = getattr(msg, "session_key_values", None)
+        for name, value in (session_keys() if callable(session_keys) else {}).items():
+            if self.reveal_session_keys:
+                fields[name] = value.hex()
+            else:
+                self.secret_values(value)
         entry = {
             "type": "message",
             "direction": direction,
@@ -185,7 +204,7 @@ class Record:
             "recipient": msg.recipient,
             "started": started,
             "duration_s": duration,
-            "fields": msg.to_record(),
+            "fields": fields,
         }
         self._add(entry)
 
@@ -218,9 +237,14 @@ class Record:
             "duration_s": event.duration_s,
             "secret": event.secret,
         }
+        authenticate = event.device == "uicc" and len(event.request) > 1 and event.request[1] in _AUTHENTICATE_INS
+        if authenticate and not self.reveal_session_keys:
+            self.secret_values(*session_keys(event.response[:-2]))
         if event.secret and event.device == "uicc":
             entry.update(apdu_outline(event.request, event.response))
-        elif event.device == "uicc" and len(event.request) > 1 and event.request[1] in _AUTHENTICATE_INS:
+        elif authenticate and self.reveal_session_keys:
+            entry["session_keys"] = REVEALED
+        elif authenticate:
             entry["response"] = REDACTED   # RAND/AUTN may show; the answer holds the session keys
             entry["secret"] = True
             entry.update(apdu_outline(event.request, event.response))
@@ -236,7 +260,11 @@ class Record:
         """
         with self._lock:
             state = self._sniff_state.setdefault(source, _SniffState())
-            hide_request, hide_response = state.judge(request, response)
+            answer = len(request) >= 5 and (request[1] in _AUTHENTICATE_INS or
+                                            (request[1] == _GET_RESPONSE and state.answer_pending))
+            if answer and not self.reveal_session_keys:
+                self.secret_values(*session_keys(response[:-2]))
+            hide_request, hide_response = state.judge(request, response, self.reveal_session_keys)
             if not (hide_request or hide_response) and \
                     any(self.scrub(part.hex()) != part.hex() for part in (request, response) if part):
                 hide_request = hide_response = True
@@ -347,6 +375,28 @@ def apdu_outline(request: bytes, response: bytes) -> dict[str, Any]:
     }
 
 
+def session_keys(answer: bytes) -> list[bytes]:
+    """RES, CK, IK and Kc of an AUTHENTICATE answer (data without SW), for the scrub.
+
+    TS 31.102 7.1.2.1: 3G context 'DB' L RES L CK L IK [L Kc]; GSM context L SRES L Kc.
+    A sync failure ('DC' L AUTS) or anything else holds no session key.
+    """
+    fields: list[bytes] = []
+    if answer[:1] == bytes([0xDB]):
+        rest = answer[1:]
+    elif len(answer) == 14 and answer[0] == 4 and answer[5] == 8:
+        rest = answer
+    else:
+        return []
+    while rest:
+        size = rest[0]
+        if size == 0 or len(rest) < 1 + size:
+            break       # malformed: keep what was read, the outline hides the rest anyway
+        fields.append(rest[1:1 + size])
+        rest = rest[1 + size:]
+    return fields
+
+
 def _secret_fids() -> frozenset[bytes]:
     from mcim_hil.drivers.uicc_files import ALL_FILES
     return frozenset(bytes.fromhex(ef.fid) for ef in ALL_FILES if ef.secret)
@@ -359,7 +409,7 @@ class _SniffState:
         self.selected: bytes | None = None   # FID of the file selected last
         self.answer_pending = False          # the next GET RESPONSE fetches a secret answer
 
-    def judge(self, request: bytes, response: bytes) -> tuple[bool, bool]:
+    def judge(self, request: bytes, response: bytes, reveal_session_keys: bool = False) -> tuple[bool, bool]:
         """(hide the command's data, hide the answer's data) for this exchange; updates the state."""
         if len(request) < 5:
             return True, True
@@ -369,7 +419,7 @@ class _SniffState:
         if ins in _PIN_INS:
             hide_request = hide_response = True
         elif ins in _AUTHENTICATE_INS:
-            hide_response = True
+            hide_response = not reveal_session_keys
         elif ins == _GET_RESPONSE:
             hide_response = self.answer_pending
         elif ins in _FILE_DATA_INS and not (ins in (0xB0, 0xD6) and p1 & 0x80):  # not by SFI

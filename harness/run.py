@@ -126,7 +126,7 @@ def out_problems(out_dir: Path) -> list[str]:
 
 
 def run_command(bench_file: str | None, procedure_name: str, air: str | None, out: str | None,
-                gsmtap: str | None = None) -> int:
+                gsmtap: str | None = None, reveal_session_keys: bool = False) -> int:
     bench = load_bench(bench_file)
     procedure = PROCEDURES[procedure_name]
     air = air or ("module" if bench.modem and bench.modem.emulator else "relayed")
@@ -138,7 +138,11 @@ def run_command(bench_file: str | None, procedure_name: str, air: str | None, ou
     if problems:
         raise BenchUnusable(problems)
     record = Record(meta={"bench": str(bench.path), "bench_name": bench.name, "procedure": procedure.name,
-                          "title": procedure.title, "seed": procedure.seed, "air": air})
+                          "title": procedure.title, "seed": procedure.seed, "air": air},
+                    reveal_session_keys=reveal_session_keys)
+    if reveal_session_keys:
+        print(f"{procedure.name}: session keys (RES, CK, IK, Kc) are revealed in the artifacts in {out_dir}: "
+              "keep that folder as secret as the air trace it decrypts", file=sys.stderr)
     t0 = time.perf_counter()
     bench_up = False
     close_error: Exception | None = None

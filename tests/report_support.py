@@ -33,7 +33,8 @@ class ArtifactRun:
         return [e for e in events if e["type"] == "device" and e["device"] == "uicc"]
 
 
-def run_and_write(out_dir: Path, air: str, procedure: str = "initial") -> ArtifactRun:
+def run_and_write(out_dir: Path, air: str, procedure: str = "initial", *,
+                  reveal_session_keys: bool = False) -> ArtifactRun:
     """Run ``procedure`` through the real stacks and write its artifacts into ``out_dir``.
 
     The secrets are read from where they live while the session is up: the CCIF's credential
@@ -41,7 +42,8 @@ def run_and_write(out_dir: Path, air: str, procedure: str = "initial") -> Artifa
     """
     bench = load_bench(None)
     record = Record(meta={"bench": str(bench.path), "bench_name": bench.name, "procedure": procedure,
-                          "title": PROCEDURES[procedure].title, "seed": PROCEDURES[procedure].seed, "air": air})
+                          "title": PROCEDURES[procedure].title, "seed": PROCEDURES[procedure].seed, "air": air},
+                    reveal_session_keys=reveal_session_keys)
     secrets: dict[str, bytes] = {}
     with Session(bench, SessionOptions(air=air), record) as session:
         record.meta["pcid"] = session.m2me.pcid

@@ -60,9 +60,10 @@ def test_attach_runs_aka_on_the_card_and_leases_an_address(net: Net) -> None:
     assert usim.calls == 1
     assert net.vno.lease(pcid) == "10.45.0.2"
     # the ICF had no credential for the PCID and got it from the CCIF (000 s3 NOTE)
-    assert net.kinds()[-8:] == ["AttachRequest", "AuthDataRequest", "CredentialRequest", "CredentialResponse",
-                                "AuthDataResponse", "AuthenticationRequest", "AuthenticationResponse",
-                                "AttachAccept"]
+    assert net.kinds()[-11:] == ["AttachRequest", "AuthDataRequest", "CredentialRequest", "CredentialResponse",
+                                 "AuthDataResponse", "AuthenticationRequest", "AuthenticationResponse",
+                                 "UpdateLocationRequest", "UpdateLocationAnswer", "PdnConnectivityRequest",
+                                 "AttachAccept"]
 
 
 def test_second_attach_uses_the_stored_credential_and_a_fresh_sqn(net: Net) -> None:
@@ -103,7 +104,8 @@ def test_synch_failure_is_resynchronised_and_the_attach_retried(net: Net) -> Non
     kinds = net.kinds()
     assert kinds[kinds.index("AuthenticationFailure"):] == [
         "AuthenticationFailure", "ResyncRequest", "AuthDataResponse", "AuthenticationRequest",
-        "AuthenticationResponse", "AttachAccept"]
+        "AuthenticationResponse", "UpdateLocationRequest", "UpdateLocationAnswer", "PdnConnectivityRequest",
+        "AttachAccept"]
 
 
 def test_tampered_auts_is_refused_and_the_attach_rejected(net: Net) -> None:

@@ -499,7 +499,9 @@ class Ts27007Commands:
         self._cell = None
         self._set_stat(STAT_SEARCHING)
         try:
-            result = network.attach(imsi, self._authenticate)
+            # the default bearer's APN goes with the attach (TS 24.301 5.5.1.2.2: PDN CONNECTIVITY REQUEST)
+            apn = self._contexts[min(self._contexts)][1] if self._contexts else ""
+            result = network.attach(imsi, self._authenticate, **({"apn": apn} if apn else {}))
         except SimUnavailable as exc:
             log.debug("%s: SIM lost during attach: %s", self.port, exc)
             self._set_stat(STAT_NOT_SEARCHING)

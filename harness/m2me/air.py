@@ -37,9 +37,10 @@ class AirInterface(Protocol):
 class RelayedAttach:
     """The harness carries the AKA between the VNO and the card."""
 
-    def __init__(self, vno: Any, uicc: Uicc) -> None:
+    def __init__(self, vno: Any, uicc: Uicc, *, apn: str | None = None) -> None:
         self.vno = vno
         self.uicc = uicc
+        self.apn = apn     # None: the subscription's default APN
 
     def authenticate(self, rand: bytes, autn: bytes) -> bytes:
         """The card's answer to AUTHENTICATE as the VNO reads it: response data + SW."""
@@ -52,7 +53,7 @@ class RelayedAttach:
             return SW_MAC_FAILURE
 
     def attach(self, imsi: str) -> Attachment:
-        result = self.vno.attach(imsi, self.authenticate)
+        result = self.vno.attach(imsi, self.authenticate, self.apn)
         return Attachment(result.accepted, result.ip_address, result.reject_cause, "relayed")
 
     def detach(self, imsi: str) -> None:

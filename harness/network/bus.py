@@ -110,6 +110,7 @@ class Bus:
         self.retry = retry or RetryPolicy()
         self._handlers: dict[str, Handler] = {}
         self._lock = threading.Lock()
+        self._gates: list[Callable[[Message], Message | None]] = []
         self._faults: list[BusFault] = []
         self._held: list[_Held] = []
         self.fault_log: list[dict] = []   # what the fault points did, in order
@@ -141,6 +142,12 @@ class Bus:
         if self.record is not None:
             self.record.meta.setdefault("bus_faults", []).append(entry)
 
+    def add_gate(self, gate: Callable[[Message], Message | None]) -> None:
+        """``gate`` sees every request sent on the bus (not those handled ``via``): a message it
+        answers is the refusal, recorded as the reply, and the request is not delivered
+        (a VNO dropping a session's traffic to an address its APN does not reach)."""
+        self._gates.append(gate)
+
     def register(self, address: str, handler: Handler) -> None:
         with self._lock:
             if address in self._handlers:
@@ -170,6 +177,8 @@ class Bus:
             if handler is None:
                 raise UnknownAddress(f"bus: {message.kind} from {message.sender}: "
                                      f"no entity at {message.recipient!r}")
+        if via is None:
+            self._gate(message)
         policy = self.retry
         why = ""
         for attempt in range(1, max(1, policy.attempts) + 1):
@@ -184,6 +193,18 @@ class Bus:
                 time.sleep(policy.pause(attempt))
         raise MessageLost(f"bus: {message.kind} from {message.sender} to {message.recipient}: no reply "
                           f"within {policy.timeout_s:g} s after {policy.attempts} attempts ({why})")
+
+    def _gate(self, message: Message) -> None:
+        """A gate's refusal is the answer (recorded as the reply); the request is not delivered."""
+        for gate in self._gates:
+            refusal = gate(message)
+            if refusal is not None:
+                t0 = time.perf_counter()
+                self._record_request(message)
+                if self.record is not None:
+                    self.record.message(refusal, "reply", time.time(), time.perf_counter() - t0)
+                raise Refused(refusal.sender, f"{message.kind} from {message.sender} to {message.recipient}",
+                              getattr(refusal, "reason", None) or refusal.kind, refusal)
 
     def _deliver(self, message: Message, handler: Handler, fault: str | None) -> Message:
         if fault == "lost":

@@ -57,7 +57,7 @@ def build_network(options: NetworkOptions | Mapping[str, Any] | None, store_path
     ccif = Ccif(bus, store, address=at.ccif, pcid_plmn=options.ro_plmn, icf_addresses=[at.icf],
                 m2mes_addresses=[at.m2mes], dpf_addresses=[at.dpf])
     m2mes = M2mes(bus, store, address=at.m2mes, ccif_address=at.ccif, ca=m2mes_ca)
-    icf = Icf(bus, store, address=at.icf, ccif_address=at.ccif, drf_address=at.drf)
+    icf = Icf(bus, store, address=at.icf, ccif_address=at.ccif, drf_address=at.drf, dpf_address=at.dpf)
     drf = Drf(bus, store, address=at.drf, icf_address=at.icf, trusted_shos=sho_addresses)
     dpf = Dpf(bus, store, address=at.dpf, drf_address=at.drf, ccif_address=at.ccif)
     ivf_address = at.ivf

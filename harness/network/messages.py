@@ -43,6 +43,8 @@ class Message:
     recipient: str
 
     SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    # session keys (RES): redacted like secrets; the record may reveal them (--reveal-session-keys)
+    SESSION_KEY_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def kind(self) -> str:
@@ -54,8 +56,13 @@ class Message:
         for f in dataclasses.fields(self):
             if f.name in ("sender", "recipient"):
                 continue
-            out[f.name] = _plain(getattr(self, f.name), f.name, self.SECRET_FIELDS)
+            out[f.name] = _plain(getattr(self, f.name), f.name, self.SECRET_FIELDS | self.SESSION_KEY_FIELDS)
         return out
+
+    def session_key_values(self) -> dict[str, bytes]:
+        """The session-key fields that are set, by name (for the record to redact or reveal)."""
+        return {name: value for name in self.SESSION_KEY_FIELDS
+                if isinstance(value := getattr(self, name, None), bytes) and value}
 
     def secret_values(self) -> list[bytes | str]:
         """The values of the top-level secret fields, for the record's scrubber."""
@@ -184,6 +191,8 @@ class AuthenticationResponse(Message):
 
     imsi: str
     res: bytes
+
+    SESSION_KEY_FIELDS = _hide("res")
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)

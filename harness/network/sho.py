@@ -71,6 +71,7 @@ from mcim_hil.network.messages import (
 )
 from mcim_hil.network import av_source
 from mcim_hil.network.store import Store
+from mcim_hil.network.subscription import UpdateLocationAnswer, UpdateLocationRequest
 
 IMSI_DIGITS = 15  # TS 23.003 2.2
 
@@ -148,6 +149,9 @@ class Sho(Entity):
         self.on(SubscriptionChangeRequest, self._subscription_change)
         self.on(CredentialsDiscarded, self._credentials_discarded)
         self.on(DiscardConfirmation, self._discard_confirmation)
+        # the VNO's Update Location: an MCIM subscriber is not limited to an APN here
+        self.on(UpdateLocationRequest, lambda m: UpdateLocationAnswer(sender=self.address, recipient=m.sender,
+                                                                      imsi=m.imsi))
 
     # -- identity --------------------------------------------------------------------------------
     @property

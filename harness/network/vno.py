@@ -37,10 +37,20 @@ from mcim_hil.network.messages import (
     ResyncRequest,
 )
 from mcim_hil.network.store import Store
+from mcim_hil.network.subscription import (
+    CAUSE_ESM_FAILURE,
+    ESM_CAUSE_UNKNOWN_APN,
+    PdnConnectivityReject,
+    PdnConnectivityRequest,
+    TrafficRefused,
+    UpdateLocationAnswer,
+    UpdateLocationRequest,
+)
 
 Authenticate = Callable[[bytes, bytes], bytes]
 
 CAUSE_PLMN_NOT_ALLOWED = 11  # TS 24.008 10.5.5.14: no route to the identity's home
+DEFAULT_APN = "internet"     # an unlimited subscription's default APN (ours)
 CAUSE_CONGESTION = 22        # TS 24.008 G.3: no address left in the pool
 
 # TS 31.102 7.1.2: AUTHENTICATE answers 'DB' L RES L CK L IK [L Kc] or 'DC' L AUTS
@@ -72,6 +82,11 @@ class Vno(Entity):
         self.pool = ipaddress.ip_network(ip_pool)
         self.db = store.entity("vno")
         self.db.define("leases", {"imsi": "TEXT", "ip_address": "TEXT", "leased_at": "REAL"}, "imsi")
+        # IP address -> (IMSI, APN, addresses its connectivity reaches): a session on a limited
+        # APN reaches those only (TS 23.401 4.3.8); the gateway drops the rest
+        self.sessions: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+        self.refused: list[TrafficRefused] = []
+        bus.add_gate(self._gate)
 
     # -- routing -------------------------------------------------------------------------
     def add_route(self, prefix: str, address: str) -> None:
@@ -90,10 +105,11 @@ class Vno(Entity):
         return imsi.startswith(self.plmn)
 
     # -- the air interface (AirInterface of mcim_hil.emulators.modem) -------------------
-    def attach(self, imsi: str, authenticate: Authenticate) -> AttachResult:
-        """Attach ``imsi``: AKA through ``authenticate``, then an IP address (000 s1-s6)."""
+    def attach(self, imsi: str, authenticate: Authenticate, apn: str | None = None) -> AttachResult:
+        """Attach ``imsi``: AKA through ``authenticate``, then a PDN connection on ``apn`` (None: the
+        subscription's default APN) with an IP address, if the subscription allows it (000 s1-s6)."""
         request = AttachRequest(sender=air_address(imsi), recipient=self.address, imsi=imsi)
-        reply = self.bus.request(request, via=lambda m: self._attach(imsi, authenticate))
+        reply = self.bus.request(request, via=lambda m: self._attach(imsi, authenticate, apn))
         if isinstance(reply, AttachAccept):
             return AttachResult(accepted=True, ip_address=reply.ip_address, home=reply.home,
                                 reject_cause=None, tac=self.tac, ci=self.ci)
@@ -112,7 +128,7 @@ class Vno(Entity):
         return row["ip_address"] if row else None
 
     # -- inside the attach ---------------------------------------------------------------
-    def _attach(self, imsi: str, authenticate: Authenticate) -> Message:
+    def _attach(self, imsi: str, authenticate: Authenticate, apn: str | None = None) -> Message:
         air = air_address(imsi)
         source = self.route(imsi)
         if source is None:
@@ -141,9 +157,24 @@ class Vno(Entity):
             # which the UE treats as cause #3 Illegal MS/UE (USIM invalid)
             self.bus.post(AuthenticationReject(sender=self.address, recipient=air, imsi=imsi))
             return AttachReject(sender=self.address, recipient=air, imsi=imsi, cause=CAUSE_ILLEGAL_MS)
+        subscription = self.request(UpdateLocationRequest(sender=self.address, recipient=source, imsi=imsi),
+                                    UpdateLocationAnswer)
+        self.bus.post(PdnConnectivityRequest(sender=air, recipient=self.address, imsi=imsi, apn=apn))
+        if apn is None:   # TS 23.401 5.3.2.1: no APN requested, the subscription's default
+            apn = subscription.apns[0] if subscription.apns else DEFAULT_APN
+        if not subscription.allows(apn):
+            # TS 24.301 5.5.1.2.5: ATTACH REJECT #19 carrying PDN CONNECTIVITY REJECT #27
+            self.bus.post(PdnConnectivityReject(sender=self.address, recipient=air, imsi=imsi, apn=apn,
+                                                esm_cause=ESM_CAUSE_UNKNOWN_APN))
+            return AttachReject(sender=self.address, recipient=air, imsi=imsi, cause=CAUSE_ESM_FAILURE)
         ip = self._lease(imsi)
         if ip is None:
             return AttachReject(sender=self.address, recipient=air, imsi=imsi, cause=CAUSE_CONGESTION)
+        for address in [a for a, s in self.sessions.items() if s[0] == imsi]:
+            del self.sessions[address]
+        self.sessions.pop(ip, None)
+        if subscription.reachable is not None:
+            self.sessions[ip] = (imsi, apn, subscription.reachable)
         return AttachAccept(sender=self.address, recipient=air, imsi=imsi, ip_address=ip,
                             home=self.is_home(imsi))
 
@@ -168,7 +199,21 @@ class Vno(Entity):
                 return str(host)
         return None
 
+    def _gate(self, message: Message) -> Message | None:
+        """Drop a packet of a limited session to an address its APN does not reach."""
+        session = self.sessions.get(message.sender)
+        if session is None or message.recipient in session[2]:
+            return None
+        imsi, apn, reachable = session
+        refusal = TrafficRefused(sender=self.address, recipient=message.sender, source=message.sender,
+                                 destination=message.recipient, apn=apn,
+                                 reason=f"{imsi} on APN {apn} reaches {', '.join(reachable)} only")
+        self.refused.append(refusal)
+        return refusal
+
     def _detach(self, imsi: str) -> Message:
+        for address in [a for a, s in self.sessions.items() if s[0] == imsi]:
+            del self.sessions[address]
         self.db.delete("leases", imsi=imsi)
         return DetachAccept(sender=self.address, recipient=air_address(imsi), imsi=imsi)
 

@@ -13,7 +13,7 @@ import html
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from mcim_hil.record import FAILED, PASSED, REDACTED, SKIPPED, Record
+from mcim_hil.record import FAILED, PASSED, REDACTED, REVEALED, SKIPPED, Record
 
 from .logs import ARROWS, M2ME, Entities, Group, groups, key_fields, short_value, utc
 from .timing import enclosing_steps, is_seed_step, time_in_steps
@@ -137,6 +137,7 @@ def _header(h: _Html, run: dict[str, Any], summary: RunSummary, title: str, plac
         f'<ul class="tallies">{tally_html}</ul>'
         + (f'<nav class="artifacts"><span>artifacts</span>{link_html}</nav>' if links else "")
         + "</div></header>"
+        + (_REVEALED_BANNER if meta.get("session_keys") == REVEALED else "")
     )
 
 
@@ -157,6 +158,12 @@ def _identities(found: dict[str, str]) -> list[tuple[str, str]]:
             ("serial", "ek_certificate_serial")) if found.get(key))),
     ]
     return [(label, value) for label, value in rows if value]
+
+
+# --reveal-session-keys: whoever opens the report must see at once that it holds session keys
+_REVEALED_BANNER = ('<div class="revealed" role="alert"><b>Session keys revealed.</b> This run was made with '
+                    '--reveal-session-keys: RES, CK, IK and Kc of the card\'s AUTHENTICATE answers are in '
+                    'run.json, apdu.pcap and the logs. Handle these artifacts as secrets.</div>')
 
 
 def _seconds(value: float | None) -> str | None:
@@ -501,6 +508,7 @@ details[open] summary{border-bottom:1px solid var(--line);background:var(--shade
 table.devices td{font-size:12px;padding:3px 8px}
 table.devices td.num{font-weight:400}
 table.devices tr.secret td{color:#8250df}
+.revealed{padding:10px 24px;background:#fff1e5;border-bottom:3px solid #bc4c00;color:#953800}
 .mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;word-break:break-all}
 .nowrap{white-space:nowrap;word-break:normal}
 footer{color:var(--muted);font-size:12px;margin:30px auto 24px;border-top:1px solid var(--line);padding-top:10px}

@@ -27,15 +27,19 @@ from mcim_hil.network.messages import (
     ResyncRequest,
 )
 from mcim_hil.network.store import Store
+from mcim_hil.network.subscription import PCID_APN, UpdateLocationAnswer, UpdateLocationRequest
 
 class Icf(Entity):
     """Initial connectivity function of the RO."""
 
     def __init__(self, bus: Bus, store: Store, *, address: str, ccif_address: str,
-                 drf_address: str) -> None:
+                 drf_address: str, dpf_address: str | None = None, apn: str = PCID_APN) -> None:
         super().__init__(bus, address)
         self.ccif_address = ccif_address
         self.drf_address = drf_address
+        # the PCID's subscription data: one APN, reaching the RO's functions only (5.1.3.8.4.3 s6)
+        self.apn = apn
+        self.reachable = tuple(a for a in (address, drf_address, dpf_address) if a)
         self.db = store.entity("icf")
         self.db.define("credentials", {"pcid": "TEXT", "k": "SECRET", "opc": "SECRET", "amf": "BLOB",
                                        "auc": "JSON", "obtained_at": "REAL"}, "pcid")
@@ -44,6 +48,7 @@ class Icf(Entity):
         self.on(AuthDataRequest, self._auth_data)
         self.on(ResyncRequest, self._auth_data)
         self.on(ConnectRequest, self._connect)
+        self.on(UpdateLocationRequest, self._update_location)
         self.on(AccessCredentialRenewed, self._credential_renewed)
         self.clock = time.time              # tests move it (the credential's lifetime)
         self.not_after: dict[str, float] = {}   # PCID -> end of its credential's lifetime
@@ -78,6 +83,11 @@ class Icf(Entity):
         if isinstance(reply, AuthDataResponse):
             self.db.update("credentials", {"pcid": msg.imsi}, auc=auc.to_dict())
         return reply
+
+    def _update_location(self, msg: UpdateLocationRequest) -> Message:
+        """The VNO's ULR for a PCID: its APN and the RO's addresses, the only ones it reaches."""
+        return UpdateLocationAnswer(sender=self.address, recipient=msg.sender, imsi=msg.imsi,
+                                    apns=(self.apn,), reachable=self.reachable)
 
     def _connect(self, msg: ConnectRequest) -> Message:
         if self.db.get("credentials", pcid=msg.pcid) is None:
