@@ -11,9 +11,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from mcim_hil.network.bus import Bus, Refused
+from mcim_hil.network.bus import Bus, Entity, Refused
 from mcim_hil.network.messages import (
     BootstrapRequest,
+    DiscardAcknowledgementRelay,
+    DiscardConfirmation,
+    DiscardConfirmationAck,
+    DownloadReceipt,
+    M2MSIMMobjDownload,
     ManagementSessionOpen,
     Message,
     ProvisioningAuthorisation,
@@ -24,7 +29,7 @@ from mcim_hil.network.messages import (
     RegistryQuery,
     SubscriberRegistration,
 )
-from mcim_hil.network.ro.dpf import AUTHORISED, Dpf
+from mcim_hil.network.ro.dpf import AUTHORISED, DOWNLOADED, REFUSED_BY_M2ME, REPORTED, Dpf
 from mcim_hil.network.ro.drf import Drf
 from mcim_hil.network.sho import Sho
 from mcim_hil.network.store import Store
@@ -140,6 +145,104 @@ def test_dpf_downloads_nothing_without_a_session_or_an_authorisation(ro: Ro) -> 
     ro.open_session()
     with pytest.raises(Refused, match="no authorised M2MSIMMobj"):
         ro.dpf.download(PCID)
+
+
+class Scripted(Entity):
+    """A peer that answers each message kind with a canned reply and keeps what it received."""
+
+    def __init__(self, bus: Bus, address: str, answers: dict[type, dict]) -> None:
+        super().__init__(bus, address)
+        self.received: list[Message] = []
+        for kind, (reply, fields) in answers.items():
+            self.on(kind, self._answer(reply, fields))
+
+    def _answer(self, reply: type, fields: dict):
+        def handle(msg: Message) -> Message:
+            self.received.append(msg)
+            return reply(sender=self.address, recipient=msg.sender, pcid=msg.pcid, **fields)
+        return handle
+
+
+def m2me(ro: Ro, *, accepted: bool = True) -> Scripted:
+    return Scripted(ro.bus, M2ME, {M2MSIMMobjDownload: (DownloadReceipt, {
+        "accepted": accepted, "reason": None if accepted else "integrity check failed"})})
+
+
+def sho_peer(ro: Ro) -> Scripted:
+    return Scripted(ro.bus, SHO, {ProvisioningStatus: (ProvisioningStatusAck, {}),
+                                  DiscardConfirmation: (DiscardConfirmationAck, {})})
+
+
+def test_dpf_downloads_the_authorised_object_once(ro: Ro) -> None:
+    device = m2me(ro)
+    ro.register()
+    ro.open_session()
+    ro.authorise()
+    assert ro.dpf.download(PCID).accepted
+    assert [m.m2msimmobj for m in device.received] == [OBJECT]
+    assert ro.dpf.authorisation_state(PCID) == DOWNLOADED
+    with pytest.raises(Refused) as again:  # a second download needs a new authorisation
+        ro.dpf.download(PCID)
+    assert again.value.reason == f"authorisation is {DOWNLOADED}"
+    assert len(device.received) == 1
+
+
+def test_dpf_records_an_m2me_refusal_and_raises_its_reason(ro: Ro) -> None:
+    m2me(ro, accepted=False)
+    ro.register()
+    ro.open_session()
+    ro.authorise()
+    with pytest.raises(Refused) as refused:
+        ro.dpf.download(PCID)
+    assert (refused.value.entity, refused.value.reason) == (f"M2ME {PCID}", "integrity check failed")
+    assert ro.dpf.authorisation_state(PCID) == REFUSED_BY_M2ME
+
+
+def test_dpf_reports_the_status_to_the_authorising_sho_only_once_both_exist(ro: Ro) -> None:
+    sho = sho_peer(ro)
+    ro.register()
+    ro.open_session()
+    with pytest.raises(Refused) as refused:
+        ro.dpf.report_status(PCID)
+    assert refused.value.reason == "the M2ME reported no status"
+    ro.send(ProvisioningStatus(sender=M2ME, recipient=DPF, pcid=PCID, success=True, detail="installed"))
+    with pytest.raises(Refused) as refused:
+        ro.dpf.report_status(PCID)
+    assert refused.value.reason == "no SHO authorised it"
+    assert sho.received == []
+    ro.authorise()
+    ro.send(ProvisioningStatus(sender=M2ME, recipient=DPF, pcid=PCID, success=True, detail="installed"))
+    ro.dpf.report_status(PCID)
+    (report,) = sho.received
+    assert (report.sender, report.success, report.detail) == (DPF, True, "installed")
+    assert ro.dpf.status(PCID)["reported_to"] == SHO
+    assert ro.dpf.authorisation_state(PCID) == REPORTED
+
+
+def test_a_new_authorisation_forgets_the_previous_status(ro: Ro) -> None:
+    ro.register()
+    ro.open_session()
+    ro.authorise()
+    ro.send(ProvisioningStatus(sender=M2ME, recipient=DPF, pcid=PCID, success=False, detail="import failed"))
+    ro.authorise()  # the SHO tries again: the old failure must not be reported for the new object
+    assert ro.dpf.status(PCID) is None
+    with pytest.raises(Refused, match="the M2ME reported no status"):
+        ro.dpf.report_status(PCID)
+
+
+def test_dpf_relays_a_discard_acknowledgement_to_the_new_sho_only(ro: Ro) -> None:
+    sho = sho_peer(ro)
+    relay = DiscardAcknowledgementRelay(sender=M2ME, recipient=DPF, pcid=PCID, imsi="001010000000009",
+                                        acknowledged=True, old_sho_address=OTHER_SHO)
+    with pytest.raises(Refused) as refused:
+        ro.send(relay)
+    assert refused.value.reason == "no new SHO authorised"
+    ro.register()
+    ro.authorise()
+    assert isinstance(ro.send(relay), DiscardConfirmationAck)
+    (confirmation,) = sho.received
+    assert confirmation.old_credentials_discarded is True
+    assert "001010000000009" not in repr(confirmation) and OTHER_SHO not in repr(confirmation)
 
 
 # --- DRF: who may register and bootstrap --------------------------------------------------------
