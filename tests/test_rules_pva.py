@@ -8,16 +8,26 @@ nonce (the quote is fresh), so only the certify-nonce comparison can catch it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 from collections.abc import Iterator
 
 import pytest
-from tpm2_pytss.constants import TPMA_OBJECT
-from tpm2_pytss.types import TPM2B_PUBLIC
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_OBJECT
+from tpm2_pytss.types import (
+    TPM2B_PUBLIC, TPM2B_SENSITIVE, TPM2B_SENSITIVE_CREATE, TPMT_SYM_DEF_OBJECT, TPMU_SYM_KEY_BITS, TPMU_SYM_MODE,
+)
+from tpm2_pytss.utils import wrap
 
-from attestation_support import M2meAgent, M2mes, der, ek_roots_of
+from attestation_support import COMPONENTS, MODEL, M2meAgent, M2mes, der, ek_roots_of
 from mcim_hil.drivers.tpm import Tpm
 from mcim_hil.emulators.swtpm import Swtpm
-from mcim_hil.network.attestation import CredentialChallenge, Evidence, PlatformValidator, ValidationResult
+from mcim_hil.network import pki
+from mcim_hil.network.attestation import (
+    CredentialChallenge, Evidence, Measurement, PlatformValidator, ReferenceValues, ValidationResult,
+)
 
 PLATFORM = "m2me-rules-0001"
 
@@ -205,3 +215,167 @@ def test_a_certification_passed_off_as_a_quote_is_refused(attested: Attested) ->
                                  quote_signature=evidence.certify_signature)
     assert attested.check(forged, nonce, secret, "quote_signature") == (
         False, "attestation type 0x8017 is not a quote")
+
+
+# --- PCR values and the event log ---------------------------------------------------------------
+
+def test_a_reported_pcr_value_of_the_wrong_size_is_refused(attested: Attested) -> None:
+    evidence, nonce, secret = attested.fresh()
+    pcrs = dict(evidence.pcr_values)
+    pcrs[min(pcrs)] = pcrs[min(pcrs)][:20]
+    assert attested.check(dataclasses.replace(evidence, pcr_values=pcrs), nonce, secret, "pcr_digest") == (
+        False, "a reported PCR value is not 32 bytes")
+
+
+def test_reported_pcr_values_other_than_the_quoted_ones_are_refused(attested: Attested) -> None:
+    evidence, nonce, secret = attested.fresh()
+    pcrs = {pcr: bytes(32) for pcr in evidence.pcr_values}
+    assert attested.check(dataclasses.replace(evidence, pcr_values=pcrs), nonce, secret, "pcr_digest") == (
+        False, "quote pcrDigest differs from the digest of the reported PCR values")
+
+
+def test_an_event_in_a_pcr_the_quote_does_not_cover_is_refused(attested: Attested) -> None:
+    evidence, nonce, secret = attested.fresh()
+    events = [*evidence.measurements, Measurement("debugger", 16, bytes(32))]
+    assert attested.check(dataclasses.replace(evidence, measurements=events), nonce, secret, "event_log_replay") == (
+        False, "'debugger' measured into PCR 16, which the quote does not cover")
+
+
+def test_an_event_that_is_not_sha256_is_refused(attested: Attested) -> None:
+    evidence, nonce, secret = attested.fresh()
+    first = evidence.measurements[0]
+    events = [Measurement(first.component, first.pcr, first.digest[:20]), *evidence.measurements[1:]]
+    assert attested.check(dataclasses.replace(evidence, measurements=events), nonce, secret, "event_log_replay") == (
+        False, f"{first.component!r} digest is not SHA-256")
+
+
+# --- reference values ---------------------------------------------------------------------------
+
+def reference(*, model: str | None = MODEL, extra: dict[str, bytes] | None = None) -> ReferenceValues:
+    digests = {name: hashlib.sha256(data).digest() for name, _, data in COMPONENTS}
+    return ReferenceValues({**digests, **(extra or {})}, model=model)
+
+
+def test_reference_values_without_a_model_apply_to_any_model(attested: Attested) -> None:
+    attested.validator.update_reference_values(reference(model=None))
+    evidence, nonce, secret = attested.fresh()
+    passed, detail = attested.check(evidence, nonce, secret, "reference_values")
+    assert passed and detail.startswith("components match: ")
+
+
+def test_reference_values_for_another_model_are_refused(attested: Attested) -> None:
+    attested.validator.update_reference_values(reference(model="mk2"))
+    evidence, nonce, secret = attested.fresh()
+    assert attested.check(evidence, nonce, secret, "reference_values") == (
+        False, f"PfC model {MODEL!r} has no reference values (have 'mk2')")
+
+
+def test_a_component_without_a_reference_value_is_refused(attested: Attested) -> None:
+    evidence, nonce, secret = attested.fresh()
+    renamed = [dataclasses.replace(m, component="rootkit") if i == 0 else m
+               for i, m in enumerate(evidence.measurements)]
+    assert attested.check(dataclasses.replace(evidence, measurements=renamed), nonce, secret, "reference_values") == (
+        False, "component 'rootkit' has no reference value")
+
+
+def test_a_reference_component_that_was_not_measured_is_refused(attested: Attested) -> None:
+    attested.validator.update_reference_values(reference(extra={"radio-firmware": bytes(32)}))
+    evidence, nonce, secret = attested.fresh()
+    assert attested.check(evidence, nonce, secret, "reference_values") == (
+        False, "components not measured: radio-firmware")
+
+
+# --- the PfC ------------------------------------------------------------------------------------
+
+def test_evidence_claiming_another_platform_than_the_pfc_is_refused(attested: Attested) -> None:
+    evidence, nonce, secret = attested.fresh()
+    forged = dataclasses.replace(evidence, platform_id="m2me-someone-else")
+    assert attested.check(forged, nonce, secret, "pfc_names_platform") == (
+        False, f"PfC names platform {PLATFORM!r}, evidence claims 'm2me-someone-else'")
+
+
+def test_ocsp_is_not_asked_about_a_pfc_of_another_issuer(attested: Attested) -> None:
+    evidence, nonce, secret = attested.fresh()
+    other_ca = pki.CertificateAuthority.create("Other M2MES CA")
+    pfc = pki.issue_platform_credential(other_ca, attestation_key(attested), PLATFORM, model=MODEL)
+    forged = dataclasses.replace(evidence, pfc=der(pfc))
+    assert attested.check(forged, nonce, secret, "pfc_status_ocsp") == (
+        False, "not asked: the PfC was not issued by the M2MES CA")
+
+
+def attestation_key(a: Attested):
+    from mcim_hil.network.attestation import tpm_public_key
+    return tpm_public_key(a.agent.ak_public)
+
+
+# --- the TPM clock --------------------------------------------------------------------------------
+
+def test_a_quote_after_a_power_loss_is_refused_on_the_clock(m2mes: M2mes) -> None:
+    with Swtpm(shared_identity=True) as swtpm:
+        swtpm.power_cycle()  # no orderly shutdown: clockInfo.safe is 0 from now on
+        with Tpm.open(swtpm.tcti) as tpm:
+            agent = M2meAgent.boot(tpm, PLATFORM)
+            agent.pfc = der(m2mes.platform_credential(agent.ak_public, PLATFORM))
+            validator = m2mes.validator(ek_roots_of(swtpm))
+            challenge, secret = validator.credential_challenge(agent.ek_public, agent.ak_public)
+            nonce = validator.new_nonce()
+            result = validator.validate(agent.evidence(challenge, nonce), nonce, secret)
+    assert [c.name for c in result.checks if not c.passed] == ["clock"]
+    assert result.check("clock").detail == "clockInfo.safe is 0: the TPM clock may have gone backwards"
+
+
+# --- what the storage key must be -----------------------------------------------------------------
+
+AES128_CFB = TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.AES, keyBits=TPMU_SYM_KEY_BITS(aes=128),
+                                 mode=TPMU_SYM_MODE(aes=TPM2_ALG.CFB))
+
+
+def certified(a: Attested, public: TPM2B_PUBLIC, handle: ESYS_TR, nonce: bytes, evidence: Evidence) -> Evidence:
+    try:
+        certification = a.agent.tpm.certify(handle, a.agent.ak, nonce)
+    finally:
+        a.agent.tpm.flush(handle)
+    return dataclasses.replace(evidence, storage_key_public=public.marshal(), certify_attest=certification.attest,
+                               certify_signature=certification.signature)
+
+
+def test_a_certified_storage_key_that_is_not_fixed_to_the_tpm_is_refused(attested: Attested) -> None:
+    """A restricted decryption key made outside the TPM and imported: the TPM certifies it,
+    but the MCIM sealed to it could be unwrapped wherever its private key is."""
+    a = attested
+    evidence, nonce, secret = a.fresh()
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    public = TPM2B_PUBLIC.from_pem(pem, objectAttributes=TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT
+                                   | TPMA_OBJECT.USERWITHAUTH, symmetric=AES128_CFB)
+    sensitive = TPM2B_SENSITIVE.from_pem(pem)
+    sensitive.sensitiveArea.seedValue = os.urandom(32)  # a parent's seed, sized to its nameAlg
+    _, duplicate, seed = wrap(a.agent.storage_key.public.publicArea, public, sensitive)
+    a.agent.tpm.flush(a.agent.ek)  # swtpm has 3 object slots: AK, storage key, and this one
+    private = a.agent.tpm.import_sealed(a.agent.storage_key, public, duplicate, seed)
+    handle = a.agent.tpm.load(a.agent.storage_key, private, public)
+    passed, detail = a.check(certified(a, public, handle, nonce, evidence), nonce, secret, "storage_key_certified")
+    assert not passed and detail.startswith("storage key is not a fixedTPM restricted decryption key (attributes ")
+
+
+def test_a_certified_symmetric_storage_parent_cannot_take_an_mcim(attested: Attested) -> None:
+    """A TPM-made restricted decryption key of type SYMCIPHER: a valid parent inside the TPM,
+    but it has no public key the SHO could wrap to. The driver only makes the harness's own
+    templates, so this key is made through the driver's ESAPI context."""
+    a = attested
+    evidence, nonce, secret = a.fresh()
+    template = TPM2B_PUBLIC.parse("aes128cfb", objectAttributes=(
+        TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.SENSITIVEDATAORIGIN
+        | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT))
+    a.agent.tpm.flush(a.agent.ek)  # swtpm has 3 object slots: AK, storage key, and this one
+    handle, public, *_ = a.agent.tpm._ctx.create_primary(TPM2B_SENSITIVE_CREATE(), template, ESYS_TR.OWNER)
+    passed, detail = a.check(certified(a, public, handle, nonce, evidence), nonce, secret, "storage_key_certified")
+    assert (passed, detail) == (False, "storage key cannot be a parent (no symmetric algorithm)")
+
+
+def test_a_certification_without_the_tpm_generated_magic_is_refused(attested: Attested) -> None:
+    a = attested
+    nonce = a.validator.new_nonce()
+    fresh = a.agent.requote(a.evidence, nonce)
+    forged = dataclasses.replace(fresh, certify_attest=b"\x00\x00\x00\x00" + fresh.certify_attest[4:])
+    assert a.refused_by(forged, nonce) == "certification is not a TPM-generated TPM2_Certify attestation"

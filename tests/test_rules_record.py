@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from mcim_hil.drivers.hook import CommandEvent
 from mcim_hil.record import REDACTED, Record
 
 ADM = b"53253116"  # printable ASCII bytes: shows up in a trace as itself, not only as hex
@@ -88,3 +89,48 @@ def test_secrets_registered_after_a_write_are_scrubbed_in_the_next() -> None:
 def test_a_secret_of_another_type_is_refused() -> None:
     with pytest.raises(TypeError, match="a secret value must be bytes or str, not int"):
         Record().secret_values(1234)  # type: ignore[arg-type]
+
+
+def test_values_that_are_not_text_keep_their_json_type_or_become_scrubbed_hex() -> None:
+    record = Record(meta={"none": None, "flag": False, "count": 3, "ratio": 0.5, "blob": K, "adm": ADM})
+    record.secret_values(K)
+    assert written(record)[1]["meta"] == {"none": None, "flag": False, "count": 3, "ratio": 0.5,
+                                          "blob": REDACTED, "adm": ADM.hex()}
+
+
+def _event(device: str, request: bytes, response: bytes, *, secret: bool) -> CommandEvent:
+    return CommandEvent(device=device, port="port", command="CMD", request=request, response=response,
+                        status="9000", started=0.0, duration_s=0.001, secret=secret)
+
+
+def outline(request: bytes, response: bytes = b"\x90\x00", device: str = "uicc") -> dict:
+    record = Record()
+    record.device(_event(device, request, response, secret=True))
+    (entry,) = written(record)[1]["outside"]
+    assert entry["request"] == REDACTED and entry["response"] == REDACTED
+    return {k: v for k, v in entry.items() if k in ("request_header", "request_length", "response_length", "sw")}
+
+
+def test_a_secret_uicc_command_keeps_its_short_header_lengths_and_sw_only() -> None:
+    assert outline(bytes.fromhex("0020000a08") + ADM, bytes.fromhex("63c2")) == {
+        "request_header": "0020000a08", "request_length": 13, "response_length": 0, "sw": "63C2"}
+
+
+def test_a_secret_uicc_command_with_extended_lc_keeps_seven_header_bytes() -> None:
+    # ISO/IEC 7816-4 5.1: '00' then a 2-byte Lc; one data byte follows, and stays hidden
+    assert outline(bytes.fromhex("00d6000000000142"), bytes.fromhex("11229000"))["request_header"] == "00d60000000001"
+    assert outline(bytes.fromhex("00d6000000000142"), bytes.fromhex("11229000"))["response_length"] == 2
+
+
+def test_a_seven_byte_command_is_no_extended_lc_and_keeps_five_header_bytes() -> None:
+    assert outline(bytes.fromhex("00b0000000010a"))["request_header"] == "00b0000000"  # case 2E: Le, no data
+
+
+def test_a_short_or_missing_status_word_is_not_invented() -> None:
+    assert outline(bytes.fromhex("0020000a08") + ADM, b"\x90")["sw"] is None
+    assert outline(bytes.fromhex("0020000a08") + ADM, b"")["response_length"] == 0
+    assert outline(bytes.fromhex("0020000a08") + ADM, b"\x90\x00")["sw"] == "9000"
+
+
+def test_a_secret_event_of_another_device_keeps_no_outline() -> None:
+    assert outline(b'AT+CPIN="1234"\r', b"OK", device="modem") == {}

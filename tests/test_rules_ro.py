@@ -110,6 +110,16 @@ def test_dpf_refuses_an_authorisation_for_an_m2me_another_dpf_serves(ro: Ro) -> 
     assert ro.dpf.authorisation_state(PCID) is None
 
 
+def test_the_sho_the_m2me_named_is_taken_while_the_registry_still_points_elsewhere(ro: Ro) -> None:
+    """004 c4: the old SHO is still registered (with its own DPF) until the new one registers
+    at step 14; the DPF check applies to the registered SHO, not to the one the M2ME named."""
+    ro.register(sho=SHO, dpf="dpf.old-ro.example")
+    ro.drf.trust_sho(OTHER_SHO)
+    ro.open_session(sho=OTHER_SHO)
+    assert ro.authorise(sho=OTHER_SHO).accepted
+    assert ro.authorise(sho=SHO).reason == f"{PCID} is served by DPF dpf.old-ro.example"
+
+
 def test_dpf_refuses_an_empty_m2msimmobj(ro: Ro) -> None:
     ro.register()
     ack = ro.authorise(m2msimmobj=b"")
@@ -262,6 +272,15 @@ def test_drf_refuses_an_sho_without_an_agreement(ro: Ro) -> None:
     ro.drf.trust_sho(OTHER_SHO)
     ro.register(sho=OTHER_SHO)
     assert ro.drf.registry_entry(PCID)["sho_address"] == OTHER_SHO
+
+
+def test_drf_without_an_agreement_list_takes_any_sho_registering_itself() -> None:
+    bus = Bus()
+    drf = Drf(bus, Store(), address=DRF, icf_address=ICF)  # trusted_shos None: any SHO
+    ack = bus.request(SubscriberRegistration(sender=OTHER_SHO, recipient=DRF, pcid=PCID, sho_address=OTHER_SHO,
+                                             sho_plmn="00104", dpf_address=DPF, sho_verify_key=b"k"))
+    assert (ack.accepted, ack.reason) == (True, None)
+    assert drf.registry_entry(PCID)["sho_address"] == OTHER_SHO
 
 
 def test_drf_takes_bootstrap_requests_from_its_own_icf_only(ro: Ro) -> None:
