@@ -379,3 +379,47 @@ def test_a_certification_without_the_tpm_generated_magic_is_refused(attested: At
     fresh = a.agent.requote(a.evidence, nonce)
     forged = dataclasses.replace(fresh, certify_attest=b"\x00\x00\x00\x00" + fresh.certify_attest[4:])
     assert a.refused_by(forged, nonce) == "certification is not a TPM-generated TPM2_Certify attestation"
+
+
+def test_an_rsa_storage_key_made_by_the_tpm_is_accepted(attested: Attested) -> None:
+    a = attested
+    evidence, nonce, secret = a.fresh()
+    template = TPM2B_PUBLIC.parse("rsa2048:aes128cfb", objectAttributes=(
+        TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.SENSITIVEDATAORIGIN
+        | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT))
+    a.agent.tpm.flush(a.agent.ek)
+    handle, public, *_ = a.agent.tpm._ctx.create_primary(TPM2B_SENSITIVE_CREATE(), template, ESYS_TR.OWNER)
+    passed, detail = a.check(certified(a, public, handle, nonce, evidence), nonce, secret, "storage_key_certified")
+    assert (passed, detail) == (True, "AK certified a fixedTPM restricted decryption key for this nonce")
+
+
+# --- the verdict ------------------------------------------------------------------------------------
+
+def test_the_verdict_names_the_validated_components_and_model_only_when_integrity_holds(attested: Attested) -> None:
+    a = attested
+    evidence, nonce, secret = a.fresh()
+    good = a.validator.validate(evidence, nonce, secret)
+    assert good.passed and good.validated_components == [name for name, _, _ in COMPONENTS]
+    assert (good.platform_id, good.model) == (PLATFORM, MODEL) and good.pcr_values == evidence.pcr_values
+    # a quote over another nonce: reference values still match, but the quote vouches for nothing
+    nonce = a.validator.new_nonce()
+    stale = a.agent.requote(a.evidence, a.validator.new_nonce(), certify_nonce=nonce)
+    result = a.validator.validate(stale, nonce, a.secret)
+    assert result.check("reference_values").passed and not result.check("quote_nonce").passed
+    assert (result.validated_components, result.pcr_values) == ([], {})
+
+
+def test_spent_nonces_are_remembered_up_to_4096(attested: Attested) -> None:
+    """The PVA bounds what it remembers of spent nonces; older ones are refused as unknown."""
+    v = attested.validator
+    spent = [v.new_nonce() for _ in range(4097)]
+    for nonce in spent:
+        assert v._consume_nonce(nonce) is None
+    assert v._consume_nonce(spent[1]) == "nonce was already used"
+    assert v._consume_nonce(spent[0]) == "nonce was not issued by this PVA"
+
+
+def test_a_nonce_of_the_minimum_size_is_long_enough(attested: Attested) -> None:
+    v = attested.validator
+    assert v._consume_nonce(os.urandom(16)) == "nonce was not issued by this PVA"  # 16 bytes: size is fine
+    assert v._consume_nonce(os.urandom(15)) == "nonce has 15 bytes, fewer than 16"

@@ -7,13 +7,20 @@ on a bus, and checks the refusal names that rule. Removing the rule's check make
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
 
 from mcim_hil.network.bus import Bus, Entity, Refused
 from mcim_hil.network.messages import (
+    AuthDataReject,
+    AuthDataRequest,
+    BootstrapAck,
+    BootstrapMessage,
     BootstrapRequest,
+    CredentialsDiscarded,
+    DiscardAcknowledgement,
     DiscardAcknowledgementRelay,
     DiscardConfirmation,
     DiscardConfirmationAck,
@@ -25,13 +32,15 @@ from mcim_hil.network.messages import (
     ProvisioningAuthorisationAck,
     ProvisioningStatus,
     ProvisioningStatusAck,
+    RegistrationAck,
     RegistrationRequest,
     RegistryQuery,
     SubscriberRegistration,
 )
 from mcim_hil.network.ro.dpf import AUTHORISED, DOWNLOADED, REFUSED_BY_M2ME, REPORTED, Dpf
 from mcim_hil.network.ro.drf import Drf
-from mcim_hil.network.sho import Sho
+from mcim_hil.aka.auc import AuC
+from mcim_hil.network.sho import ACTIVE, DISCARDED, PENDING, Sho
 from mcim_hil.network.store import Store
 
 PCID = "001020000000001"
@@ -297,12 +306,78 @@ def test_drf_registry_answers_the_registered_dpf(ro: Ro) -> None:
     assert (entry.found, entry.sho_address, entry.dpf_address) == (True, SHO, "dpf.x.example")
 
 
+def bootstrapped(ro: Ro) -> None:
+    ro.register()
+    assert ro.send(BootstrapRequest(sender=ICF, recipient=DRF, pcid=PCID, ip_address=M2ME)).accepted
+
+
+def test_drf_keeps_the_m2me_address_of_an_accepted_bootstrap_request(ro: Ro) -> None:
+    bootstrapped(ro)
+    state = ro.drf.bootstrap_state(PCID)
+    assert (state["ip_address"], state["state"]) == (M2ME, "pending")
+
+
+def test_drf_builds_no_bootstrap_message_without_registry_entry_and_bootstrap_request(ro: Ro) -> None:
+    with pytest.raises(Refused) as refused:
+        ro.drf.bootstrap_message(PCID)
+    assert refused.value.reason == "no SHO registered"
+    ro.register()
+    with pytest.raises(Refused) as refused:
+        ro.drf.bootstrap_message(PCID)
+    assert refused.value.reason == "no bootstrap request from the ICF"
+    bootstrapped(ro)
+    message = ro.drf.bootstrap_message(PCID)
+    assert (message.recipient, message.dpf_address, message.sho_address) == (M2ME, DPF, SHO)
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_drf_records_whether_the_m2me_took_its_bootstrap(ro: Ro, accepted: bool) -> None:
+    Scripted(ro.bus, M2ME, {BootstrapMessage: (BootstrapAck, {"accepted": accepted,
+                                                              "reason": None if accepted else "busy"})})
+    bootstrapped(ro)
+    if accepted:
+        assert ro.drf.send_bootstrap(PCID).accepted
+    else:
+        with pytest.raises(Refused) as refused:
+            ro.drf.send_bootstrap(PCID)
+        assert (refused.value.entity, refused.value.reason) == (f"M2ME {PCID}", "busy")
+    assert ro.drf.bootstrap_state(PCID)["state"] == ("bootstrapped" if accepted else "refused")
+
+
+def test_drf_registers_at_the_sho_only_a_registered_and_bootstrapped_m2me(ro: Ro) -> None:
+    with pytest.raises(Refused) as refused:
+        ro.drf.register_at_sho(PCID)
+    assert refused.value.reason == "no SHO registered"
+    ro.register()
+    with pytest.raises(Refused) as refused:
+        ro.drf.register_at_sho(PCID)
+    assert refused.value.reason == "the M2ME has not bootstrapped"
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_drf_records_the_sho_answer_to_a_registration(ro: Ro, accepted: bool) -> None:
+    sho = Scripted(ro.bus, SHO, {RegistrationRequest: (RegistrationAck, {
+        "accepted": accepted, "reason": None if accepted else "no contract for this M2ME"})})
+    bootstrapped(ro)
+    if accepted:
+        assert ro.drf.register_at_sho(PCID).accepted
+    else:
+        with pytest.raises(Refused) as refused:
+            ro.drf.register_at_sho(PCID)
+        assert (refused.value.entity, refused.value.reason) == (SHO, "no contract for this M2ME")
+    assert [m.m2me_address for m in sho.received] == [M2ME]
+    assert ro.drf.bootstrap_state(PCID)["state"] == ("registered" if accepted else "registration refused")
+
+
 # --- SHO: who may register an M2ME and report its status ------------------------------------------
+
+NOW = 1_800_000_000.0
+
 
 @pytest.fixture
 def sho() -> Sho:
     return Sho(Bus(), Store(), name="SHO B", address=SHO, plmn="00103", drf_address=DRF, dpf_address=DPF,
-               pva_address="pva.sho-b.example")
+               pva_address="pva.sho-b.example", clock=lambda: NOW)
 
 
 def test_sho_takes_registrations_from_its_ro_drf_only(sho: Sho) -> None:
@@ -327,3 +402,131 @@ def test_sho_takes_the_provisioning_status_from_its_dpf_only(sho: Sho) -> None:
         sho.bus.request(ProvisioningStatus(sender="dpf.other.example", recipient=SHO, pcid=PCID, success=True))
     assert refused.value.reason == "not this SHO's DPF"
     assert sho.contract(PCID)["state"] == before
+
+
+IMSI = "001030000000001"
+
+
+def subscriber(sho: Sho, *, pcid: str = PCID, not_after: float = NOW + 3600, state: str = ACTIVE) -> None:
+    k, opc = bytes(range(16)), bytes(range(16, 32))
+    sho.db.put("subscribers", imsi=IMSI, pcid=pcid, k=k, opc=opc, auc=AuC(k, opc).to_dict(), state=state,
+               not_after=not_after, m2msimmobj=OBJECT, updated_at=0.0)
+
+
+@pytest.mark.parametrize("case", ["unknown IMSI", "IMSI of another M2ME"])
+def test_sho_acknowledges_a_discard_only_for_its_imsi_of_that_m2me(sho: Sho, case: str) -> None:
+    subscriber(sho, pcid=PCID if case == "unknown IMSI" else "001020000000999")
+    imsi = "001039999999999" if case == "unknown IMSI" else IMSI
+    ack = sho.bus.request(CredentialsDiscarded(sender=M2ME, recipient=SHO, pcid=PCID, imsi=imsi))
+    assert isinstance(ack, DiscardAcknowledgement)
+    assert (ack.acknowledged, ack.reason) == (False, "not an IMSI of this SHO for that M2ME")
+    assert sho.subscriber(IMSI)["state"] == ACTIVE
+
+
+def test_sho_stops_serving_a_discarded_imsi(sho: Sho) -> None:
+    subscriber(sho)
+    ack = sho.bus.request(CredentialsDiscarded(sender=M2ME, recipient=SHO, pcid=PCID, imsi=IMSI))
+    assert (ack.acknowledged, ack.reason) == (True, None)
+    assert sho.subscriber(IMSI)["state"] == DISCARDED
+    reply = sho.bus.request(AuthDataRequest(sender="vno.example", recipient=SHO, imsi=IMSI))
+    assert isinstance(reply, AuthDataReject) and reply.reason == "no active subscription for this IMSI"
+
+
+@pytest.mark.parametrize("case", ["unknown", "expired"])
+def test_sho_gives_no_vectors_for_an_unknown_or_expired_imsi(sho: Sho, case: str) -> None:
+    if case == "expired":
+        subscriber(sho, not_after=NOW - 0.5)
+    reply = sho.bus.request(AuthDataRequest(sender="vno.example", recipient=SHO, imsi=IMSI))
+    assert isinstance(reply, AuthDataReject) and reply.reason == "no active subscription for this IMSI"
+
+
+def test_sho_gives_vectors_for_an_active_imsi_until_its_end_of_validity(sho: Sho) -> None:
+    subscriber(sho, not_after=NOW)  # valid up to and including not_after
+    reply = sho.bus.request(AuthDataRequest(sender="vno.example", recipient=SHO, imsi=IMSI))
+    assert reply.kind == "AuthDataResponse" and len(reply.avs) == 1
+
+
+def test_sho_contacts_only_an_m2me_it_has_a_contract_with_and_a_registered_address(sho: Sho) -> None:
+    with pytest.raises(Refused) as refused:
+        sho.retrieve_platform_credential(PCID)
+    assert refused.value.reason == "no contract"
+    sho.add_contract(PCID)
+    with pytest.raises(Refused) as refused:
+        sho.retrieve_platform_credential(PCID)
+    assert refused.value.reason == "the M2ME is not registered yet"
+
+
+@pytest.mark.parametrize("state", [None, ACTIVE])
+def test_sho_authorises_only_a_pending_m2msimmobj(sho: Sho, state: str | None) -> None:
+    sho.add_contract(PCID)
+    if state is not None:
+        subscriber(sho, state=state)  # already provisioned: nothing waits
+    with pytest.raises(Refused) as refused:
+        sho.authorise_provisioning(PCID)
+    assert refused.value.reason == "no M2MSIMMobj waiting for this M2ME"
+
+
+def test_sho_sends_the_pending_m2msimmobj_to_its_dpf(sho: Sho) -> None:
+    dpf = Scripted(sho.bus, DPF, {ProvisioningAuthorisation: (ProvisioningAuthorisationAck, {"accepted": True})})
+    sho.add_contract(PCID)
+    subscriber(sho, state=PENDING)
+    assert sho.authorise_provisioning(PCID).accepted
+    assert [m.m2msimmobj for m in dpf.received] == [OBJECT]
+    assert sho.contract(PCID)["state"] == "authorised"
+
+
+def test_sho_keeps_its_state_when_the_dpf_refuses_the_authorisation(sho: Sho) -> None:
+    Scripted(sho.bus, DPF, {ProvisioningAuthorisation: (ProvisioningAuthorisationAck, {
+        "accepted": False, "reason": "empty M2MSIMMobj"})})
+    sho.add_contract(PCID)
+    subscriber(sho, state=PENDING)
+    with pytest.raises(Refused) as refused:
+        sho.authorise_provisioning(PCID)
+    assert (refused.value.entity, refused.value.reason) == (DPF, "empty M2MSIMMobj")
+    assert sho.contract(PCID)["state"] == "contracted"
+
+
+def test_an_ivf_result_is_not_second_guessed_when_authenticity_already_failed() -> None:
+    """A failed validation is a failure either way: no integrity round for a platform the PVA
+    did not authenticate (sho._ivf_mismatch)."""
+    from mcim_hil.network.attestation import Evidence, ValidationResult
+    from mcim_hil.network.messages import IntegrityInquiryResponse
+    from mcim_hil.network.sho import _ivf_mismatch
+
+    inquiry = IntegrityInquiryResponse(sender="ivf", recipient=SHO, platform_id="p", available=True, passed=True,
+                                       pcr_digest=bytes(32))
+    evidence = Evidence(platform_id="p", ek_certificate=b"", ek_public=b"", ak_public=b"", activation_proof=b"",
+                        quote_attest=b"", quote_signature=b"", pcr_values={}, measurements=[], pfc=b"",
+                        storage_key_public=b"", certify_attest=b"", certify_signature=b"")
+    failed = ValidationResult(passed=False, checks=[], validated_components=[], platform_id="p", pcr_digest=None,
+                              storage_key_public=None, integrity_checked=False)
+    assert _ivf_mismatch(inquiry, evidence, failed) is None
+    passed = dataclasses.replace(failed, passed=True)
+    assert _ivf_mismatch(inquiry, evidence, passed) == "no PCR digest to compare with the IVF's result"
+
+
+def _ivf_case(inquiry_digest: bytes | None, result_digest: bytes | None, reported: dict[int, bytes]) -> str | None:
+    from mcim_hil.network.attestation import Evidence, ValidationResult
+    from mcim_hil.network.messages import IntegrityInquiryResponse
+    from mcim_hil.network.sho import _ivf_mismatch
+
+    inquiry = IntegrityInquiryResponse(sender="ivf", recipient=SHO, platform_id="p", available=True, passed=True,
+                                       pcr_digest=inquiry_digest)
+    evidence = Evidence(platform_id="p", ek_certificate=b"", ek_public=b"", ak_public=b"", activation_proof=b"",
+                        quote_attest=b"", quote_signature=b"", pcr_values=reported, measurements=[], pfc=b"",
+                        storage_key_public=b"", certify_attest=b"", certify_signature=b"")
+    result = ValidationResult(passed=True, checks=[], validated_components=[], platform_id="p",
+                              pcr_digest=result_digest, storage_key_public=None, integrity_checked=False)
+    return _ivf_mismatch(inquiry, evidence, result)
+
+
+def test_an_ivf_result_stands_only_for_the_pcr_state_the_tpm_quotes_now() -> None:
+    import hashlib
+    pcrs = {9: b"\x09" * 32, 8: b"\x08" * 32}
+    quoted = hashlib.sha256(pcrs[8] + pcrs[9]).digest()  # in PCR order
+    assert _ivf_case(quoted, quoted, pcrs) is None
+    assert _ivf_case(None, quoted, pcrs) == "no PCR digest to compare with the IVF's result"
+    assert _ivf_case(quoted, None, pcrs) == "no PCR digest to compare with the IVF's result"
+    assert _ivf_case(bytes(32), quoted, pcrs) == (
+        "the TPM quotes another PCR state than the one the IVF's result is about")
+    assert _ivf_case(quoted, quoted, {8: pcrs[8], 9: bytes(32)}) == "the reported PCR values are not the quoted ones"
