@@ -261,3 +261,61 @@ def test_a_pinned_certificate_is_its_own_path() -> None:
     root = CertificateAuthority.create("Root")
     sub = CertificateAuthority.create("Sub", parent=root)
     assert pki.verify_chain(sub.certificate, [], [sub.certificate]) == [sub.certificate]
+
+
+def test_a_missing_issuer_is_named_even_when_unrelated_intermediates_are_supplied() -> None:
+    root, other = CertificateAuthority.create("Root"), CertificateAuthority.create("Other", parent=None)
+    unrelated = CertificateAuthority.create("Unrelated CA", parent=root)
+    leaf = other.issue(ec.generate_private_key(ec.SECP256R1()).public_key(), "leaf")
+    with pytest.raises(pki.ChainError, match="^CN=leaf: issuer 'CN=Other' is neither a pinned root nor a supplied"):
+        pki.verify_chain(leaf, [unrelated.certificate], [root.certificate])
+
+
+def test_a_self_signed_intermediate_that_is_not_pinned_ends_the_walk() -> None:
+    loop = CertificateAuthority.create("Loop CA")  # self-signed, supplied but not pinned
+    leaf = loop.issue(ec.generate_private_key(ec.SECP256R1()).public_key(), "leaf")
+    with pytest.raises(pki.ChainError, match="^CN=Loop CA: issuer 'CN=Loop CA' is neither a pinned root"):
+        pki.verify_chain(leaf, [loop.certificate], [CertificateAuthority.create("Root").certificate])
+
+
+def test_a_certificate_is_valid_at_its_not_before_and_not_after_instants() -> None:
+    root = CertificateAuthority.create("Root")
+    start, end = NOW - dt.timedelta(minutes=30), NOW + dt.timedelta(days=1)  # inside the root's own validity
+    leaf = root.issue(ec.generate_private_key(ec.SECP256R1()).public_key(), "leaf", not_before=start, not_after=end)
+    for at in (start, end):
+        assert pki.verify_chain(leaf, [], [root.certificate], at=at)[0] == leaf
+    with pytest.raises(pki.ChainError, match="^CN=leaf: not valid before"):
+        pki.verify_chain(leaf, [], [root.certificate], at=start - dt.timedelta(seconds=1))
+    with pytest.raises(pki.ChainError, match="^CN=leaf: expired"):
+        pki.verify_chain(leaf, [], [root.certificate], at=end + dt.timedelta(seconds=1))
+
+
+def test_an_unknown_extension_that_is_not_critical_is_accepted() -> None:
+    root = CertificateAuthority.create("Root")
+    extension = (UNKNOWN_CRITICAL[0], False)
+    leaf = root.issue(ec.generate_private_key(ec.SECP256R1()).public_key(), "leaf", extra_extensions=[extension])
+    assert pki.verify_chain(leaf, [], [root.certificate])[0] == leaf
+
+
+def test_a_ca_whose_key_usage_lacks_key_cert_sign_cannot_issue() -> None:
+    root = CertificateAuthority.create("Root")
+    key = ec.generate_private_key(ec.SECP256R1())
+    usage = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=True,
+                          encipher_only=False, decipher_only=False)
+    signer = CertificateAuthority(root.issue(key.public_key(), "No-sign CA", is_ca=True, path_length=0,
+                                             key_usage=usage), key, parent=root)
+    leaf = signer.issue(ec.generate_private_key(ec.SECP256R1()).public_key(), "leaf")
+    with pytest.raises(pki.ChainError, match="^CN=No-sign CA: keyUsage lacks keyCertSign$"):
+        pki.verify_chain(leaf, [signer.certificate], [root.certificate])
+
+
+def test_any_extended_key_usage_satisfies_a_required_purpose() -> None:
+    root = CertificateAuthority.create("Root")
+    leaf = root.issue(ec.generate_private_key(ec.SECP256R1()).public_key(), "leaf",
+                      extended_key_usage=[x509.ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE])
+    assert pki.verify_chain(leaf, [], [root.certificate], eku=pki.OID_AK_CERTIFICATE)[0] == leaf
+    narrow = root.issue(ec.generate_private_key(ec.SECP256R1()).public_key(), "narrow",
+                        extended_key_usage=[x509.ExtendedKeyUsageOID.CLIENT_AUTH])
+    with pytest.raises(pki.ChainError, match="^CN=narrow: extendedKeyUsage lacks"):
+        pki.verify_chain(narrow, [], [root.certificate], eku=pki.OID_AK_CERTIFICATE)

@@ -26,7 +26,7 @@ from mcim_hil.drivers.tpm import Tpm
 from mcim_hil.emulators.swtpm import Swtpm
 from mcim_hil.network import pki
 from mcim_hil.network.attestation import (
-    CredentialChallenge, Evidence, Measurement, PlatformValidator, ReferenceValues, ValidationResult,
+    AttestationError, CredentialChallenge, Evidence, Measurement, PlatformValidator, ReferenceValues, ValidationResult,
 )
 
 PLATFORM = "m2me-rules-0001"
@@ -39,6 +39,7 @@ class Attested:
     evidence: Evidence
     nonce: bytes
     secret: bytes
+    swtpm: Swtpm
 
     def fresh(self) -> tuple[Evidence, bytes, bytes]:
         """New evidence under a new challenge (single use) and nonce: (evidence, nonce, secret)."""
@@ -73,7 +74,7 @@ def attested(m2mes: M2mes) -> Iterator[Attested]:
         nonce = validator.new_nonce()
         evidence = agent.evidence(CredentialChallenge.from_bytes(challenge.to_bytes()), nonce)
         assert validator.validate(evidence, nonce, secret).passed
-        yield Attested(agent, validator, evidence, nonce, secret)
+        yield Attested(agent, validator, evidence, nonce, secret, swtpm)
 
 
 def test_certification_over_an_old_nonce_is_refused(attested: Attested) -> None:
@@ -423,3 +424,45 @@ def test_a_nonce_of_the_minimum_size_is_long_enough(attested: Attested) -> None:
     v = attested.validator
     assert v._consume_nonce(os.urandom(16)) == "nonce was not issued by this PVA"  # 16 bytes: size is fine
     assert v._consume_nonce(os.urandom(15)) == "nonce has 15 bytes, fewer than 16"
+
+
+# --- what the PVA remembers and accepts ---------------------------------------------------------------
+
+def test_the_clock_history_moves_only_forward_and_only_on_trusted_evidence(attested: Attested,
+                                                                            m2mes: M2mes) -> None:
+    a = attested
+    history: dict[str, tuple[int, int]] = {}  # the mapping a persistent PVA would hand in
+    a.validator = m2mes.validator(ek_roots_of(a.swtpm), clock_history=history)
+    evidence, nonce, secret = a.fresh()
+    assert a.validator.validate(evidence, nonce, secret).passed
+    counts = history[PLATFORM]  # first sight: remembered
+    history[PLATFORM] = (-1, -1)
+    evidence, nonce, secret = a.fresh()
+    a.validator.validate(evidence, nonce, secret)
+    assert history[PLATFORM] == counts  # newer counts replace older ones
+    history[PLATFORM] = (10**6, 0)
+    evidence, nonce, secret = a.fresh()
+    result = a.validator.validate(evidence, nonce, secret)
+    assert result.check("clock").detail.startswith(f"resetCount/restartCount {counts} went back")
+    assert history[PLATFORM] == (10**6, 0)  # never moved back
+    history[PLATFORM] = (-1, -1)
+    evidence, _, secret = a.fresh()
+    a.validator.validate(evidence, os.urandom(32), secret)  # a nonce this PVA never issued: untrusted
+    assert history[PLATFORM] == (-1, -1)
+
+
+def test_authenticity_only_validation_still_runs_and_fails_the_authenticity_checks(attested: Attested) -> None:
+    a = attested
+    nonce = a.validator.new_nonce()
+    stale = a.agent.requote(a.evidence, nonce, certify_nonce=a.nonce)
+    result = a.validator.validate(stale, nonce, a.secret, check_integrity=False)
+    assert not result.passed and not result.integrity_checked
+    assert [c.name for c in result.checks if not c.passed] == ["storage_key_certified"]
+    assert {c.name for c in result.checks}.isdisjoint({"pcr_selection", "pcr_digest", "event_log_replay",
+                                                        "reference_values"})
+    assert "ek_certificate_chain" in {c.name for c in result.checks}
+
+
+def test_reference_values_that_are_not_sha256_are_refused(attested: Attested) -> None:
+    with pytest.raises(AttestationError, match="^reference value for 'firmware' is not a SHA-256 digest$"):
+        attested.validator.update_reference_values({"firmware": bytes(20)})
