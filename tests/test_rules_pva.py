@@ -466,3 +466,39 @@ def test_authenticity_only_validation_still_runs_and_fails_the_authenticity_chec
 def test_reference_values_that_are_not_sha256_are_refused(attested: Attested) -> None:
     with pytest.raises(AttestationError, match="^reference value for 'firmware' is not a SHA-256 digest$"):
         attested.validator.update_reference_values({"firmware": bytes(20)})
+
+
+# --- whether a certificate is over a TPM key (the EK certificate, the PfC) ------------------------------
+
+def _area_and_key(kind: str):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    private = rsa.generate_private_key(65537, 2048) if kind == "rsa" else ec.generate_private_key(
+        ec.SECP384R1() if kind == "p384" else ec.SECP256R1())
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return TPM2B_PUBLIC.from_pem(pem), private.public_key()
+
+
+@pytest.mark.parametrize(("area_kind", "cert_kind", "same"), [
+    ("p256", "p256", True), ("rsa", "rsa", True), ("p256", "p384", False), ("p256", "rsa", False),
+    ("rsa", "p256", False)])
+def test_a_certificate_is_over_a_tpm_key_only_for_the_same_key_type_curve_and_value(
+        area_kind: str, cert_kind: str, same: bool) -> None:
+    from mcim_hil.network.attestation import _certifies, parse_public
+    public, key = _area_and_key(area_kind)
+    if not same:
+        _, key = _area_and_key(cert_kind)
+    cert = pki.CertificateAuthority.create("EK CA").issue(key, "key")
+    assert _certifies(cert, parse_public(public.marshal())) is same
+
+
+def test_a_tpm_key_on_a_curve_the_pva_does_not_know_is_over_no_certificate() -> None:
+    from mcim_hil.network.attestation import _certifies, parse_public
+    public, key = _area_and_key("p256")
+    public.publicArea.parameters.eccDetail.curveID = 0x0020  # TPM_ECC_SM2_P256
+    assert _certifies(pki.CertificateAuthority.create("EK CA").issue(key, "key"), parse_public(public.marshal())) is False
+
+
+def test_unsigned_reference_values_do_not_verify(m2mes: M2mes) -> None:
+    with pytest.raises(AttestationError, match="^reference values are not signed$"):
+        reference().verify(m2mes.ca.certificate.public_key())
