@@ -502,3 +502,63 @@ def test_a_tpm_key_on_a_curve_the_pva_does_not_know_is_over_no_certificate() -> 
 def test_unsigned_reference_values_do_not_verify(m2mes: M2mes) -> None:
     with pytest.raises(AttestationError, match="^reference values are not signed$"):
         reference().verify(m2mes.ca.certificate.public_key())
+
+
+# --- TPMT_SIGNATURE verification (quotes and certifications) -----------------------------------------
+
+def _tpmt(sig_alg: int, hash_alg: int, *parts: bytes) -> bytes:
+    return sig_alg.to_bytes(2, "big") + hash_alg.to_bytes(2, "big") + b"".join(
+        len(p).to_bytes(2, "big") + p for p in parts)
+
+
+def _signed(kind: str, data: bytes) -> tuple[object, bytes, object]:
+    """(TpmPublic, marshalled TPMT_SIGNATURE over data, public key) with a software key."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+    from mcim_hil.network.attestation import parse_public
+    if kind == "ecdsa":
+        private = ec.generate_private_key(ec.SECP256R1())
+        r, s = decode_dss_signature(private.sign(data, ec.ECDSA(hashes.SHA256())))
+        signature = _tpmt(0x0018, 0x000B, r.to_bytes(32, "big"), s.to_bytes(32, "big"))
+    else:
+        private = rsa.generate_private_key(65537, 2048)
+        pad = padding.PKCS1v15() if kind == "rsassa" else padding.PSS(
+            mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+        signature = _tpmt(0x0014 if kind == "rsassa" else 0x0016, 0x000B, private.sign(data, pad, hashes.SHA256()))
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return parse_public(TPM2B_PUBLIC.from_pem(pem).marshal()), signature, private.public_key()
+
+
+@pytest.mark.parametrize("kind", ["ecdsa", "rsassa", "rsapss"])
+def test_tpm_signatures_verify_and_refuse_trailing_bytes_and_other_data(kind: str) -> None:
+    from cryptography.exceptions import InvalidSignature
+    from mcim_hil.network.attestation import TpmStructureError, verify_tpm_signature
+    area, signature, key = _signed(kind, b"attested")
+    assert verify_tpm_signature(area, signature, b"attested") == 0x000B  # the key taken from the area
+    assert verify_tpm_signature(area, signature, b"attested", key) == 0x000B
+    with pytest.raises(TpmStructureError, match="TPMT_SIGNATURE"):
+        verify_tpm_signature(area, signature + b"\0", b"attested", key)
+    with pytest.raises(InvalidSignature):
+        verify_tpm_signature(area, signature, b"forged", key)
+
+
+def test_a_tpm_signature_with_a_hash_or_scheme_the_pva_does_not_accept_is_refused() -> None:
+    from mcim_hil.network.attestation import TpmStructureError, verify_tpm_signature
+    area, signature, key = _signed("ecdsa", b"attested")
+    with pytest.raises(TpmStructureError, match="^TPMT_SIGNATURE: hash 0x0004 not accepted$"):  # SHA-1
+        verify_tpm_signature(area, signature[:2] + b"\x00\x04" + signature[4:], b"attested", key)
+    with pytest.raises(TpmStructureError, match="^TPMT_SIGNATURE: scheme 0x001c not accepted$"):  # SM2
+        verify_tpm_signature(area, b"\x00\x1c" + signature[2:], b"attested", key)
+
+
+def test_a_tpm_signature_of_one_key_type_with_a_key_of_the_other_is_refused() -> None:
+    from cryptography.exceptions import InvalidSignature
+    from mcim_hil.network.attestation import verify_tpm_signature
+    ec_area, ec_signature, ec_key = _signed("ecdsa", b"attested")
+    rsa_area, rsa_signature, rsa_key = _signed("rsassa", b"attested")
+    with pytest.raises(InvalidSignature, match="^ECDSA signature from a non-ECC key$"):
+        verify_tpm_signature(rsa_area, ec_signature, b"attested", rsa_key)
+    with pytest.raises(InvalidSignature, match="^RSA signature from a non-RSA key$"):
+        verify_tpm_signature(ec_area, rsa_signature, b"attested", ec_key)
