@@ -89,3 +89,32 @@ def test_an_interior_node_without_a_format_is_known_by_its_children() -> None:
                  rb"</RTProperties>", rb"\1", document())
     assert b"<NodeName>Target</NodeName><Node>" in xml.replace(b"\n", b"").replace(b" ", b"")
     assert parse(xml).sealed.pcr_selection == (8, 9, 10)
+
+
+def test_a_node_without_a_name_is_refused() -> None:
+    xml = document().replace(b"<NodeName>PCRBank</NodeName>", b"", 1)
+    with pytest.raises(M2MSIMMobjError, match=f"^a node under {ROOT}/Target has no NodeName$"):
+        parse(xml)
+
+
+def test_a_node_that_appears_twice_is_refused() -> None:
+    xml = document()
+    version = re.search(rb"<Node>\s*<NodeName>Version</NodeName>.*?</Node>", xml, re.S).group(0)
+    with pytest.raises(M2MSIMMobjError, match=f"^node {ROOT}/Version appears twice$"):
+        parse(xml.replace(version, version + version, 1))
+
+
+def test_the_root_node_without_a_format_is_still_interior() -> None:
+    xml = re.sub(rb"(<NodeName>" + ROOT.encode() + rb"</NodeName>\s*<RTProperties>\s*)<Format>\s*<node\s*/>\s*"
+                 rb"</Format>", rb"\1", document())
+    assert parse(xml).sealed.pcr_selection == (8, 9, 10)
+
+
+def test_stray_names_and_values_outside_a_node_do_not_crash_the_reader() -> None:
+    xml = document().replace(b"<VerDTD>", b"<NodeName>stray</NodeName><Value>stray</Value><VerDTD>", 1)
+    assert parse(xml).sealed.pcr_selection == (8, 9, 10)
+
+
+def test_a_value_inside_rtproperties_is_not_the_node_value() -> None:
+    xml = re.sub(rb"(<NodeName>PCRBank</NodeName>\s*<RTProperties>)", rb"\1<Value>sha1</Value>", document())
+    assert parse(xml).sealed.pcr_selection == (8, 9, 10)  # the bank is still the signed sha256
