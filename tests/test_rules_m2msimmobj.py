@@ -118,3 +118,27 @@ def test_stray_names_and_values_outside_a_node_do_not_crash_the_reader() -> None
 def test_a_value_inside_rtproperties_is_not_the_node_value() -> None:
     xml = re.sub(rb"(<NodeName>PCRBank</NodeName>\s*<RTProperties>)", rb"\1<Value>sha1</Value>", document())
     assert parse(xml).sealed.pcr_selection == (8, 9, 10)  # the bank is still the signed sha256
+
+
+EMPTY_INTERIOR = b"<Node><NodeName>Extra</NodeName><RTProperties><Format><node /></Format></RTProperties></Node>"
+
+
+def _under_root(xml: bytes, inserted: bytes) -> bytes:
+    return re.sub(rb"(<NodeName>" + ROOT.encode() + rb"</NodeName>\s*<RTProperties>.*?</RTProperties>)",
+                  rb"\1" + inserted, xml, count=1, flags=re.S)
+
+
+def test_an_empty_interior_node_carries_nothing_and_is_read_past() -> None:
+    assert parse(_under_root(document(), EMPTY_INTERIOR)).sealed.pcr_selection == (8, 9, 10)
+
+
+def test_an_interior_node_that_appears_twice_is_refused() -> None:
+    with pytest.raises(M2MSIMMobjError, match=f"^node {ROOT}/Extra appears twice$"):
+        parse(_under_root(document(), EMPTY_INTERIOR + EMPTY_INTERIOR))
+
+
+def test_a_leaf_without_its_value_element_is_an_empty_leaf_and_breaks_the_signature() -> None:
+    xml = re.sub(rb"(<NodeName>Version</NodeName>\s*<RTProperties>.*?</RTProperties>)\s*<Value>[^<]*</Value>",
+                 rb"\1", document(), count=1, flags=re.S)
+    with pytest.raises(M2MSIMMobjError, match="^integrity check failed"):
+        parse(xml)
