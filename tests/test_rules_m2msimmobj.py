@@ -142,3 +142,17 @@ def test_a_leaf_without_its_value_element_is_an_empty_leaf_and_breaks_the_signat
                  rb"\1", document(), count=1, flags=re.S)
     with pytest.raises(M2MSIMMobjError, match="^integrity check failed"):
         parse(xml)
+
+
+def test_a_leaf_without_a_format_is_chr_by_default() -> None:
+    # OMA-TS-DM_TNDS: Format defaults to chr; Version is a chr leaf, so the object still reads
+    xml = re.sub(rb"(<NodeName>Version</NodeName>\s*)<RTProperties>\s*<Format>\s*<chr\s*/>\s*</Format>\s*"
+                 rb"</RTProperties>", rb"\1", document())
+    assert b"<NodeName>Version</NodeName><Value>" in xml.replace(b"\n", b"").replace(b" ", b"")
+    assert parse(xml).not_after == NOT_AFTER
+
+
+def test_an_interior_node_without_a_name_is_refused_after_its_children() -> None:
+    xml = document().replace(b"<NodeName>Target</NodeName>", b"", 1)
+    with pytest.raises(M2MSIMMobjError, match=f"^a node under {ROOT} has no NodeName$"):
+        parse(xml)
