@@ -6,6 +6,9 @@ nothing stays in the TPM when that fails, a new MCIM replaces the old one, disca
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -93,3 +96,82 @@ def test_discard_says_whether_there_was_an_mcim(tre: TrustedEnvironment) -> None
     install(tre, sealed_for(tre, b"k" * 32))
     assert tre.discard_mcim() is True
     assert not tre.has_mcim() and MCIM_HANDLE not in tre.tpm.list_persistent()
+
+
+# --- the unsealed key never crosses the TPM bus in clear --------------------------------------------
+
+class BusSniffer:
+    """A TCP relay between the driver and swtpm (its command port and control port, P and P+1)
+    that keeps every byte the TPM sends back: what a probe on a discrete TPM's bus would see."""
+
+    def __init__(self, swtpm: Swtpm) -> None:
+        self.responses = bytearray()
+        self._sockets: list[socket.socket] = []
+        for _ in range(50):
+            first = socket.socket()
+            first.bind(("127.0.0.1", 0))
+            second = socket.socket()
+            try:
+                second.bind(("127.0.0.1", first.getsockname()[1] + 1))
+            except OSError:
+                first.close()
+                second.close()
+                continue
+            break
+        self.port = first.getsockname()[1]
+        for listener, upstream in ((first, swtpm.port), (second, swtpm.ctrl_port)):
+            listener.listen()
+            self._sockets.append(listener)
+            threading.Thread(target=self._accept, args=(listener, upstream, listener is first), daemon=True).start()
+
+    @property
+    def tcti(self) -> str:
+        return f"swtpm:host=127.0.0.1,port={self.port}"
+
+    def _accept(self, listener: socket.socket, upstream: int, keep: bool) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", upstream))
+            self._sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, keep), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, keep: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if keep:
+                    self.responses += data
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)  # pass the end on: the control channel reads to EOF
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+
+
+@pytest.mark.parametrize("salted", [True, False], ids=["salted session", "plain session (control)"])
+def test_the_unsealed_secret_crosses_the_tpm_bus_only_encrypted(salted: bool) -> None:
+    secret = os.urandom(32)
+    with Swtpm(shared_identity=True) as swtpm:
+        sniffer = BusSniffer(swtpm)
+        try:
+            with Tpm.open(sniffer.tcti) as tpm:
+                tre = TrustedEnvironment(tpm)
+                tre.boot(COMPONENTS)
+                sealed = sealed_for(tre, secret)
+                srk = tre.keys().storage_key
+                private = tpm.import_sealed(srk, sealed.public, sealed.duplicate, sealed.seed)
+                handle = tpm.load(srk, private, sealed.public)
+                try:
+                    assert tpm.unseal(handle, tre.pcr_selection, salt=srk if salted else None) == secret
+                finally:
+                    tpm.flush(handle)
+                    tre.release()
+        finally:
+            sniffer.close()
+    assert (secret in sniffer.responses) is not salted
