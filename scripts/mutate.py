@@ -359,11 +359,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[],
                         help="FILE or FILE::FUNCTION substring to restrict to (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the mutants (ids) and run nothing")
+    parser.add_argument("--ids", type=Path, help="run only the mutants whose ids this file lists (one a line), "
+                                                 "e.g. the survivors of an earlier run after adding tests")
     args = parser.parse_args(argv)
 
     targets = load_targets(args.config)
     equivalents = load_equivalents(args.equivalents)
     mutants = [m for t in targets for m in mutants_of(t, args.only)]
+    if args.ids:
+        wanted = {line.strip() for line in args.ids.read_text(encoding="utf-8").splitlines() if line.strip()}
+        mutants = [m for m in mutants if m.ident in wanted]
     if args.list:
         for m in mutants:
             print(f"{m.file}:{m.line}  {m.ident}")
@@ -404,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = {k: sum(m.outcome == k for m in mutants)
               for k in ("killed", "timeout", "survived", "equivalent", "blocked", "error", "not run")}
     stale = sorted(set(equivalents) - {m.ident for m in mutants if m.outcome in ("equivalent", "blocked")}) \
-        if not args.only else []
+        if not (args.only or args.ids) else []
     elapsed = time.monotonic() - started
     print()
     for m in mutants:
