@@ -175,3 +175,51 @@ def test_the_unsealed_secret_crosses_the_tpm_bus_only_encrypted(salted: bool) ->
         finally:
             sniffer.close()
     assert (secret in sniffer.responses) is not salted
+
+
+# --- the TPM driver's handle rules and the SHO's sealing rules ---------------------------------------
+
+def test_owner_persistent_handles_are_accepted_to_both_ends_and_the_ek_range_is_refused_to_both(
+        tre: TrustedEnvironment) -> None:
+    from mcim_hil.drivers.errors import SafetyRefused
+    from mcim_hil.drivers.tpm import EK_PERSISTENT_FIRST, EK_PERSISTENT_LAST, OWNER_PERSISTENT_LAST, PERSISTENT_FIRST
+    ak = tre.keys().ak
+    for handle in (PERSISTENT_FIRST, OWNER_PERSISTENT_LAST, PERSISTENT_FIRST):  # the first one twice: evict is clean
+        tre.tpm.persist(ak, handle)
+        assert handle in tre.tpm.list_persistent()
+        tre.tpm.evict(handle)
+        assert handle not in tre.tpm.list_persistent()
+    with pytest.raises(ValueError, match="is not an owner persistent handle"):
+        tre.tpm.persist(ak, OWNER_PERSISTENT_LAST + 1)
+    for handle in (EK_PERSISTENT_FIRST, EK_PERSISTENT_LAST):
+        with pytest.raises(SafetyRefused, match="endorsement key range"):
+            tre.tpm.evict(handle)
+
+
+def test_the_sho_seals_1_to_128_bytes_to_a_restricted_decryption_parent_only() -> None:
+    from tpm2_pytss.constants import TPMA_OBJECT
+    from tpm2_pytss.types import TPM2B_PUBLIC
+
+    from mcim_hil.network.mcim import McimError, policy_digest
+
+    def parent(attributes: int) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from tpm2_pytss.constants import TPM2_ALG
+        from tpm2_pytss.types import TPMT_SYM_DEF_OBJECT, TPMU_SYM_KEY_BITS, TPMU_SYM_MODE
+        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        aes = TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.AES, keyBits=TPMU_SYM_KEY_BITS(aes=128),
+                                  mode=TPMU_SYM_MODE(aes=TPM2_ALG.CFB))
+        return TPM2B_PUBLIC.from_pem(pem, objectAttributes=attributes, symmetric=aes).marshal()
+
+    good = parent(TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT)
+    state = {MEASUREMENT_PCR: bytes(32)}
+    assert seal_for_tpm(b"k" * 128, good, [MEASUREMENT_PCR], state).public
+    with pytest.raises(McimError, match="1..128 bytes"):
+        seal_for_tpm(b"", good, [MEASUREMENT_PCR], state)
+    for attributes in (TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT, TPMA_OBJECT.DECRYPT):
+        with pytest.raises(McimError, match="is not a restricted decryption key"):
+            seal_for_tpm(b"k", parent(attributes), [MEASUREMENT_PCR], state)
+    with pytest.raises(McimError, match="^PCR values must be SHA-256 digests$"):
+        policy_digest([MEASUREMENT_PCR], {MEASUREMENT_PCR: bytes(20)})
