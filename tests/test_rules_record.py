@@ -134,3 +134,10 @@ def test_a_short_or_missing_status_word_is_not_invented() -> None:
 
 def test_a_secret_event_of_another_device_keeps_no_outline() -> None:
     assert outline(b'AT+CPIN="1234"\r', b"OK", device="modem") == {}
+
+
+def test_a_uicc_command_that_is_not_secret_keeps_its_bytes_and_no_outline() -> None:
+    record = Record()
+    record.device(_event("uicc", bytes.fromhex("00a40004023f00"), b"\x90\x00", secret=False))
+    (entry,) = written(record)[1]["outside"]
+    assert entry["request"] == "00a40004023f00" and "request_header" not in entry
