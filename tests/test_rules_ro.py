@@ -308,7 +308,8 @@ def test_drf_registry_answers_the_registered_dpf(ro: Ro) -> None:
 
 def bootstrapped(ro: Ro) -> None:
     ro.register()
-    assert ro.send(BootstrapRequest(sender=ICF, recipient=DRF, pcid=PCID, ip_address=M2ME)).accepted
+    ack = ro.send(BootstrapRequest(sender=ICF, recipient=DRF, pcid=PCID, ip_address=M2ME))
+    assert (ack.accepted, ack.reason) == (True, None)
 
 
 def test_drf_keeps_the_m2me_address_of_an_accepted_bootstrap_request(ro: Ro) -> None:
