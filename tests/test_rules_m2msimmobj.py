@@ -116,7 +116,8 @@ def test_stray_names_and_values_outside_a_node_do_not_crash_the_reader() -> None
 
 
 def test_a_value_inside_rtproperties_is_not_the_node_value() -> None:
-    xml = re.sub(rb"(<NodeName>PCRBank</NodeName>\s*<RTProperties>)", rb"\1<Value>sha1</Value>", document())
+    xml = re.sub(rb"(<NodeName>PCRBank</NodeName>.*?</Value>)", rb"\1<RTProperties><Value>sha1</Value></RTProperties>",
+                 document(), count=1, flags=re.S)
     assert parse(xml).sealed.pcr_selection == (8, 9, 10)  # the bank is still the signed sha256
 
 
@@ -155,4 +156,30 @@ def test_a_leaf_without_a_format_is_chr_by_default() -> None:
 def test_an_interior_node_without_a_name_is_refused_after_its_children() -> None:
     xml = document().replace(b"<NodeName>Target</NodeName>", b"", 1)
     with pytest.raises(M2MSIMMobjError, match=f"^a node under {ROOT} has no NodeName$"):
+        parse(xml)
+
+
+def _version_properties(xml: bytes, properties: bytes) -> bytes:
+    return re.sub(rb"(<NodeName>Version</NodeName>\s*)<RTProperties>.*?</RTProperties>", rb"\1" + properties,
+                  xml, count=1, flags=re.S)
+
+
+def test_only_a_format_name_inside_format_sets_the_format() -> None:
+    xml = _version_properties(document(), b"<RTProperties><Format><DDFName /></Format></RTProperties>")
+    assert parse(xml).not_after == NOT_AFTER  # no format given: chr
+
+
+def test_a_format_name_outside_format_is_not_a_format() -> None:
+    xml = _version_properties(document(), b"<RTProperties><b64 /><Format><chr /></Format></RTProperties>")
+    assert parse(xml).not_after == NOT_AFTER
+
+
+def test_a_format_outside_any_node_does_not_crash_the_reader() -> None:
+    xml = document().replace(b"</VerDTD>", b"</VerDTD><RTProperties><Format><chr /></Format></RTProperties>", 1)
+    assert parse(xml).not_after == NOT_AFTER
+
+
+def test_a_leaf_declared_interior_is_refused_by_its_format() -> None:
+    xml = _version_properties(document(), b"<RTProperties><Format><node /></Format></RTProperties>")
+    with pytest.raises(M2MSIMMobjError, match=f"^node {ROOT}/Version has format node, expected chr$"):
         parse(xml)

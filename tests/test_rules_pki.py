@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 
 import pytest
 from cryptography import x509
@@ -202,14 +203,19 @@ def test_responses_signed_with_each_issuer_key_type_verify_and_a_tampered_one_do
         pki.check_ocsp_response(tampered, cert, issuer.certificate, nonce)
 
 
-def test_a_signature_algorithm_that_does_not_fit_the_issuers_key_is_refused() -> None:
-    issuer = CertificateAuthority.create("RSA CA", key="rsa-2048")
+@pytest.mark.parametrize(("issuer_kind", "impostor_kind", "oid"), [
+    ("rsa-2048", "ec-p256", "1.2.840.10045.4.3.2"), ("ec-p256", "rsa-2048", "1.2.840.113549.1.1.11"),
+    ("ed25519", "ec-p256", "1.2.840.10045.4.3.2"), ("ec-p256", "ed25519", "1.3.101.112")])
+def test_a_signature_algorithm_that_does_not_fit_the_issuers_key_is_refused(issuer_kind: str, impostor_kind: str,
+                                                                             oid: str) -> None:
+    issuer = CertificateAuthority.create("Some CA", key=issuer_kind)
     cert = issuer.issue(ec.generate_private_key(ec.SECP256R1()).public_key(), "device")
-    impostor_key = ec.generate_private_key(ec.SECP256R1())
+    impostor_key = pki.generate_private_key(impostor_kind)
+    sign_hash = None if impostor_kind == "ed25519" else hashes.SHA256()
     impostor = (x509.CertificateBuilder().subject_name(issuer.certificate.subject)
                 .issuer_name(issuer.certificate.subject).public_key(impostor_key.public_key())
                 .serial_number(x509.random_serial_number()).not_valid_before(NOW - dt.timedelta(days=1))
-                .not_valid_after(NOW + dt.timedelta(days=1)).sign(impostor_key, hashes.SHA256()))
+                .not_valid_after(NOW + dt.timedelta(days=1)).sign(impostor_key, sign_hash))
     nonce = os.urandom(16)
     request = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer.certificate, hashes.SHA1()).build()
     answer = (ocsp.OCSPResponseBuilder()
@@ -218,8 +224,8 @@ def test_a_signature_algorithm_that_does_not_fit_the_issuers_key_is_refused() ->
                                     None, None)
               .responder_id(ocsp.OCSPResponderEncoding.NAME, impostor)
               .add_extension(x509.OCSPNonce(nonce), critical=False)
-              .sign(impostor_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
-    with pytest.raises(OcspError, match=r"^OCSP response signature algorithm 1\.2\.840\.10045\.4\.3\.2 does not fit"):
+              .sign(impostor_key, sign_hash).public_bytes(serialization.Encoding.DER))
+    with pytest.raises(OcspError, match=f"^OCSP response signature algorithm {re.escape(oid)} does not fit"):
         pki.check_ocsp_response(answer, cert, issuer.certificate, nonce, at=NOW)
 
 
