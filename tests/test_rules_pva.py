@@ -472,7 +472,8 @@ def test_reference_values_that_are_not_sha256_are_refused(attested: Attested) ->
 
 def _area_and_key(kind: str):
     from cryptography.hazmat.primitives.asymmetric import rsa
-    private = rsa.generate_private_key(65537, 2048) if kind == "rsa" else ec.generate_private_key(
+    private = rsa.generate_private_key(3 if kind == "rsa-e3" else 65537, 2048) if kind.startswith("rsa") \
+        else ec.generate_private_key(
         ec.SECP384R1() if kind == "p384" else ec.SECP256R1())
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
@@ -480,14 +481,14 @@ def _area_and_key(kind: str):
 
 
 @pytest.mark.parametrize(("area_kind", "cert_kind", "same"), [
-    ("p256", "p256", True), ("rsa", "rsa", True), ("p256", "p384", False), ("p256", "rsa", False),
-    ("rsa", "p256", False)])
+    ("p256", "p256", True), ("rsa", "rsa", True), ("rsa-e3", "rsa-e3", True), ("p256", "p384", False),
+    ("p256", "rsa", False), ("rsa", "p256", False), ("rsa", "rsa", False)])
 def test_a_certificate_is_over_a_tpm_key_only_for_the_same_key_type_curve_and_value(
         area_kind: str, cert_kind: str, same: bool) -> None:
     from mcim_hil.network.attestation import _certifies, parse_public
     public, key = _area_and_key(area_kind)
     if not same:
-        _, key = _area_and_key(cert_kind)
+        _, key = _area_and_key(cert_kind)  # another key: for rsa/rsa another modulus, same exponent
     cert = pki.CertificateAuthority.create("EK CA").issue(key, "key")
     assert _certifies(cert, parse_public(public.marshal())) is same
 
