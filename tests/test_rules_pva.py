@@ -563,3 +563,12 @@ def test_a_tpm_signature_of_one_key_type_with_a_key_of_the_other_is_refused() ->
         verify_tpm_signature(rsa_area, ec_signature, b"attested", rsa_key)
     with pytest.raises(InvalidSignature, match="^RSA signature from a non-RSA key$"):
         verify_tpm_signature(ec_area, rsa_signature, b"attested", ec_key)
+
+
+def test_an_rsa_certificate_with_the_same_modulus_but_another_exponent_is_over_another_key() -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from mcim_hil.network.attestation import _certifies, parse_public
+    public, key = _area_and_key("rsa")
+    other = rsa.RSAPublicNumbers(3, key.public_numbers().n).public_key()
+    cert = pki.CertificateAuthority.create("EK CA").issue(other, "key")
+    assert _certifies(cert, parse_public(public.marshal())) is False
