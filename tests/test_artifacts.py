@@ -204,8 +204,7 @@ def _event(device: str, command: str, request: bytes, response: bytes, status: s
                         status=status, started=time.time(), duration_s=0.0005, secret=secret)
 
 
-@needs_tshark
-def test_an_unflagged_secret_is_still_kept_out_of_every_artifact(tmp_path: Path) -> None:
+def _artifacts_of_a_leaky_driver(folder: Path) -> dict[str, Path]:
     record = Record(meta={"procedure": "scripted"})
     record.secret_values(K, OPC)
     with record.step(19, "personalise <the> card & check", ["M2ME"]) as step:
@@ -215,19 +214,29 @@ def test_an_unflagged_secret_is_still_kept_out_of_every_artifact(tmp_path: Path)
         record.device(_event("modem", 'AT+CSIM=42,"00D6..."', csim, b'+CSIM: 4,"9000"\r\nOK', "OK",
                              port="/dev/ttyUSB2"))
         step.detail = "<b>wrote</b> the key"
-    files = write_artifacts(record, tmp_path)
+    return write_artifacts(record, folder)
+
+
+def test_an_unflagged_secret_is_still_kept_out_of_every_artifact(tmp_path: Path) -> None:
+    files = _artifacts_of_a_leaky_driver(tmp_path)
+    assert {"run.json", "apdu.pcap", "at.log", "report.html"} <= set(files)
     for path in files.values():
         data = path.read_bytes()
         for secret in (K, OPC):
             assert secret not in data and secret.hex().encode() not in data
             assert secret.hex().upper().encode() not in data, path.name
+    page = files["report.html"].read_text()
+    assert "personalise &lt;the&gt; card &amp; check" in page and "&lt;b&gt;wrote&lt;/b&gt; the key" in page
+    assert "<b>wrote</b>" not in page
+
+
+@needs_tshark
+def test_an_unflagged_secret_command_still_shows_in_the_trace_with_the_filler(tmp_path: Path) -> None:
+    files = _artifacts_of_a_leaky_driver(tmp_path)
     # the trace still shows the command, its length and status, with the filler for its data
     rows = tshark(files["apdu.pcap"], "-T", "fields", "-e", "gsm_sim.apdu.ins", "-e", "gsm_sim.apdu.data",
                   "-e", "gsm_sim.apdu.sw")
     assert rows == [f"0xd6\t{(REDACTED_FILLER * 2).hex()}\t0x9000"]
-    page = files["report.html"].read_text()
-    assert "personalise &lt;the&gt; card &amp; check" in page and "&lt;b&gt;wrote&lt;/b&gt; the key" in page
-    assert "<b>wrote</b>" not in page
 
 
 def test_a_flagged_secret_uicc_event_keeps_header_lengths_and_sw_only(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from mcim_hil.drivers.modem import Modem
 from mcim_hil.drivers.tpm import Tpm
 from mcim_hil.drivers.uicc import Uicc
 from mcim_hil.drivers.uicc_transport import PcscTransport
+from mcim_hil.emulators.pcscd import LOCK_DIR
 
 CLI = [sys.executable, "-m", "mcim_hil"]
 
@@ -129,19 +130,51 @@ m2me:
     assert [s["verdict"] for s in run["steps"]][13:15] == ["failed", "passed"]
 
 
+PCSCD_PID_FILE = Path("/run/pcscd/pcscd.pid")  # pcscd writes its own pid there
+
+
+def _slot_claims_of_other_processes() -> list[int]:
+    """Pids other than this one holding a vpcd slot lock (/proc/locks): another test session
+    or bench is using pcscd."""
+    inodes = {p.stat().st_ino for p in LOCK_DIR.glob("mcim-hil-vpcd-*.lock")}
+    holders = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "FLOCK" and int(fields[5].rsplit(":", 1)[1]) in inodes:
+            holders.append(int(fields[4]))
+    return sorted(set(holders) - {os.getpid()})
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or Path("/run/systemd/system").is_dir(),
                     reason="needs root and a pcscd that is not systemd's to stop and start")
 def test_bench_check_starts_pcscd_when_it_is_not_running() -> None:
-    subprocess.run(["pkill", "-x", "pcscd"], check=False)
+    """Stops pcscd only when no other process holds a vpcd slot (pcscd is one system daemon
+    that other test sessions share), and then only the pid pcscd wrote in its pid file."""
+    others = _slot_claims_of_other_processes()
+    if others:
+        pytest.skip(f"other processes hold vpcd slots (pids {others}): pcscd is not ours to stop")
+    if not PCSCD_PID_FILE.is_file():
+        pytest.skip(f"no {PCSCD_PID_FILE}: this pcscd was not started the way the harness starts it")
+    stopped = int(PCSCD_PID_FILE.read_text().split()[0])
+    os.kill(stopped, signal.SIGTERM)
     for _ in range(50):
-        if subprocess.run(["pgrep", "-x", "pcscd"], capture_output=True).returncode != 0:
+        if not _running(stopped):
             break
         time.sleep(0.1)
     else:
-        pytest.fail("pcscd did not stop")
+        pytest.fail(f"pcscd (pid {stopped}) did not stop")
     done = mcim_hil("bench", "check")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert subprocess.run(["pgrep", "-x", "pcscd"], capture_output=True).returncode == 0
+    started = int(PCSCD_PID_FILE.read_text().split()[0])
+    assert started != stopped and _running(started)
     assert "uicc    ICCID" in done.stdout
 
 

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_CC, TPM2_SE, TPMA_OBJECT
@@ -158,9 +159,9 @@ def test_wrap_opens_with_the_parent_private_key_only() -> None:
     seed, _ = TPM2B_ENCRYPTED_SECRET.unmarshal(sealed.seed)
     sensitive = unwrap(parent.publicArea, parent_private.sensitiveArea, public, duplicate, seed)
     assert bytes(sensitive.sensitiveArea.sensitive.bits) == b"the envelope key"
-    _, other_private = software_storage_key()
-    with pytest.raises(Exception):
-        unwrap(parent.publicArea, other_private.sensitiveArea, public, duplicate, seed)
+    other, other_private = software_storage_key()  # a whole other key pair: the seed decrypts to garbage
+    with pytest.raises(InvalidSignature):  # the duplicate's outer HMAC does not verify
+        unwrap(other.publicArea, other_private.sensitiveArea, public, duplicate, seed)
 
 
 def test_seal_refuses_bad_inputs() -> None:

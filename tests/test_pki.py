@@ -9,7 +9,7 @@ import os
 import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
@@ -225,7 +225,32 @@ def test_ocsp_response_from_another_responder_is_refused(m2mes_ca: CertificateAu
     pfc = pki.issue_platform_credential(m2mes_ca, new_key(), "m2me-5", model="mk1")
     nonce = os.urandom(16)
     answer = OcspResponder(impostor).respond(pki.ocsp_request(pfc, impostor.certificate, nonce))
-    with pytest.raises(OcspError):
+    # its responder ID is the hash of its own key: refused before any later check
+    with pytest.raises(OcspError, match="signed by a responder that O=mcim-hil M2MES,CN=M2MES CA did not authorise"):
+        pki.check_ocsp_response(answer, pfc, m2mes_ca.certificate, nonce)
+
+
+def test_ocsp_response_by_an_impostor_with_the_issuers_name_is_refused_on_the_signature(
+        m2mes_ca: CertificateAuthority) -> None:
+    """An impostor named like the issuer answers 'good' with the issuer's CertID and a responder
+    ID by name: only the signature over the response tells it apart."""
+    impostor_key = ec.generate_private_key(ec.SECP256R1())
+    now = pki.utc_now().replace(microsecond=0)
+    impostor = (x509.CertificateBuilder().subject_name(m2mes_ca.certificate.subject)
+                .issuer_name(m2mes_ca.certificate.subject).public_key(impostor_key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now)
+                .not_valid_after(now + dt.timedelta(days=1)).sign(impostor_key, hashes.SHA256()))
+    pfc = pki.issue_platform_credential(m2mes_ca, new_key(), "m2me-5b", model="mk1")
+    nonce = os.urandom(16)
+    request = ocsp.load_der_ocsp_request(pki.ocsp_request(pfc, m2mes_ca.certificate, nonce))
+    builder = (ocsp.OCSPResponseBuilder()
+               .add_response_by_hash(request.issuer_name_hash, request.issuer_key_hash, pfc.serial_number,
+                                     request.hash_algorithm, ocsp.OCSPCertStatus.GOOD, now,
+                                     now + dt.timedelta(minutes=10), None, None)
+               .responder_id(ocsp.OCSPResponderEncoding.NAME, impostor)
+               .add_extension(x509.OCSPNonce(nonce), critical=False))
+    answer = builder.sign(impostor_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    with pytest.raises(OcspError, match="^OCSP response signature does not verify with the responder's key$"):
         pki.check_ocsp_response(answer, pfc, m2mes_ca.certificate, nonce)
 
 

@@ -227,7 +227,10 @@ def test_damaged_m2msimmobj_is_refused_before_install_at_step_18(m2me: Session, 
     before = card_state(s)
     outcome = run(s, PROCEDURES["initial"].after_step(17, damage_in_transit))
     assert failed_at(outcome) == 18
-    assert "M2MSIMMobj download refused" in outcome.failed_step.detail or "refused" in outcome.failed_step.detail
+    reason = {"truncated": "document is truncated or not well-formed XML (",
+              "altered": "integrity check failed: the object was altered or not signed by the SHO"}[damage]
+    assert outcome.failed_step.detail.startswith(
+        f"Refused: M2ME {s.m2me.pcid}: M2MSIMMobj download refused: {reason}")
     assert_nothing_installed(s, before)
 
 
