@@ -313,7 +313,7 @@ def attestation_key(a: Attested):
 
 def test_a_quote_after_a_power_loss_is_refused_on_the_clock(m2mes: M2mes) -> None:
     with Swtpm(shared_identity=True) as swtpm:
-        swtpm.power_cycle()  # no orderly shutdown: clockInfo.safe is 0 from now on
+        swtpm.power_loss()  # power off without TPM2_Shutdown: clockInfo.safe is 0 from now on
         with Tpm.open(swtpm.tcti) as tpm:
             agent = M2meAgent.boot(tpm, PLATFORM)
             agent.pfc = der(m2mes.platform_credential(agent.ak_public, PLATFORM))

@@ -67,8 +67,26 @@ class Ro:
                                                sho_plmn="00103", dpf_address=dpf, sho_verify_key=b"k" * 65))
         assert ack.accepted, ack.reason
 
+    def bootstrap(self) -> bytes:
+        """000 s8-s11 through the DRF's own handlers; the token the DPF will ask the DRF about."""
+        if self.drf.registry_entry(PCID) is None:
+            self.register()      # the DRF bootstraps only an M2ME some SHO has a contract for
+        assert self.send(BootstrapRequest(sender=ICF, recipient=DRF, pcid=PCID, ip_address=M2ME)).accepted
+        if self.bus.is_registered(M2ME):        # a scripted M2ME of the test answers it
+            self.drf.send_bootstrap(PCID)
+        else:
+            self.bus.register(M2ME, lambda msg: BootstrapAck(sender=M2ME, recipient=msg.sender, pcid=PCID,
+                                                             accepted=True))
+            try:
+                self.drf.send_bootstrap(PCID)
+            finally:
+                self.bus.unregister(M2ME)
+        return self.drf.bootstrap_state(PCID)["token"]
+
     def open_session(self, sho: str = SHO) -> None:
-        self.send(ManagementSessionOpen(sender=M2ME, recipient=DPF, pcid=PCID, m2me_address=M2ME, sho_address=sho))
+        token = self.bootstrap()   # 004 c4 s2 / issue 7 §6: only for the M2ME the DRF bootstrapped
+        self.send(ManagementSessionOpen(sender=M2ME, recipient=DPF, pcid=PCID, m2me_address=M2ME, sho_address=sho,
+                                        bootstrap_token=token))
 
     def authorise(self, sho: str = SHO, m2msimmobj: bytes = OBJECT) -> ProvisioningAuthorisationAck:
         reply = self.send(ProvisioningAuthorisation(sender=sho, recipient=DPF, pcid=PCID, m2msimmobj=m2msimmobj))
@@ -119,13 +137,14 @@ def test_dpf_refuses_an_authorisation_for_an_m2me_another_dpf_serves(ro: Ro) -> 
     assert ro.dpf.authorisation_state(PCID) is None
 
 
-def test_the_sho_the_m2me_named_is_taken_while_the_registry_still_points_elsewhere(ro: Ro) -> None:
-    """004 c4: the old SHO is still registered (with its own DPF) until the new one registers
-    at step 14; the DPF check applies to the registered SHO, not to the one the M2ME named."""
+def test_a_session_is_refused_while_the_registry_names_another_dpf(ro: Ro) -> None:
+    """Issue 7 §6: the DPF opens a management session only for an M2ME whose registry entry
+    names this DPF; the registered SHO's authorisation is refused for the same reason."""
     ro.register(sho=SHO, dpf="dpf.old-ro.example")
     ro.drf.trust_sho(OTHER_SHO)
-    ro.open_session(sho=OTHER_SHO)
-    assert ro.authorise(sho=OTHER_SHO).accepted
+    with pytest.raises(Refused) as refused:
+        ro.open_session(sho=OTHER_SHO)
+    assert refused.value.reason == f"{DPF} is not the DPF registered for {PCID}"
     assert ro.authorise(sho=SHO).reason == f"{PCID} is served by DPF dpf.old-ro.example"
 
 
@@ -184,7 +203,8 @@ class Scripted(Entity):
 
 def m2me(ro: Ro, *, accepted: bool = True) -> Scripted:
     return Scripted(ro.bus, M2ME, {M2MSIMMobjDownload: (DownloadReceipt, {
-        "accepted": accepted, "reason": None if accepted else "integrity check failed"})})
+        "accepted": accepted, "reason": None if accepted else "integrity check failed"}),
+        BootstrapMessage: (BootstrapAck, {"accepted": True})})
 
 
 def sho_peer(ro: Ro) -> Scripted:
@@ -198,12 +218,13 @@ def test_dpf_downloads_the_authorised_object_once(ro: Ro) -> None:
     ro.open_session()
     ro.authorise()
     assert ro.dpf.download(PCID).accepted
-    assert [m.m2msimmobj for m in device.received] == [OBJECT]
+    downloads = [m for m in device.received if isinstance(m, M2MSIMMobjDownload)]
+    assert [m.m2msimmobj for m in downloads] == [OBJECT]
     assert ro.dpf.authorisation_state(PCID) == DOWNLOADED
     with pytest.raises(Refused) as again:  # a second download needs a new authorisation
         ro.dpf.download(PCID)
     assert again.value.reason == f"authorisation is {DOWNLOADED}"
-    assert len(device.received) == 1
+    assert len([m for m in device.received if isinstance(m, M2MSIMMobjDownload)]) == 1
 
 
 def test_dpf_records_an_m2me_refusal_and_raises_its_reason(ro: Ro) -> None:

@@ -537,8 +537,7 @@ class _Validation:
         if not ek.has(EK_REQUIRED) or ek.attributes & SIGN_ENCRYPT:
             raise _Fail(f"EK attributes {ek.attribute_names()} are not those of an endorsement key")
         known = self._verified("ek", self.evidence.ek_certificate)
-        certified = known.key if known is not None else _certificate_key(self.ek_certificate)
-        if certified != _area_key(ek):
+        if not (known.key == _area_key(ek) if known is not None else _certifies(self.ek_certificate, ek)):
             raise _Fail("EK public area holds a different key than the EK certificate")
         return "EK public area holds the certified key"
 
@@ -756,6 +755,11 @@ def _certificate_key(certificate: x509.Certificate) -> bytes:
         return b"rsa:" + numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big") + b":" + \
             numbers.e.to_bytes(4, "big")
     return b"other:" + key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _certifies(certificate: x509.Certificate, area: TpmPublic) -> bool:
+    """True when ``certificate`` is over the key of the TPM public area ``area``."""
+    return _certificate_key(certificate) == _area_key(area)
 
 
 def _area_key(area: TpmPublic) -> bytes:
