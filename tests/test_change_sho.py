@@ -381,3 +381,42 @@ def test_a_device_failing_at_step_12_falls_back_and_pristine_completes_the_chang
     new_imsi = s.m2me.identity_on_card()
     assert new_imsi.startswith(nsho.plmn) and nsho.subscriber(new_imsi)["state"] == "active"
     assert s.m2me.attached_as == new_imsi and new_imsi != old_imsi
+
+
+@RELAYED
+def test_a_card_that_cannot_be_written_at_all_still_holds_the_initial_access_credential(m2me: Session) -> None:
+    # step 8 already put the initial-access credential on the card: the fallback finds the key
+    # files equal, writes nothing and reads them back; the change fails at 12, the PCID attaches
+    s = m2me
+    card = s.emulated.uicc_emulator
+
+    def card_write_fails(s: Session) -> None:
+        card.fail_command(UPDATE_BINARY, SW_MEMORY_PROBLEM, times=1000)
+    try:
+        outcome = run_procedure(CHANGE.after_step(8, card_write_fails), s, s.record)
+    finally:
+        card.clear_faults()
+    rows = {r.number: r for r in outcome.rows}
+    assert outcome.failed_step is not None and outcome.failed_step.number == 12
+    assert "6581" in rows[12].detail and "fell back to the initial-access credential" in rows[12].detail
+    assert rows["after"].verdict == "passed" and s.m2me.attached_as == s.m2me.pcid
+
+
+@RELAYED
+def test_a_card_gone_at_step_12_says_what_the_devices_hold(m2me: Session) -> None:
+    # the fallback itself is impossible: the run says, at step 12, what the TPM and the card hold
+    s = m2me
+    card = s.emulated.uicc_emulator
+    try:
+        outcome = run_procedure(CHANGE.after_step(11, lambda s: card.remove()), s, s.record)
+    finally:
+        card.insert()
+    rows = {r.number: r for r in outcome.rows}
+    assert not outcome.passed and outcome.failed_step is not None and outcome.failed_step.number == 12
+    detail = rows[12].detail
+    assert "falling back to the initial-access credential FAILED too" in detail
+    assert "state: TPM: MCIM object absent, initial-access credential present" in detail
+    assert f"card {s.devices.uicc.name}: key files unreadable (CardRemoved)" in detail
+    assert rows[13].verdict == "failed" and "could NOT fall back" in rows[13].detail
+    assert rows["after"].verdict == "failed" and "holds no working credential" in rows["after"].detail
+    assert MCIM_HANDLE not in s.devices.tpm.list_persistent()

@@ -320,11 +320,15 @@ class M2me:
             tpm = f"TPM: unreadable ({exc.__class__.__name__})"
         try:
             imsi = self.identity_on_card()
-            card = (f"card {self.uicc.name}: presents IMSI {imsi}"
-                    + (" (the PCID)" if imsi == self.pcid else "")
-                    + "; its K/OPc may be half-written: re-provision it (--procedure pristine) once it can be written")
-        except DeviceError as exc:
-            card = f"card {self.uicc.name}: unreadable ({exc.__class__.__name__})"
+            card = f"card {self.uicc.name}: presents IMSI {imsi}" + (" (the PCID)" if imsi == self.pcid else "")
+            keys = Sja2(self.uicc).read_keys(adm1=self._adm1()).usim
+            credential = self.tre.access_credential()
+            same = hmac.compare_digest(keys.k, credential.k) and hmac.compare_digest(keys.op_opc, credential.opc)
+            card += (", K/OPc read back equal to the initial-access credential's" if same else
+                     ", K/OPc read back NOT the initial-access credential's: it cannot attach")
+        except (DeviceError, TreError) as exc:
+            card = (f"card {self.uicc.name}: " + (card.split(": ", 1)[1] + ", " if "card" in locals() else "")
+                    + f"key files unreadable ({exc.__class__.__name__})")
         return f"state: {tpm}; {card}"
 
     def restore_access_credential(self) -> RestoredAccess:
