@@ -163,6 +163,9 @@ class M2meOptions:
     platform_id: str | None = None
     # the module firmware the supplier ships (+CGMI/+CGMM/+CGMR); None: as read at manufacture
     module_firmware: tuple[str, str, str] | None = None
+    # issue 7 §5: during a change of SHO, renew the initial-access credential when it expires
+    # within this many days
+    access_renewal_margin_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -422,7 +425,12 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
         parts = [fw.get(k, (str,), required=True) for k in ("manufacturer", "model", "revision")]
         firmware = tuple(parts) if all(parts) else None
     fw.finish()
-    m2me = M2meOptions(platform_id=s.get("platform_id", (str,)), module_firmware=firmware)
+    margin = s.get("access_renewal_margin_days", (int, float), 30.0)
+    if not margin >= 0:
+        problems.append(f"m2me.access_renewal_margin_days: must be 0 or more days, got {margin!r}")
+        margin = 30.0
+    m2me = M2meOptions(platform_id=s.get("platform_id", (str,)), module_firmware=firmware,
+                       access_renewal_margin_days=float(margin))
     s.finish()
     labgrid = None
     if "labgrid" in top.data:

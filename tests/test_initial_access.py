@@ -156,3 +156,37 @@ def test_a_replacement_offered_by_another_than_the_m2mes_dpf_is_refused(m2me: Se
     reply = s.network.bus.request(AccessCredentialReplacementOffer(sender="dpf.rogue.example", recipient=s.m2me.address,
                                                                    pcid=s.m2me.pcid))
     assert not reply.accepted and "not this M2ME's DPF" in reply.reason
+
+
+# -- the margin from the bench file (m2me.access_renewal_margin_days, default 30) ----------------------
+
+def _bench_with(tmp_path, extra: str):
+    from pathlib import Path
+    lab = Path(__file__).resolve().parent.parent / "lab_config"
+    text = (lab / "emulated.yaml").read_text().replace("emulated-secrets/", f"{lab}/emulated-secrets/")
+    path = tmp_path / "bench.yaml"
+    path.write_text(text + extra)
+    return path
+
+
+def test_the_renewal_margin_is_a_bench_file_key(tmp_path) -> None:
+    from mcim_hil.bench import BenchFileError, load_bench
+    assert load_bench(_bench_with(tmp_path, "")).m2me.access_renewal_margin_days == 30
+    bench = load_bench(_bench_with(tmp_path, "m2me:\n  access_renewal_margin_days: 800\n"))
+    assert bench.m2me.access_renewal_margin_days == 800
+    with pytest.raises(BenchFileError, match="m2me.access_renewal_margin_days: must be 0 or more days"):
+        load_bench(_bench_with(tmp_path, "m2me:\n  access_renewal_margin_days: -1\n"))
+
+
+def test_a_margin_wider_than_the_lifetime_renews_at_step_2_of_a_run(tmp_path) -> None:
+    # a fresh credential has 730 days left: with an 800-day margin the change renews it at step 2
+    import json
+
+    from mcim_hil.cli import main
+    bench = _bench_with(tmp_path, "m2me:\n  access_renewal_margin_days: 800\n")
+    out = tmp_path / "out"
+    code = main(["run", "--bench", str(bench), "--procedure", "pristine", "--air", "relayed", "--out", str(out)])
+    run = json.loads((out / "run.json").read_text())
+    step2 = [s for s in run["steps"] if s["number"] == 2][-1]
+    assert code == 0, [(s["number"], s["detail"]) for s in run["steps"] if s["verdict"] != "passed"]
+    assert "initial-access credential had 730 days left: renewed through the DPF" in step2["detail"]
