@@ -23,7 +23,7 @@ from .base import StepFailed, run_procedure
 
 # TS 24.008 10.5.5.14 / TS 24.301 9.9.3.9 causes the VNO gives for a failed AKA
 _CAUSES = {3: "#3 illegal MS (RES != XRES)", 20: "#20 MAC failure at the card",
-           21: "#21 synch failure", 2: "#2 IMSI unknown", 11: "#11 PLMN not allowed", 22: "#22 congestion"}
+           21: "#21 synch failure", 2: "#2 IMSI unknown", 17: "#17 network failure", 11: "#11 PLMN not allowed", 22: "#22 congestion"}
 
 
 def _events(session: Any, number: int | str) -> list[dict]:
@@ -52,12 +52,30 @@ def vno_contacts_icf(s: Any, number: int | str) -> str:
     return f"{sent[0]['sender']} -> {sent[0]['recipient']}: AuthDataRequest for {s.m2me.pcid}"
 
 
+def _icf_answer(s: Any) -> dict | None:
+    """The ICF's answer to the VNO in the attach this step belongs to (its AVs or its refusal)."""
+    icf = s.network.ro.icf.address
+    answers = [e for e in s.state.get("group_events", []) if e.get("type") == "message" and e.get("sender") == icf
+               and e.get("kind") in ("AuthDataResponse", "AuthDataReject")]
+    return answers[-1] if answers else None
+
+
 def icf_generates_avs(s: Any, number: int | str) -> str:
+    """000 s3: judged by the AVs the ICF actually sent (their count; their values stay redacted)."""
     kinds = _kinds(s, number)
     fetched = "CredentialResponse" in kinds
+    answer = _icf_answer(s)
+    if answer is None:
+        raise StepFailed("the ICF sent the VNO no answer for the PCID: no AV generated")
+    if answer["kind"] == "AuthDataReject":
+        raise StepFailed(f"the ICF generated no AV: {answer['fields'].get('reason')}")
+    count = len(answer["fields"].get("avs") or ())
+    if count == 0:
+        raise StepFailed("the ICF answered with no AV for the PCID (an empty AuthDataResponse)")
+    avs = f"generated {count} AV{'s' if count > 1 else ''}"
     if fetched:
-        return "ICF had no temporary-access credential for the PCID: fetched it from the CCIF, generated AVs"
-    return "ICF found the temporary-access credential for the PCID and generated AVs"
+        return f"ICF had no temporary-access credential for the PCID: fetched it from the CCIF, {avs}"
+    return f"ICF found the temporary-access credential for the PCID and {avs}"
 
 
 def ro_transfers_avs(s: Any, number: int | str) -> str:
