@@ -140,6 +140,7 @@ class TopologyOptions:
     ro_colocated_with_vno: bool = False
     pva_dpf_hosted_by_sho: bool = False
     vno_is_sho: bool = False
+    sho_requests_pva_via_ro: bool = False    # 004 c3 s8: the SHO requests the RO to request the PVA
     # seed 004's IVF (harness/network/topology.py): where it runs, how long a result stands,
     # what each SHO requires validated; None: the network's default
     ivf_host: str | None = None
@@ -149,7 +150,8 @@ class TopologyOptions:
     def network_options(self) -> dict[str, Any]:
         """The keys a bench file set, as NetworkOptions takes them."""
         out: dict[str, Any] = {"ro_colocated_with_vno": self.ro_colocated_with_vno,
-                               "pva_dpf_hosted_by_sho": self.pva_dpf_hosted_by_sho, "vno_is_sho": self.vno_is_sho}
+                               "pva_dpf_hosted_by_sho": self.pva_dpf_hosted_by_sho, "vno_is_sho": self.vno_is_sho,
+                               "sho_requests_pva_via_ro": self.sho_requests_pva_via_ro}
         for key in ("ivf_host", "ivf_lifetime_s", "required_components"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
@@ -406,6 +408,7 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
         ro_colocated_with_vno=s.get("ro_colocated_with_vno", (bool,), False),
         pva_dpf_hosted_by_sho=s.get("pva_dpf_hosted_by_sho", (bool,), False),
         vno_is_sho=s.get("vno_is_sho", (bool,), False),
+        sho_requests_pva_via_ro=s.get("sho_requests_pva_via_ro", (bool,), False),
         ivf_host=s.choice("ivf_host", ("pva", "old_sho", "separate")),
         ivf_lifetime_s=s.get("ivf_lifetime_s", (int, float)),
         required_components=s.get("required_components", (list, dict)))

@@ -159,6 +159,14 @@ def sho_requests_validation(s: Any, *, issue_to_ivf: bool = False) -> str:
     """000 s13 / 004 c3 s8; ``issue_to_ivf``: seed 004's PVA issues its result to the IVF (c3 s10)."""
     outcome = s.network.sho.request_validation(s.m2me.pcid, issue_to_ivf=issue_to_ivf)
     s.state["validation"] = outcome
+    relay = s.network.extra.get("pva_request")
+    if relay is not None:   # 004 c3 s8: "or requests the RO to request the PVA"
+        asked = [kind for sho, kind in relay.relayed if sho == s.network.sho.address]
+        if "ValidationRequest" not in asked:
+            raise StepFailed(f"the SHO's validation request did not go through the RO ({relay.address})")
+        return (f"SHO retrieved the PfC from the M2ME and requested the RO ({relay.address}) to request "
+                f"{s.network.pva.address} to validate platform {s.m2me.platform_id} (nonce, quote of PCRs "
+                f"{list(s.network.pva.pcr_selection)}, EK/AK credential)")
     return (f"SHO retrieved the PfC from the M2ME and asked {s.network.pva.address} to validate platform "
             f"{s.m2me.platform_id} (nonce, quote of PCRs {list(s.network.pva.pcr_selection)}, EK/AK credential)")
 
