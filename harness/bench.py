@@ -140,6 +140,7 @@ class TopologyOptions:
     ro_colocated_with_vno: bool = False
     pva_dpf_hosted_by_sho: bool = False
     vno_is_sho: bool = False
+    sho_requests_pva_via_ro: bool = False    # 004 c3 s8: the SHO requests the RO to request the PVA
     # seed 004's IVF (harness/network/topology.py): where it runs, how long a result stands,
     # what each SHO requires validated; None: the network's default
     ivf_host: str | None = None
@@ -149,7 +150,8 @@ class TopologyOptions:
     def network_options(self) -> dict[str, Any]:
         """The keys a bench file set, as NetworkOptions takes them."""
         out: dict[str, Any] = {"ro_colocated_with_vno": self.ro_colocated_with_vno,
-                               "pva_dpf_hosted_by_sho": self.pva_dpf_hosted_by_sho, "vno_is_sho": self.vno_is_sho}
+                               "pva_dpf_hosted_by_sho": self.pva_dpf_hosted_by_sho, "vno_is_sho": self.vno_is_sho,
+                               "sho_requests_pva_via_ro": self.sho_requests_pva_via_ro}
         for key in ("ivf_host", "ivf_lifetime_s", "required_components"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
@@ -163,6 +165,9 @@ class M2meOptions:
     platform_id: str | None = None
     # the module firmware the supplier ships (+CGMI/+CGMM/+CGMR); None: as read at manufacture
     module_firmware: tuple[str, str, str] | None = None
+    # issue 7 §5: during a change of SHO, renew the initial-access credential when it expires
+    # within this many days
+    access_renewal_margin_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -403,6 +408,7 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
         ro_colocated_with_vno=s.get("ro_colocated_with_vno", (bool,), False),
         pva_dpf_hosted_by_sho=s.get("pva_dpf_hosted_by_sho", (bool,), False),
         vno_is_sho=s.get("vno_is_sho", (bool,), False),
+        sho_requests_pva_via_ro=s.get("sho_requests_pva_via_ro", (bool,), False),
         ivf_host=s.choice("ivf_host", ("pva", "old_sho", "separate")),
         ivf_lifetime_s=s.get("ivf_lifetime_s", (int, float)),
         required_components=s.get("required_components", (list, dict)))
@@ -422,7 +428,12 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
         parts = [fw.get(k, (str,), required=True) for k in ("manufacturer", "model", "revision")]
         firmware = tuple(parts) if all(parts) else None
     fw.finish()
-    m2me = M2meOptions(platform_id=s.get("platform_id", (str,)), module_firmware=firmware)
+    margin = s.get("access_renewal_margin_days", (int, float), 30.0)
+    if not margin >= 0:
+        problems.append(f"m2me.access_renewal_margin_days: must be 0 or more days, got {margin!r}")
+        margin = 30.0
+    m2me = M2meOptions(platform_id=s.get("platform_id", (str,)), module_firmware=firmware,
+                       access_renewal_margin_days=float(margin))
     s.finish()
     labgrid = None
     if "labgrid" in top.data:

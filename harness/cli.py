@@ -2,7 +2,7 @@
 
     mcim-hil bench check [--bench FILE]   open every device and print what it is
     mcim-hil bench up [--bench FILE]      start the emulated bench and keep it up
-    mcim-hil run [--bench FILE] [--procedure initial|initial-ivf|change-sho|change-sho-preprovisioned|pristine|renew-access-credential] [--air module|relayed] [--out DIR]
+    mcim-hil run [--bench FILE] [--procedure initial|initial-ivf|change-sho|pristine|renew-access-credential] [--variant preprovisioned] [--air module|relayed] [--out DIR]
                                           run a TR 33.812 procedure on the bench, one row per seed step
     mcim-hil fleet --devices N [--real K] [--no-ivf|--ivf-only] [--configurations C] [--tampered T]
                    [--workers W] [--scheduler ADDRESS] [--out DIR]
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
                           "change-sho-preprovisioned: its variant, both SHOs' MCIMs in the TRE, each under its own "
                           "sealing parent; pristine: 5.1.3.8.4.3 (initial-ivf, back to the PCID, 15 steps to the new SHO); "
                           "renew-access-credential: the network replaces the PCID credential in the TRE")
+    run.add_argument("--variant", choices=["preprovisioned"], default=None,
+                     help="with --procedure change-sho: preprovisioned, the variant at the end of 5.1.3.8.4.2 "
+                          "(the same as --procedure change-sho-preprovisioned)")
     run.add_argument("--air", choices=["module", "relayed"], default=None,
                      help="module: the module attaches by itself (emulated modem); relayed: the harness relays "
                           "the AKA to the card (default: module on an emulated bench, else relayed)")
@@ -69,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     faults.add_argument("--kinds", metavar="LIST", help="fault kinds: bus,uicc,tpm (default: all)")
     faults.add_argument("--out", metavar="DIR", help="where faults.json and faults.html go (default: runs/faults-<procedure>-<time>)")
     args = parser.parse_args(argv)
+    if args.command == "run" and args.variant is not None:
+        if args.procedure != "change-sho":
+            parser.error(f"--variant {args.variant} applies to --procedure change-sho only, not {args.procedure}")
+        args.procedure = f"change-sho-{args.variant}"
     what = args.command if args.command in ("run", "fleet", "faults") else f"bench {args.bench_command}"
     try:
         with interruptible():

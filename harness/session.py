@@ -147,6 +147,7 @@ class Session:
         platform_id = self.options.platform_id or self._platform_id(ek.certificate)
         self.m2me = M2me(bus=self.network.bus, tre=self.tre, uicc=self.devices.uicc, air=air,
                          platform_id=platform_id, adm1=adm1.resolve_key)
+        self.m2me.access_renewal_margin_s = self.bench.m2me.access_renewal_margin_days * 86400.0
         self.record.secret_values(adm1.resolve_key())
 
     def manufacture(self) -> Manufactured:

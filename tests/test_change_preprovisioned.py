@@ -92,3 +92,27 @@ def test_neither_shos_messages_carry_the_others_credential(m2me: Session) -> Non
     assert checked > 50
     # and neither SHO holds a subscription of the other's
     assert net.sho.subscriber(new_imsi) is None and net.nsho.subscriber(old_imsi) is None
+
+
+# -- from the command line, as the issue asks: --procedure change-sho --variant preprovisioned ------------
+
+def test_the_variant_runs_from_the_command_line(tmp_path) -> None:
+    from pathlib import Path
+
+    from mcim_hil.cli import main
+    bench = Path(__file__).resolve().parent.parent / "lab_config" / "emulated.yaml"
+    code = main(["run", "--bench", str(bench), "--procedure", "change-sho", "--variant", "preprovisioned",
+                 "--air", "relayed", "--out", str(tmp_path)])
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert code == 0 and run["meta"]["procedure"] == "change-sho-preprovisioned"
+    assert [s["verdict"] for s in run["steps"] if not str(s["number"]).startswith("before.")] \
+        and all(s["verdict"] == "passed" for s in run["steps"])
+
+
+def test_a_variant_of_another_procedure_is_refused_in_one_line(capsys) -> None:
+    from mcim_hil.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--procedure", "pristine", "--variant", "preprovisioned"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("--variant preprovisioned applies to --procedure change-sho only, not pristine")

@@ -305,3 +305,118 @@ def test_the_dpf_opens_a_session_only_for_the_m2me_the_drf_bootstrapped(m2me: Se
                                                     pcid="001029999999999", m2me_address="10.45.0.99",
                                                     sho_address=s.network.nsho.address, bootstrap_token=genuine))
     assert dpf.session(pcid)["m2me_address"] == s.m2me.address   # the M2ME's own session stands
+
+
+# -- the devices fail at step 12: the card refuses a write, the TPM loses power ------------------------
+
+UPDATE_BINARY, SW_MEMORY_PROBLEM = 0xD6, 0x6581     # TS 102 221 10.1.2, 10.2.1.4
+
+
+def _card_write_fails_once(s: Session) -> None:
+    # the first write of the new MCIM onto the card fails (memory problem); the card works again after
+    s.emulated.uicc_emulator.fail_command(UPDATE_BINARY, SW_MEMORY_PROBLEM, times=1)
+
+
+def _power_lost(s: Session) -> None:
+    # the M2ME loses power between the discard (s8-s11) and the install: the TPM comes back with its
+    # PCRs reset and its transient objects gone; persistent objects (the initial-access credential) stay
+    s.emulated.tpm_emulator.power_loss()
+
+
+def _tpm_clock_made_safe_again(s: Session) -> None:
+    """After a power loss the TPM's clockInfo.safe is 0 (its clock may have gone backwards) and
+    the PVA refuses the quote, as it should. The TPM sets it again once it writes its clock to NV
+    (every 2^22 ms of uptime, TPM 2.0 Part 1 36.6); the lab engineer moves the clock forward past
+    that with tpm2_setclock, as on a real bench, rather than wait 70 minutes."""
+    import subprocess
+    import yaml
+    tcti = ["-T", s.devices.tpm.tcti]
+    clock = yaml.safe_load(subprocess.run(["tpm2_readclock", *tcti], check=True, capture_output=True,
+                                          text=True, timeout=30).stdout)["clock_info"]["clock"]
+    subprocess.run(["tpm2_setclock", *tcti, str(clock + (1 << 22) + 1000)], check=True, capture_output=True,
+                   timeout=30)
+
+
+DEVICE_FAILURES = {
+    "card write fails": (8, _card_write_fails_once, "6581", None),
+    "power lost": (11, _power_lost, "lost power", _tpm_clock_made_safe_again),
+}
+
+
+def _resume_pristine(s: Session) -> RunOutcome:
+    """`--procedure pristine` on the same M2ME, after the failed change (no second initial provisioning)."""
+    first = len(s.record.steps)
+    for st in s.record.steps[:first]:
+        st.number = f"change.{st.number}"
+    pristine = PROCEDURES["pristine"]
+    return run_procedure(replace(pristine, steps=pristine.steps[1:]), s, s.record)
+
+
+@RELAYED
+@pytest.mark.parametrize("failure", list(DEVICE_FAILURES))
+def test_a_device_failing_at_step_12_falls_back_and_pristine_completes_the_change(m2me: Session,
+                                                                                 failure: str) -> None:
+    s = m2me
+    after, fault, cause, before_pristine = DEVICE_FAILURES[failure]
+    outcome = run_procedure(CHANGE.after_step(after, fault), s, s.record)
+    rows = {r.number: r for r in outcome.rows}
+    assert outcome.failed_step is not None and outcome.failed_step.number == 12
+    assert cause in rows[12].detail and "fell back to the initial-access credential" in rows[12].detail
+    assert rows[13].verdict == "failed" and "fell back to its initial-access credential" in rows[13].detail
+    assert rows["after"].verdict == "passed" and "recovered: attached with the PCID" in rows["after"].detail
+    pcid = s.m2me.pcid
+    assert s.m2me.attached_as == pcid and s.m2me.identity_on_card() == pcid
+    tpm = s.devices.tpm
+    assert MCIM_HANDLE not in tpm.list_persistent() and ACCESS_CREDENTIAL_HANDLE in tpm.list_persistent()
+    credential = s.tre.access_credential()
+    keys = Sja2(s.devices.uicc).read_keys(adm1=s.bench.uicc.adm1.resolve_key()).usim
+    assert keys.k == credential.k and keys.op_opc == credential.opc
+    # then --procedure pristine completes the change: the new SHO's MCIM attaches
+    old_imsi = s.network.sho.imsi_of(pcid)
+    if before_pristine is not None:
+        before_pristine(s)
+    done = _resume_pristine(s)
+    assert done.passed, [(r.number, r.detail) for r in done.rows if r.verdict != "passed"]
+    nsho = s.network.nsho
+    new_imsi = s.m2me.identity_on_card()
+    assert new_imsi.startswith(nsho.plmn) and nsho.subscriber(new_imsi)["state"] == "active"
+    assert s.m2me.attached_as == new_imsi and new_imsi != old_imsi
+
+
+@RELAYED
+def test_a_card_that_cannot_be_written_at_all_still_holds_the_initial_access_credential(m2me: Session) -> None:
+    # step 8 already put the initial-access credential on the card: the fallback finds the key
+    # files equal, writes nothing and reads them back; the change fails at 12, the PCID attaches
+    s = m2me
+    card = s.emulated.uicc_emulator
+
+    def card_write_fails(s: Session) -> None:
+        card.fail_command(UPDATE_BINARY, SW_MEMORY_PROBLEM, times=1000)
+    try:
+        outcome = run_procedure(CHANGE.after_step(8, card_write_fails), s, s.record)
+    finally:
+        card.clear_faults()
+    rows = {r.number: r for r in outcome.rows}
+    assert outcome.failed_step is not None and outcome.failed_step.number == 12
+    assert "6581" in rows[12].detail and "fell back to the initial-access credential" in rows[12].detail
+    assert rows["after"].verdict == "passed" and s.m2me.attached_as == s.m2me.pcid
+
+
+@RELAYED
+def test_a_card_gone_at_step_12_says_what_the_devices_hold(m2me: Session) -> None:
+    # the fallback itself is impossible: the run says, at step 12, what the TPM and the card hold
+    s = m2me
+    card = s.emulated.uicc_emulator
+    try:
+        outcome = run_procedure(CHANGE.after_step(11, lambda s: card.remove()), s, s.record)
+    finally:
+        card.insert()
+    rows = {r.number: r for r in outcome.rows}
+    assert not outcome.passed and outcome.failed_step is not None and outcome.failed_step.number == 12
+    detail = rows[12].detail
+    assert "falling back to the initial-access credential FAILED too" in detail
+    assert "state: TPM: MCIM object absent, initial-access credential present" in detail
+    assert f"card {s.devices.uicc.name}: key files unreadable (CardRemoved)" in detail
+    assert rows[13].verdict == "failed" and "could NOT fall back" in rows[13].detail
+    assert rows["after"].verdict == "failed" and "holds no working credential" in rows["after"].detail
+    assert MCIM_HANDLE not in s.devices.tpm.list_persistent()

@@ -156,3 +156,72 @@ def test_a_replacement_offered_by_another_than_the_m2mes_dpf_is_refused(m2me: Se
     reply = s.network.bus.request(AccessCredentialReplacementOffer(sender="dpf.rogue.example", recipient=s.m2me.address,
                                                                    pcid=s.m2me.pcid))
     assert not reply.accepted and "not this M2ME's DPF" in reply.reason
+
+
+# -- the margin from the bench file (m2me.access_renewal_margin_days, default 30) ----------------------
+
+def _bench_with(tmp_path, extra: str):
+    from pathlib import Path
+    lab = Path(__file__).resolve().parent.parent / "lab_config"
+    text = (lab / "emulated.yaml").read_text().replace("emulated-secrets/", f"{lab}/emulated-secrets/")
+    path = tmp_path / "bench.yaml"
+    path.write_text(text + extra)
+    return path
+
+
+def test_the_renewal_margin_is_a_bench_file_key(tmp_path) -> None:
+    from mcim_hil.bench import BenchFileError, load_bench
+    assert load_bench(_bench_with(tmp_path, "")).m2me.access_renewal_margin_days == 30
+    bench = load_bench(_bench_with(tmp_path, "m2me:\n  access_renewal_margin_days: 800\n"))
+    assert bench.m2me.access_renewal_margin_days == 800
+    with pytest.raises(BenchFileError, match="m2me.access_renewal_margin_days: must be 0 or more days"):
+        load_bench(_bench_with(tmp_path, "m2me:\n  access_renewal_margin_days: -1\n"))
+
+
+def test_a_margin_wider_than_the_lifetime_renews_at_step_2_of_a_run(tmp_path) -> None:
+    # a fresh credential has 730 days left: with an 800-day margin the change renews it at step 2
+    import json
+
+    from mcim_hil.cli import main
+    bench = _bench_with(tmp_path, "m2me:\n  access_renewal_margin_days: 800\n")
+    out = tmp_path / "out"
+    code = main(["run", "--bench", str(bench), "--procedure", "pristine", "--air", "relayed", "--out", str(out)])
+    run = json.loads((out / "run.json").read_text())
+    step2 = [s for s in run["steps"] if s["number"] == 2][-1]
+    assert code == 0, [(s["number"], s["detail"]) for s in run["steps"] if s["verdict"] != "passed"]
+    assert "initial-access credential had 730 days left: renewed through the DPF" in step2["detail"]
+
+
+# -- seed 000 step 3 judges the AVs the ICF actually generated (issue 7 §7) ---------------------------
+
+def _icf_answers(s: Session, make) -> None:
+    """A defective ICF, scripted: it answers every AuthDataRequest with ``make(msg)``."""
+    from mcim_hil.network.messages import AuthDataRequest
+    s.network.ro.icf.on(AuthDataRequest, make)
+
+
+@RELAYED
+@pytest.mark.parametrize("answer", ["empty AuthDataResponse", "AuthDataReject"])
+def test_step_3_fails_when_the_icf_generated_no_av(m2me: Session, answer: str) -> None:
+    from mcim_hil.network.messages import AuthDataReject, AuthDataResponse
+    s = m2me
+    icf = s.network.ro.icf.address
+    if answer == "AuthDataReject":
+        _icf_answers(s, lambda msg: AuthDataReject(sender=icf, recipient=msg.sender, imsi=msg.imsi,
+                                                   reason="no temporary-access credential for this PCID"))
+        why = "the ICF generated no AV: no temporary-access credential for this PCID"
+    else:
+        _icf_answers(s, lambda msg: AuthDataResponse(sender=icf, recipient=msg.sender, imsi=msg.imsi, avs=()))
+        why = "the ICF answered with no AV for the PCID (an empty AuthDataResponse)"
+    outcome = run_procedure(PROCEDURES["initial"], s, s.record)
+    assert outcome.failed_step is not None and outcome.failed_step.number == 3
+    assert why in outcome.failed_step.detail
+    assert s.m2me.attached_as is None and s.m2me.installed is None
+
+
+@RELAYED
+def test_step_3_counts_the_avs_the_icf_generated(m2me: Session) -> None:
+    s = m2me
+    outcome = run_procedure(PROCEDURES["initial"], s, s.record)
+    assert outcome.passed
+    assert outcome.rows[2].number == 3 and outcome.rows[2].detail.endswith("generated 1 AV")

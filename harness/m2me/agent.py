@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mcim_hil.drivers.errors import DeviceError
+from mcim_hil.drivers.errors import DeviceError, TpmPowerLost
 from mcim_hil.drivers.sja2 import Sja2
 from mcim_hil.drivers.uicc_files import MILENAGE_C_DEFAULT, MILENAGE_R_DEFAULT
 from mcim_hil.drivers.uicc import Uicc
@@ -143,6 +143,16 @@ class Fallback:
     cause: str
     restored: RestoredAccess | None
     error: str | None = None
+    restarted: bool = False      # the TPM lost power: the M2ME restarted (keys reloaded, PCRs re-measured)
+
+
+def _power_lost(error: BaseException | None) -> bool:
+    """Whether the TPM lost power under this failure (anywhere in its cause chain)."""
+    while error is not None:
+        if isinstance(error, TpmPowerLost):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 class M2me:
@@ -163,6 +173,7 @@ class M2me:
         self.pending: m2msimmobj.M2MSIMMobj | None = None
         self.installed: InstalledMcim | None = None
         self.measurements: list[Measurement] = []
+        self._components: list[Component] = []   # measured at the last start, again after a power loss
         self.received: list[str] = []
         self.change: ShoChange | None = None                 # 004 c4: a change of SHO in progress
         self.discarded: DiscardedCredentials | None = None   # 004 c4 s8
@@ -181,6 +192,7 @@ class M2me:
 
     def boot(self, components: list[Component]) -> list[Measurement]:
         """The M2ME's start: its components are measured into the TRE."""
+        self._components = list(components)
         log = self.tre.boot(components)
         self.measurements = [Measurement(m.name, m.pcr, m.digest) for m in log]
         return self.measurements
@@ -258,31 +270,66 @@ class M2me:
             key = self.tre.install_sealed(sealed.public, sealed.duplicate, sealed.seed, sealed.encryption_key,
                                           sealed.pcr_selection)
         except DeviceError as exc:
-            raise self._install_failed(f"TRE refused the sealed MCIM: {exc}") from exc
+            raise self._install_failed(f"TRE refused the sealed MCIM: {exc}", exc) from exc
         try:
             mcim = open_mcim(obj.mcim_envelope, key, sealed.name)
             self._personalise_card(mcim)
         except (McimError, DeviceError) as exc:
             if not tre_had_mcim:
                 self.tre.discard_mcim()
-            raise self._install_failed(f"MCIM not installed: {exc}") from exc
+            raise self._install_failed(f"MCIM not installed: {exc}", exc) from exc
         self.installed = InstalledMcim(mcim.imsi, mcim.home_plmn, self.tre.mcim_handle)
         return self.installed
 
-    def _install_failed(self, cause: str) -> ProvisioningError:
+    def _install_failed(self, cause: str, error: BaseException | None = None) -> ProvisioningError:
         """Never left without a credential: once the old SHO's MCIM is discarded (a change of SHO),
-        a failed install falls back to the initial-access credential, from the TRE to the card."""
+        a failed install falls back to the initial-access credential, from the TRE to the card.
+        After a power loss the M2ME restarts first: the TPM's transient keys and PCRs are gone."""
         if self.discarded is None:
             return ProvisioningError(cause)
+        restarted = _power_lost(error)
         try:
+            if restarted:
+                self.restart_after_power_loss()
             if self.tre.has_mcim():
                 self.tre.discard_mcim()   # half an install is no credential
-            self.fallback = Fallback(cause, self.restore_access_credential())
+            self.fallback = Fallback(cause, self.restore_access_credential(), restarted=restarted)
         except (DeviceError, TreError, ProvisioningError) as exc:
-            self.fallback = Fallback(cause, None, str(exc))
-            return ProvisioningError(f"{cause}; falling back to the initial-access credential FAILED too: {exc}")
-        return ProvisioningError(f"{cause}; fell back to the initial-access credential "
+            self.fallback = Fallback(cause, None, f"{exc}; {self.device_state()}", restarted=restarted)
+            return ProvisioningError(f"{cause}; falling back to the initial-access credential FAILED too: "
+                                     f"{self.fallback.error}")
+        again = "the M2ME restarted after the power loss; " if restarted else ""
+        return ProvisioningError(f"{cause}; {again}fell back to the initial-access credential "
                                  f"(PCID {self.fallback.restored.pcid}, from TRE 0x{ACCESS_CREDENTIAL_HANDLE:08x})")
+
+    def restart_after_power_loss(self) -> None:
+        """What the M2ME does when its power comes back: the TRE reloads its keys (the TPM lost
+        them) and the components are measured again (the PCRs were reset)."""
+        self.tre.forget_keys()
+        self.boot(self._components)
+
+    def device_state(self) -> str:
+        """What the TPM and the card hold now, read from them (for a failure that leaves the M2ME
+        without a working credential): the persistent objects, the identity the card presents."""
+        try:
+            held = self.tre.tpm.list_persistent()
+            tpm = (f"TPM: MCIM object {'present' if self.tre.mcim_handle in held else 'absent'}, initial-access "
+                   f"credential {'present' if ACCESS_CREDENTIAL_HANDLE in held else 'ABSENT'} "
+                   f"(0x{ACCESS_CREDENTIAL_HANDLE:08x})")
+        except DeviceError as exc:
+            tpm = f"TPM: unreadable ({exc.__class__.__name__})"
+        try:
+            imsi = self.identity_on_card()
+            card = f"card {self.uicc.name}: presents IMSI {imsi}" + (" (the PCID)" if imsi == self.pcid else "")
+            keys = Sja2(self.uicc).read_keys(adm1=self._adm1()).usim
+            credential = self.tre.access_credential()
+            same = hmac.compare_digest(keys.k, credential.k) and hmac.compare_digest(keys.op_opc, credential.opc)
+            card += (", K/OPc read back equal to the initial-access credential's" if same else
+                     ", K/OPc read back NOT the initial-access credential's: it cannot attach")
+        except (DeviceError, TreError) as exc:
+            card = (f"card {self.uicc.name}: " + (card.split(": ", 1)[1] + ", " if "card" in locals() else "")
+                    + f"key files unreadable ({exc.__class__.__name__})")
+        return f"state: {tpm}; {card}"
 
     def restore_access_credential(self) -> RestoredAccess:
         """The initial-access credential, unsealed in the TRE, personalises the card (IMSI = PCID,

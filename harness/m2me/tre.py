@@ -118,6 +118,11 @@ class TrustedEnvironment:
                     pass
             self._keys = None
 
+    def forget_keys(self) -> None:
+        """The TPM lost power: its transient keys are gone (nothing to flush); the next use
+        creates them again (the same keys, from the same primary seeds)."""
+        self._keys = None
+
     def endorsement_key(self) -> EndorsementKey:
         ek = self.tpm.ek()
         try:

@@ -67,7 +67,13 @@ def build_network(options: NetworkOptions | Mapping[str, Any] | None, store_path
     m2mes.notify.append(at.pva)  # revocations and new reference values reach the PVA's caches
     ivf = Ivf(bus, store, address=ivf_address, pva_addresses=[at.pva], lifetime_s=options.ivf_lifetime_s,
               clock=clock)
-    common: dict[str, Any] = dict(drf_address=at.drf, dpf_address=at.dpf, pva_address=at.pva,
+    pva_request = None
+    if options.sho_requests_pva_via_ro:   # the SHOs ask the RO, which requests the PVA (004 c3 s8)
+        from mcim_hil.network.ro.pva_request import PvaRequest
+        pva_request = PvaRequest(bus, address=f"pva-request.{at.operator_of(at.drf)}", pva_address=at.pva,
+                                 sho_addresses=sho_addresses)
+    common: dict[str, Any] = dict(drf_address=at.drf, dpf_address=at.dpf,
+                                  pva_address=pva_request.address if pva_request else at.pva,
                                   ivf_address=ivf_address, mcim_lifetime_s=options.mcim_lifetime_s, clock=clock)
     sho = Sho(bus, store, name="SHO B", address=at.sho, plmn=options.home_plmn_of_sho,
               required_components=options.required_of("old_sho"), **common)
@@ -90,4 +96,4 @@ def build_network(options: NetworkOptions | Mapping[str, Any] | None, store_path
         })
     return Network(options=options, addresses=at, bus=bus, store=store, record=record, vno=vno,
                    ro=RegistrationOperator(icf=icf, drf=drf, dpf=dpf), ccif=ccif, m2mes=m2mes, pva=pva,
-                   ivf=ivf, sho=sho, nsho=nsho)
+                   ivf=ivf, sho=sho, nsho=nsho, extra={"pva_request": pva_request} if pva_request else {})

@@ -52,6 +52,7 @@ class NetworkOptions:
     pva_dpf_hosted_by_sho: bool = False
     vno_is_sho: bool = False
     ivf_host: str = "pva"
+    sho_requests_pva_via_ro: bool = False   # 004 c3 s8: "or requests the RO to request the PVA"
     with_new_sho: bool = True          # a second SHO for the change of SHO (seed 004, 4th change)
     vno_plmn: str = "00101"
     ro_plmn: str = "00102"             # the PCIDs' MCC/MNC: they lead the VNO to the RO's ICF

@@ -18,6 +18,7 @@ from mcim_hil.network.bus import Bus, Entity, expect_reply
 from mcim_hil.network.messages import (
     CAUSE_ILLEGAL_MS,
     CAUSE_IMSI_UNKNOWN,
+    CAUSE_NETWORK_FAILURE,
     CAUSE_MAC_FAILURE,
     CAUSE_PROTOCOL_ERROR,
     CAUSE_SYNCH_FAILURE,
@@ -138,6 +139,8 @@ class Vno(Entity):
                             AuthDataResponse, AuthDataReject)
         if isinstance(data, AuthDataReject):
             return AttachReject(sender=self.address, recipient=air, imsi=imsi, cause=CAUSE_IMSI_UNKNOWN)
+        if not data.avs:   # an AV source that sent none: no AKA can run (TS 24.301 #17, network failure)
+            return AttachReject(sender=self.address, recipient=air, imsi=imsi, cause=CAUSE_NETWORK_FAILURE)
         av = data.avs[0]
         answer = self._challenge(imsi, av.rand, av.autn, authenticate)
         if isinstance(answer, AuthenticationFailure) and answer.cause == CAUSE_SYNCH_FAILURE:

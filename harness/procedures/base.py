@@ -134,7 +134,11 @@ def run_procedure(procedure: Procedure, ctx: Any, record: Record,
                 detail = step.action(ctx)
                 if step.leads:  # only a leader that ran hands its events down
                     group = steps[i:i + 1 + step.leads]
-                    parts = _split(list(rec.events), group)
+                    whole = list(rec.events)
+                    parts = _split(whole, group)
+                    state = getattr(ctx, "state", None)
+                    if isinstance(state, dict):   # a follower may judge what another part carried
+                        state["group_events"] = whole
                     rec.events[:] = parts[step.number]
                     shared.update({s.number: parts[s.number] for s in group[1:]})
         except Exception as exc:  # the step's verdict is recorded; the run goes on to report

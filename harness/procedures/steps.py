@@ -23,7 +23,7 @@ from .base import StepFailed, run_procedure
 
 # TS 24.008 10.5.5.14 / TS 24.301 9.9.3.9 causes the VNO gives for a failed AKA
 _CAUSES = {3: "#3 illegal MS (RES != XRES)", 20: "#20 MAC failure at the card",
-           21: "#21 synch failure", 2: "#2 IMSI unknown", 11: "#11 PLMN not allowed", 22: "#22 congestion"}
+           21: "#21 synch failure", 2: "#2 IMSI unknown", 17: "#17 network failure", 11: "#11 PLMN not allowed", 22: "#22 congestion"}
 
 
 def _events(session: Any, number: int | str) -> list[dict]:
@@ -52,12 +52,30 @@ def vno_contacts_icf(s: Any, number: int | str) -> str:
     return f"{sent[0]['sender']} -> {sent[0]['recipient']}: AuthDataRequest for {s.m2me.pcid}"
 
 
+def _icf_answer(s: Any) -> dict | None:
+    """The ICF's answer to the VNO in the attach this step belongs to (its AVs or its refusal)."""
+    icf = s.network.ro.icf.address
+    answers = [e for e in s.state.get("group_events", []) if e.get("type") == "message" and e.get("sender") == icf
+               and e.get("kind") in ("AuthDataResponse", "AuthDataReject")]
+    return answers[-1] if answers else None
+
+
 def icf_generates_avs(s: Any, number: int | str) -> str:
+    """000 s3: judged by the AVs the ICF actually sent (their count; their values stay redacted)."""
     kinds = _kinds(s, number)
     fetched = "CredentialResponse" in kinds
+    answer = _icf_answer(s)
+    if answer is None:
+        raise StepFailed("the ICF sent the VNO no answer for the PCID: no AV generated")
+    if answer["kind"] == "AuthDataReject":
+        raise StepFailed(f"the ICF generated no AV: {answer['fields'].get('reason')}")
+    count = len(answer["fields"].get("avs") or ())
+    if count == 0:
+        raise StepFailed("the ICF answered with no AV for the PCID (an empty AuthDataResponse)")
+    avs = f"generated {count} AV{'s' if count > 1 else ''}"
     if fetched:
-        return "ICF had no temporary-access credential for the PCID: fetched it from the CCIF, generated AVs"
-    return "ICF found the temporary-access credential for the PCID and generated AVs"
+        return f"ICF had no temporary-access credential for the PCID: fetched it from the CCIF, {avs}"
+    return f"ICF found the temporary-access credential for the PCID and {avs}"
 
 
 def ro_transfers_avs(s: Any, number: int | str) -> str:
@@ -141,6 +159,14 @@ def sho_requests_validation(s: Any, *, issue_to_ivf: bool = False) -> str:
     """000 s13 / 004 c3 s8; ``issue_to_ivf``: seed 004's PVA issues its result to the IVF (c3 s10)."""
     outcome = s.network.sho.request_validation(s.m2me.pcid, issue_to_ivf=issue_to_ivf)
     s.state["validation"] = outcome
+    relay = s.network.extra.get("pva_request")
+    if relay is not None:   # 004 c3 s8: "or requests the RO to request the PVA"
+        asked = [kind for sho, kind in relay.relayed if sho == s.network.sho.address]
+        if "ValidationRequest" not in asked:
+            raise StepFailed(f"the SHO's validation request did not go through the RO ({relay.address})")
+        return (f"SHO retrieved the PfC from the M2ME and requested the RO ({relay.address}) to request "
+                f"{s.network.pva.address} to validate platform {s.m2me.platform_id} (nonce, quote of PCRs "
+                f"{list(s.network.pva.pcr_selection)}, EK/AK credential)")
     return (f"SHO retrieved the PfC from the M2ME and asked {s.network.pva.address} to validate platform "
             f"{s.m2me.platform_id} (nonce, quote of PCRs {list(s.network.pva.pcr_selection)}, EK/AK credential)")
 
