@@ -252,9 +252,31 @@ class PlatformValidator:
         # (AK name, storage key name) certified by that AK (TPM2_Certify): the storage key is fixedTPM,
         # so the fact holds as long as the AK's binding does
         self._certified: set[tuple[bytes, bytes]] = set()
+        # TPM public areas (EK, AK, storage key) parsed before, by their bytes: a device sends the
+        # same ones every time, and a parsed area (and the AK's key object) is a pure function of them
+        self._areas: dict[bytes, TpmPublic] = {}
+        self._keys: dict[bytes, ec.EllipticCurvePublicKey | rsa.RSAPublicKey] = {}
         self.certificate_cache_hits = 0
         self.ocsp_requests = 0
         self.ocsp_cache_hits = 0
+
+    def _area(self, data: bytes) -> TpmPublic:
+        area = self._areas.get(data)
+        if area is None:
+            area = parse_public(data)  # raises on a malformed area: nothing kept
+            if len(self._areas) > 300_000:
+                self._areas.clear()
+            self._areas[data] = area
+        return area
+
+    def _key(self, data: bytes, area: TpmPublic) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
+        key = self._keys.get(data)
+        if key is None:
+            key = area.public_key()
+            if len(self._keys) > 100_000:
+                self._keys.clear()
+            self._keys[data] = key
+        return key
 
     def _name_of(self, certificate: x509.Certificate) -> str:
         name = self._names.get(certificate)
@@ -463,6 +485,7 @@ class _Validation:
         self._parsed: dict[str, Any] = {}
         self._facts: dict[tuple[str, bytes], _VerifiedCertificate | None] = {}
         self.proven_binding = False  # ActivateCredential answered this validation's challenge
+        self._digests: dict[bytes, bytes] = {}  # SHA-256 of the evidence's certificates, once each
 
     # running and the verdict
 
@@ -483,7 +506,7 @@ class _Validation:
                                                "ak_attributes", "ak_bound_to_ek", "pfc_signature",
                                                "pfc_binds_ak", "pfc_status_ocsp") \
                 and self._verified("pfc", self.evidence.pfc) is not None:
-            self.v._keep_binding(self.ek.name, self.ak.name, hashlib.sha256(self.evidence.pfc).digest())
+            self.v._keep_binding(self.ek.name, self.ak.name, self._digest(self.evidence.pfc))
         # components count as validated only when the quote vouches for the log that names them
         integrity_trusted = check_integrity and self.passed(
             "nonce_fresh", "quote_signature", "quote_nonce", "pcr_selection", "pcr_digest", "event_log_replay",
@@ -521,15 +544,15 @@ class _Validation:
 
     @property
     def ek(self) -> TpmPublic:
-        return self._parse("EK public area", lambda: parse_public(self.evidence.ek_public))
+        return self._parse("EK public area", lambda: self.v._area(self.evidence.ek_public))
 
     @property
     def ak(self) -> TpmPublic:
-        return self._parse("AK public area", lambda: parse_public(self.evidence.ak_public))
+        return self._parse("AK public area", lambda: self.v._area(self.evidence.ak_public))
 
     @property
     def ak_key(self) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
-        return self._parse("AK public key", lambda: self.ak.public_key())
+        return self._parse("AK public key", lambda: self.v._key(self.evidence.ak_public, self.ak))
 
     @property
     def quote(self) -> Attest:
@@ -545,8 +568,14 @@ class _Validation:
 
     # the checks, in CHECKS order; each returns its PASS detail or raises _Fail
 
+    def _digest(self, der: bytes) -> bytes:
+        digest = self._digests.get(der)
+        if digest is None:
+            digest = self._digests[der] = hashlib.sha256(der).digest()
+        return digest
+
     def _verified(self, kind: str, der: bytes) -> _VerifiedCertificate | None:
-        key = (kind, hashlib.sha256(der).digest())
+        key = (kind, self._digest(der))
         if key not in self._facts:
             self._facts[key] = self.v._known_certificate(kind, key[1], self.now)
         return self._facts[key]
@@ -557,8 +586,8 @@ class _Validation:
         facts = _VerifiedCertificate(max(c.not_valid_before_utc for c in path),
                                      min(c.not_valid_after_utc for c in path), detail, _certificate_key(leaf),
                                      leaf.serial_number, identity)
-        self._facts[(kind, hashlib.sha256(der).digest())] = facts
-        self.v._keep_certificate(kind, hashlib.sha256(der).digest(), facts)
+        self._facts[(kind, self._digest(der))] = facts
+        self.v._keep_certificate(kind, self._digest(der), facts)
 
     def ek_certificate_chain(self) -> str:
         known = self._verified("ek", self.evidence.ek_certificate)
@@ -585,8 +614,8 @@ class _Validation:
 
     def ak_attributes(self) -> str:
         ak = self.ak
-        missing = [name for bit, name in _ATTRIBUTE_NAMES.items() if AK_REQUIRED & bit and not ak.attributes & bit]
-        if missing:
+        if not ak.has(AK_REQUIRED):
+            missing = [name for bit, name in _ATTRIBUTE_NAMES.items() if AK_REQUIRED & bit and not ak.attributes & bit]
             raise _Fail("AK lacks " + ", ".join(missing))
         if ak.attributes & DECRYPT:
             raise _Fail("AK is also a decryption key")
@@ -615,7 +644,7 @@ class _Validation:
         bound_pfc = self.v._bound_pfc(self.ek.name, self.ak.name)
         if bound_pfc is None:
             raise _Fail("no credential challenge answered and no earlier ActivateCredential for this EK and AK")
-        if bound_pfc != hashlib.sha256(self.evidence.pfc).digest():
+        if bound_pfc != self._digest(self.evidence.pfc):
             raise _Fail("the binding of this AK was proven under another PfC")
         if self._verified("pfc", self.evidence.pfc) is None:
             raise _Fail("the PfC under which this AK's binding was proven expired or was revoked")
@@ -779,7 +808,7 @@ class _Validation:
         return f"{how} good"
 
     def storage_key_certified(self) -> str:
-        key = self._parse("storage key public area", lambda: parse_public(self.evidence.storage_key_public))
+        key = self._parse("storage key public area", lambda: self.v._area(self.evidence.storage_key_public))
         certified = (self.ak.name, key.name)
         # an earlier certification by this AK still holds while the AK's binding does (fixedTPM key)
         known = self.passed("ak_bound_to_ek") and certified in self.v._certified
