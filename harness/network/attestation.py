@@ -401,8 +401,8 @@ class PlatformValidator:
         """True when ActivateCredential already proved this AK in this EK's TPM and the PfC that
         certified the AK is still verified (not expired, not revoked): no new challenge needed."""
         try:
-            key = (tpm_name(ek_public), tpm_name(ak_public))
-        except (ValueError, TpmStructureError):
+            key = (self._area(ek_public).name, self._area(ak_public).name)
+        except (ValueError, TypeError, TpmStructureError):
             return False
         with self._lock:
             pfc = self._bindings.get(key) if self._bindings is not None else None

@@ -215,9 +215,16 @@ class Tables:
         return row[0]
 
 
+_CHECKED: set[str] = set()  # names already found good (a put checks its columns' names each time)
+
+
 def _check_name(name: str) -> None:
+    if name in _CHECKED:
+        return
     if not _NAME.match(name):
         raise StoreError(f"bad table/column name {name!r}")
+    if len(_CHECKED) < 10_000:
+        _CHECKED.add(name)
 
 
 def _sql_type(kind: str) -> str:
