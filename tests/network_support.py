@@ -210,12 +210,15 @@ class TpmM2me:
         raise AssertionError(f"the test M2ME does not expect {msg.kind}")
 
     def _evidence(self, msg: EvidenceRequest) -> Evidence:
-        challenge = CredentialChallenge.from_bytes(msg.credential_challenge)
-        ek = self.tpm.ek()
-        try:
-            proof = self.tpm.activate_credential(self.ak, ek, challenge.credential_blob, challenge.encrypted_secret)
-        finally:
-            self.tpm.flush(ek.handle)
+        proof = b""  # no challenge: the PVA already holds this AK's binding to the EK
+        if msg.credential_challenge:
+            challenge = CredentialChallenge.from_bytes(msg.credential_challenge)
+            ek = self.tpm.ek()
+            try:
+                proof = self.tpm.activate_credential(self.ak, ek, challenge.credential_blob,
+                                                     challenge.encrypted_secret)
+            finally:
+                self.tpm.flush(ek.handle)
         quote = self.tpm.quote(self.ak, msg.nonce, msg.pcr_selection)
         certification = self.tpm.certify(self.storage_key, self.ak, msg.nonce)
         return Evidence(platform_id=self.platform_id, ek_certificate=self.ek_certificate, ek_public=self.ek_public,

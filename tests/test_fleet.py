@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cryptography import x509
+
 from mcim_hil.cli import main
 from mcim_hil.fleet.population import FleetError, FleetSpec, SharedPki, configuration
 from mcim_hil.fleet.runner import run_mode
@@ -168,3 +170,37 @@ def test_fleet_command_on_a_dask_scheduler(tmp_path: Path, capsys: pytest.Captur
     assert run["label"] == "with IVF" and run["executor"].startswith("dask ")
     assert run["changed"] == 27 and run["refused_tampered"] == 3
     assert run["pva_change"]["integrity_validations"] == 3
+
+
+# -- what the network keeps in memory per M2ME (issue 8 §4: under 1 GiB per 10^5) -------------------
+
+def test_the_store_keeps_in_memory_only_the_secret_columns_of_tables_that_have_them() -> None:
+    from mcim_hil.network.store import Store
+
+    with Store(":memory:") as store:
+        db = store.entity("auc")
+        db.define("subscribers", {"imsi": "TEXT", "k": "SECRET", "opc": "SECRET", "sqn": "INTEGER"}, "imsi")
+        db.define("validations", {"nonce": "BLOB", "passed": "INTEGER"}, "nonce")
+        for i in range(50):
+            db.put("subscribers", imsi=f"00101{i:010d}", k=bytes(16), opc=bytes([i]) * 16, sqn=i)
+            db.put("validations", nonce=i.to_bytes(32, "big"), passed=1)
+        db.put("subscribers", imsi="001010000000007", sqn=99)  # a put without the secrets drops them
+        # the rows of a table without SECRET columns are in SQLite only
+        assert sum(len(rows) for rows in store._secrets.values()) == 50
+        assert db.get("subscribers", imsi="001010000000003")["opc"] == bytes([3]) * 16
+        assert db.get("subscribers", imsi="001010000000007")["k"] is None
+        assert db.delete("subscribers", imsi="001010000000003")
+        assert sum(len(rows) for rows in store._secrets.values()) == 49
+
+
+def test_a_ca_keeps_the_serials_it_issued_not_the_certificates(shared: SharedPki) -> None:
+    ca = pki.CertificateAuthority.create("M2MES CA", organization="M2MES")
+    responder = pki.OcspResponder(ca)
+    tre = SimulatedTre(shared.maker())
+    pfc = pki.issue_platform_credential(ca, tre.keys().ak.public_key, "sim-kept", model=configuration(0)[0])
+    assert ca.issued(pfc.serial_number) and not ca.issued(pfc.serial_number + 1)
+    tables = [v for v in vars(ca).values() if isinstance(v, (set, dict))]
+    assert tables and not any(isinstance(x, x509.Certificate)
+                              for table in tables for x in (table.values() if isinstance(table, dict) else table))
+    assert responder.status_of(pfc.serial_number).name == "GOOD"
+    assert responder.status_of(pfc.serial_number + 1).name == "UNKNOWN"

@@ -185,3 +185,103 @@ def test_a_kept_ek_chain_is_walked_again_once_the_certificate_expired() -> None:
     result = validate()
     assert [c.name for c in result.failed] == ["ek_certificate_chain"]
     assert "expired" in result.check("ek_certificate_chain").detail
+
+
+# -- the AK's binding to its EK, proven once by ActivateCredential, kept while its PfC holds ------------
+
+def _binding_lab(pfc_lifetime_s: float | None = None):
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from mcim_hil.fleet.population import configuration
+    from mcim_hil.fleet.simulated import SimulatedTpmMaker, SimulatedTre
+    from mcim_hil.network import pki
+    from mcim_hil.network.attestation import Evidence, Measurement, PlatformValidator, ReferenceValues
+
+    maker = SimulatedTpmMaker.create()
+    ca = pki.CertificateAuthority.create("M2MES CA", organization="M2MES")
+    responder = pki.OcspResponder(ca)
+    model, components = configuration(0)
+    validator = PlatformValidator([maker.certificate], ca.certificate, responder.respond, [23],
+                                  ReferenceValues({c.name: c.digest for c in components}, model=model))
+
+    def platform(name: str, tre: SimulatedTre | None = None):
+        tre = tre or SimulatedTre(maker)
+        log = tre.boot(components)
+        not_after = pki.utc_now() + dt.timedelta(seconds=pfc_lifetime_s) if pfc_lifetime_s else None
+        pfc = pki.issue_platform_credential(ca, tre.keys().ak.public_key, name, model=model, not_after=not_after)
+        return tre, log, pfc.public_bytes(Encoding.DER), pfc
+
+    def validate(tre, log, pfc, name, *, challenged: bool, ek_of=None, check_integrity: bool = True):
+        ek, keys = (ek_of or tre).endorsement_key(), tre.keys()
+        secret, proof = b"", b""
+        if challenged:  # what the PVA does when it holds no binding for this EK and AK
+            challenge, secret = validator.credential_challenge(ek.public, keys.ak.public.marshal())
+            proof = tre.activate_credential(challenge.credential_blob, challenge.encrypted_secret)
+        nonce = validator.new_nonce()
+        quote, certified = tre.quote(nonce, [tre.pcr]), tre.certify_storage_key(nonce)
+        evidence = Evidence(name, ek.certificate, ek.public, keys.ak.public.marshal(), proof, quote.attest,
+                            quote.signature, quote.pcr_values, [Measurement(m.name, m.pcr, m.digest) for m in log],
+                            pfc, keys.storage_key.public.marshal(), certified.attest, certified.signature)
+        return validator.validate(evidence, nonce, secret, check_integrity=check_integrity)
+
+    return validator, responder, platform, validate
+
+
+def test_a_proven_binding_spares_the_credential_challenge_until_the_pfc_is_revoked() -> None:
+    validator, responder, platform, validate = _binding_lab()
+    tre, log, pfc, cert = platform("sim-bind-1")
+    ek, ak = tre.endorsement_key().public, tre.keys().ak.public.marshal()
+    # never proven: no challenge means no binding
+    first = validate(tre, log, pfc, "sim-bind-1", challenged=False)
+    assert not first.check("ak_bound_to_ek").passed and not validator.binding_known(ek, ak)
+    assert validate(tre, log, pfc, "sim-bind-1", challenged=True).passed
+    assert validator.binding_known(ek, ak)
+    for integrity in (False, True):  # authenticity only, and the full validation, without a challenge
+        result = validate(tre, log, pfc, "sim-bind-1", challenged=False, check_integrity=integrity)
+        assert result.passed, result.summary()
+        assert "earlier ActivateCredential" in result.check("ak_bound_to_ek").detail
+    # the M2MES revokes the PfC and announces it: the cached binding goes with it
+    responder.revoke(cert)
+    validator.forget_status(cert.serial_number)
+    assert not validator.binding_known(ek, ak)
+    result = validate(tre, log, pfc, "sim-bind-1", challenged=False, check_integrity=False)
+    assert not result.passed
+    assert not result.check("ak_bound_to_ek").passed and not result.check("pfc_status_ocsp").passed
+
+
+def test_a_proven_binding_is_refused_once_its_pfc_expired() -> None:
+    validator, _, platform, validate = _binding_lab(pfc_lifetime_s=2.0)
+    tre, log, pfc, _ = platform("sim-bind-2")
+    assert validate(tre, log, pfc, "sim-bind-2", challenged=True).passed
+    assert validate(tre, log, pfc, "sim-bind-2", challenged=False, check_integrity=False).passed
+    time.sleep(2.5)
+    assert not validator.binding_known(tre.endorsement_key().public, tre.keys().ak.public.marshal())
+    result = validate(tre, log, pfc, "sim-bind-2", challenged=False, check_integrity=False)
+    assert not result.check("ak_bound_to_ek").passed and not result.check("pfc_signature").passed
+
+
+def test_another_ak_under_a_bound_ek_is_not_accepted_through_the_cache() -> None:
+    validator, _, platform, validate = _binding_lab()
+    tre, log, pfc, _ = platform("sim-bind-3")
+    assert validate(tre, log, pfc, "sim-bind-3", challenged=True).passed  # EK + AK of tre bound
+    # another TPM's AK, properly certified by its own PfC, claimed under tre's (bound) EK
+    other, other_log, other_pfc, _ = platform("sim-bind-3")
+    assert not validator.binding_known(tre.endorsement_key().public, other.keys().ak.public.marshal())
+    result = validate(other, other_log, other_pfc, "sim-bind-3", challenged=False, ek_of=tre, check_integrity=False)
+    assert result.check("pfc_signature").passed and result.check("quote_signature").passed
+    assert not result.passed
+    assert "no earlier ActivateCredential" in result.check("ak_bound_to_ek").detail
+    # and the bound AK under another PfC (same AK, new certificate) must be proven again
+    _, _, new_pfc, _ = platform("sim-bind-3", tre)
+    result = validate(tre, log, new_pfc, "sim-bind-3", challenged=False, check_integrity=False)
+    assert "another PfC" in result.check("ak_bound_to_ek").detail
+
+
+def test_the_pva_sends_no_credential_challenge_once_the_binding_is_proven(lab: Lab) -> None:
+    assert lab.validate(issue_to_ivf=True).passed
+    assert lab.net.pva.counters()["challenges"] == 1  # ActivateCredential on the real TPM, once
+    outcome = lab.validate(via_ivf=True, new_sho=True)
+    assert outcome.passed and outcome.source == VIA_IVF
+    assert lab.net.pva.counters()["challenges"] == 1
+    assert "earlier ActivateCredential" in outcome.result.check("ak_bound_to_ek").detail
+    assert outcome.result.check("quote_signature").passed and outcome.result.check("quote_nonce").passed

@@ -144,11 +144,38 @@ class Marshalled(bytes):
 @dataclass
 class SimulatedKey:
     """Shaped as the TPM driver's Ak / StorageKey: ``public`` (marshalled TPM2B_PUBLIC), ``name``,
-    ``public_key``."""
+    ``public_key`` (built on demand from the 65-byte ``point``: a fleet keeps 10^5 of these)."""
 
     public: Marshalled = field(repr=False)
     name: bytes = field(repr=False)
-    public_key: ec.EllipticCurvePublicKey = field(repr=False)
+    point: bytes = field(repr=False)  # X9.62 uncompressed P-256 point
+
+    @property
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), self.point)
+
+
+def _point(key: ec.EllipticCurvePublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+
+
+def _sealed_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """A private key kept as PKCS#8 DER (~140 bytes instead of a ~2 KiB OpenSSL object per key)."""
+    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+_LOADED: dict[bytes, ec.EllipticCurvePrivateKey] = {}  # the last key used (a quote and a certify in a row)
+
+
+def _loaded(der: bytes) -> ec.EllipticCurvePrivateKey:
+    key = _LOADED.get(der)
+    if key is None:
+        key = serialization.load_der_private_key(der, None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        _LOADED.clear()
+        _LOADED[der] = key
+    return key
 
 
 @dataclass
@@ -180,18 +207,20 @@ class SimulatedTre:
         self.pcr = pcr
         self.event_log: list[MeasuredComponent] = []
         self.serial = f"sim-{next(_SERIALS):08d}"
-        self._ek = ec.generate_private_key(ec.SECP256R1())
-        self._ak = ec.generate_private_key(ec.SECP256R1())
-        self._storage = ec.generate_private_key(ec.SECP256R1())
-        self._ek_public = _ecc_public(self._ek.public_key(), EK_ATTRIBUTES, symmetric=True, policy=EK_POLICY)
-        self._ek_certificate = maker.certify_ek(self._ek.public_key(), self.serial).public_bytes(
+        ek = ec.generate_private_key(ec.SECP256R1())
+        ak = ec.generate_private_key(ec.SECP256R1())
+        # the storage key's private part is never used here (a simulated TRE imports no MCIM): not kept
+        storage = ec.generate_private_key(ec.SECP256R1()).public_key()
+        self._ek, self._ak = _sealed_key(ek), _sealed_key(ak)
+        ek_public = _ecc_public(ek.public_key(), EK_ATTRIBUTES, symmetric=True, policy=EK_POLICY)
+        self._ek_certificate = maker.certify_ek(ek.public_key(), self.serial).public_bytes(
             serialization.Encoding.DER)
-        ak_public = _ecc_public(self._ak.public_key(), AK_ATTRIBUTES, scheme=TPM2_ALG.ECDSA)
-        storage_public = _ecc_public(self._storage.public_key(), STORAGE_ATTRIBUTES, symmetric=True)
+        ak_public = _ecc_public(ak.public_key(), AK_ATTRIBUTES, scheme=TPM2_ALG.ECDSA)
+        storage_public = _ecc_public(storage, STORAGE_ATTRIBUTES, symmetric=True)
         self._keys = SimulatedKeys(
-            SimulatedKey(Marshalled(ak_public.marshal()), _name(ak_public), self._ak.public_key()),
-            SimulatedKey(Marshalled(storage_public.marshal()), _name(storage_public), self._storage.public_key()))
-        self._ek_public = Marshalled(self._ek_public.marshal())
+            SimulatedKey(Marshalled(ak_public.marshal()), _name(ak_public), _point(ak.public_key())),
+            SimulatedKey(Marshalled(storage_public.marshal()), _name(storage_public), _point(storage)))
+        self._ek_public = Marshalled(ek_public.marshal())
         self._pcrs: dict[int, bytes] = {}
         self._clock = 0
         self._reset_count = 1
@@ -241,8 +270,9 @@ class SimulatedTre:
         y, _ = tpm2b(rest, "ephemeral point y")
         ephemeral = ec.EllipticCurvePublicNumbers(int.from_bytes(x, "big"), int.from_bytes(y, "big"),
                                                   ec.SECP256R1()).public_key()
-        z = self._ek.exchange(ec.ECDH(), ephemeral)
-        own_x = self._ek.public_key().public_numbers().x.to_bytes(32, "big")
+        ek = _loaded(self._ek)
+        z = ek.exchange(ec.ECDH(), ephemeral)
+        own_x = ek.public_key().public_numbers().x.to_bytes(32, "big")
         seed = kdfe(TPM2_ALG.SHA256, z, b"IDENTITY\x00", x, own_x, 256)
         blob, _ = tpm2b(credential_blob, "TPM2B_ID_OBJECT")
         integrity, encrypted = tpm2b(blob, "integrityHMAC")
@@ -267,7 +297,7 @@ class SimulatedTre:
                            firmwareVersion=FIRMWARE_VERSION, attested=attested).marshal()
 
     def _sign(self, data: bytes) -> bytes:
-        r, s = decode_dss_signature(self._ak.sign(data, ec.ECDSA(hashes.SHA256())))
+        r, s = decode_dss_signature(_loaded(self._ak).sign(data, ec.ECDSA(hashes.SHA256())))
         return TPMT_SIGNATURE(sigAlg=TPM2_ALG.ECDSA, signature=TPMU_SIGNATURE(ecdsa=TPMS_SIGNATURE_ECC(
             hash=TPM2_ALG.SHA256, signatureR=r.to_bytes(32, "big"), signatureS=s.to_bytes(32, "big")))).marshal()
 

@@ -414,8 +414,10 @@ class M2me:
 
     def evidence(self, nonce: bytes, pcrs: list[int], credential_challenge: bytes) -> Evidence:
         """000 s13: the platform's evidence for the PVA, from the TRE."""
-        challenge = CredentialChallenge.from_bytes(credential_challenge)
-        proof = self.tre.activate_credential(challenge.credential_blob, challenge.encrypted_secret)
+        proof = b""  # no challenge: the PVA already holds this AK's binding to the EK
+        if credential_challenge:
+            challenge = CredentialChallenge.from_bytes(credential_challenge)
+            proof = self.tre.activate_credential(challenge.credential_blob, challenge.encrypted_secret)
         ek = self.tre.endorsement_key()
         keys = self.tre.keys()
         quote = self.tre.quote(nonce, pcrs)

@@ -245,9 +245,38 @@ class PlatformValidator:
         # chain or a PfC is not walked again until it expires, or (a PfC) is revoked
         self._verified: dict[tuple[str, bytes], _VerifiedCertificate] | None = {} if signature_memo else None
         self._verified_by_serial: dict[int, tuple[str, bytes]] = {}
+        # (EK name, AK name) -> SHA-256 of the PfC that certified the AK, once ActivateCredential
+        # proved the AK in the EK's TPM: no new MakeCredential while that PfC stays verified
+        # (until its expiry or revocation); another AK or another PfC gets a challenge again
+        self._bindings: dict[tuple[bytes, bytes], bytes] | None = {} if signature_memo else None
+        # (AK name, storage key name) certified by that AK (TPM2_Certify): the storage key is fixedTPM,
+        # so the fact holds as long as the AK's binding does
+        self._certified: set[tuple[bytes, bytes]] = set()
+        # TPM public areas (EK, AK, storage key) parsed before, by their bytes: a device sends the
+        # same ones every time, and a parsed area (and the AK's key object) is a pure function of them
+        self._areas: dict[bytes, TpmPublic] = {}
+        self._keys: dict[bytes, ec.EllipticCurvePublicKey | rsa.RSAPublicKey] = {}
         self.certificate_cache_hits = 0
         self.ocsp_requests = 0
         self.ocsp_cache_hits = 0
+
+    def _area(self, data: bytes) -> TpmPublic:
+        area = self._areas.get(data)
+        if area is None:
+            area = parse_public(data)  # raises on a malformed area: nothing kept
+            if len(self._areas) > 300_000:
+                self._areas.clear()
+            self._areas[data] = area
+        return area
+
+    def _key(self, data: bytes, area: TpmPublic) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
+        key = self._keys.get(data)
+        if key is None:
+            key = area.public_key()
+            if len(self._keys) > 100_000:
+                self._keys.clear()
+            self._keys[data] = key
+        return key
 
     def _name_of(self, certificate: x509.Certificate) -> str:
         name = self._names.get(certificate)
@@ -290,8 +319,11 @@ class PlatformValidator:
             key = self._verified_by_serial.pop(serial_number, None)
             if key is not None and self._verified is not None:
                 self._verified.pop(key, None)
+            if key is not None and self._bindings:  # revocations are rare: a scan is fine
+                for binding in [b for b, pfc in self._bindings.items() if pfc == key[1]]:
+                    del self._bindings[binding]
 
-    def _known_certificate(self, kind: str, digest: bytes, at: Any) -> _VerifiedCertificate | None:
+    def _known_certificate(self, kind: str, digest: bytes, at: Any, count: bool = True) -> _VerifiedCertificate | None:
         with self._lock:
             found = self._verified.get((kind, digest)) if self._verified is not None else None
             if found is None:
@@ -299,7 +331,8 @@ class PlatformValidator:
             if not found.holds(at):
                 del self._verified[(kind, digest)]  # expired (or not yet valid): walk it again
                 return None
-            self.certificate_cache_hits += 1
+            if count:
+                self.certificate_cache_hits += 1
             return found
 
     def _keep_certificate(self, kind: str, digest: bytes, facts: _VerifiedCertificate) -> None:
@@ -364,6 +397,30 @@ class PlatformValidator:
             return f"nonce expired {now - expiry:.1f} s ago"
         return None
 
+    def binding_known(self, ek_public: bytes, ak_public: bytes) -> bool:
+        """True when ActivateCredential already proved this AK in this EK's TPM and the PfC that
+        certified the AK is still verified (not expired, not revoked): no new challenge needed."""
+        try:
+            key = (self._area(ek_public).name, self._area(ak_public).name)
+        except (ValueError, TypeError, TpmStructureError):
+            return False
+        with self._lock:
+            pfc = self._bindings.get(key) if self._bindings is not None else None
+        return pfc is not None and self._known_certificate("pfc", pfc, pki.utc_now(), count=False) is not None
+
+    def _bound_pfc(self, ek_name: bytes, ak_name: bytes) -> bytes | None:
+        with self._lock:
+            return self._bindings.get((ek_name, ak_name)) if self._bindings is not None else None
+
+    def _keep_binding(self, ek_name: bytes, ak_name: bytes, pfc_digest: bytes) -> None:
+        with self._lock:
+            if self._bindings is None:
+                return
+            if len(self._bindings) > 4_000_000:
+                self._bindings.clear()
+                self._certified.clear()
+            self._bindings[(ek_name, ak_name)] = pfc_digest
+
     def credential_challenge(self, ek_public: bytes, ak_public: bytes) -> tuple[CredentialChallenge, bytes]:
         """``make_credential_challenge`` that also remembers which EK and AK it was made for, so
         ``ak_bound_to_ek`` also refuses evidence that swaps in another AK or EK afterwards."""
@@ -427,6 +484,8 @@ class _Validation:
         self.identity: pki.PlatformIdentity | None = None
         self._parsed: dict[str, Any] = {}
         self._facts: dict[tuple[str, bytes], _VerifiedCertificate | None] = {}
+        self.proven_binding = False  # ActivateCredential answered this validation's challenge
+        self._digests: dict[bytes, bytes] = {}  # SHA-256 of the evidence's certificates, once each
 
     # running and the verdict
 
@@ -443,6 +502,11 @@ class _Validation:
 
     def result(self, check_integrity: bool) -> ValidationResult:
         checks = [self.results[name] for name in CHECKS if name in self.results]
+        if self.proven_binding and self.passed("ek_certificate_chain", "ek_public_matches_certificate",
+                                               "ak_attributes", "ak_bound_to_ek", "pfc_signature",
+                                               "pfc_binds_ak", "pfc_status_ocsp") \
+                and self._verified("pfc", self.evidence.pfc) is not None:
+            self.v._keep_binding(self.ek.name, self.ak.name, self._digest(self.evidence.pfc))
         # components count as validated only when the quote vouches for the log that names them
         integrity_trusted = check_integrity and self.passed(
             "nonce_fresh", "quote_signature", "quote_nonce", "pcr_selection", "pcr_digest", "event_log_replay",
@@ -480,15 +544,15 @@ class _Validation:
 
     @property
     def ek(self) -> TpmPublic:
-        return self._parse("EK public area", lambda: parse_public(self.evidence.ek_public))
+        return self._parse("EK public area", lambda: self.v._area(self.evidence.ek_public))
 
     @property
     def ak(self) -> TpmPublic:
-        return self._parse("AK public area", lambda: parse_public(self.evidence.ak_public))
+        return self._parse("AK public area", lambda: self.v._area(self.evidence.ak_public))
 
     @property
     def ak_key(self) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
-        return self._parse("AK public key", lambda: self.ak.public_key())
+        return self._parse("AK public key", lambda: self.v._key(self.evidence.ak_public, self.ak))
 
     @property
     def quote(self) -> Attest:
@@ -504,8 +568,14 @@ class _Validation:
 
     # the checks, in CHECKS order; each returns its PASS detail or raises _Fail
 
+    def _digest(self, der: bytes) -> bytes:
+        digest = self._digests.get(der)
+        if digest is None:
+            digest = self._digests[der] = hashlib.sha256(der).digest()
+        return digest
+
     def _verified(self, kind: str, der: bytes) -> _VerifiedCertificate | None:
-        key = (kind, hashlib.sha256(der).digest())
+        key = (kind, self._digest(der))
         if key not in self._facts:
             self._facts[key] = self.v._known_certificate(kind, key[1], self.now)
         return self._facts[key]
@@ -516,8 +586,8 @@ class _Validation:
         facts = _VerifiedCertificate(max(c.not_valid_before_utc for c in path),
                                      min(c.not_valid_after_utc for c in path), detail, _certificate_key(leaf),
                                      leaf.serial_number, identity)
-        self._facts[(kind, hashlib.sha256(der).digest())] = facts
-        self.v._keep_certificate(kind, hashlib.sha256(der).digest(), facts)
+        self._facts[(kind, self._digest(der))] = facts
+        self.v._keep_certificate(kind, self._digest(der), facts)
 
     def ek_certificate_chain(self) -> str:
         known = self._verified("ek", self.evidence.ek_certificate)
@@ -543,8 +613,8 @@ class _Validation:
 
     def ak_attributes(self) -> str:
         ak = self.ak
-        missing = [name for bit, name in _ATTRIBUTE_NAMES.items() if AK_REQUIRED & bit and not ak.attributes & bit]
-        if missing:
+        if not ak.has(AK_REQUIRED):
+            missing = [name for bit, name in _ATTRIBUTE_NAMES.items() if AK_REQUIRED & bit and not ak.attributes & bit]
             raise _Fail("AK lacks " + ", ".join(missing))
         if ak.attributes & DECRYPT:
             raise _Fail("AK is also a decryption key")
@@ -553,6 +623,8 @@ class _Validation:
         return "restricted signing key: " + ", ".join(ak.attribute_names())
 
     def ak_bound_to_ek(self) -> str:
+        if not self.secret:  # no challenge was made: only an earlier proven binding may stand in for it
+            return self._known_binding()
         secret_ok = hmac.compare_digest(self.evidence.activation_proof, self.secret)
         issued = self.v._take_challenge(self.secret)
         if not secret_ok:
@@ -564,7 +636,18 @@ class _Validation:
             raise _Fail("evidence names another EK than the one challenged")
         if self.ak.name != ak_name:
             raise _Fail("evidence names another AK than the one challenged")
+        self.proven_binding = True
         return "ActivateCredential recovered the secret made for this EK and AK name"
+
+    def _known_binding(self) -> str:
+        bound_pfc = self.v._bound_pfc(self.ek.name, self.ak.name)
+        if bound_pfc is None:
+            raise _Fail("no credential challenge answered and no earlier ActivateCredential for this EK and AK")
+        if bound_pfc != self._digest(self.evidence.pfc):
+            raise _Fail("the binding of this AK was proven under another PfC")
+        if self._verified("pfc", self.evidence.pfc) is None:
+            raise _Fail("the PfC under which this AK's binding was proven expired or was revoked")
+        return "AK bound to this EK by an earlier ActivateCredential, its PfC still verified"
 
     def nonce_fresh(self) -> str:
         if self.nonce_problem:
@@ -724,23 +807,35 @@ class _Validation:
         return f"{how} good"
 
     def storage_key_certified(self) -> str:
-        attest = self._parse("certification", lambda: parse_attest(self.evidence.certify_attest))
-        key = self._parse("storage key public area", lambda: parse_public(self.evidence.storage_key_public))
-        if attest.magic != TPM_GENERATED_VALUE or attest.type != TPM_ST_ATTEST_CERTIFY:
-            raise _Fail("certification is not a TPM-generated TPM2_Certify attestation")
-        try:
-            verify_tpm_signature(self.ak, self.evidence.certify_signature, self.evidence.certify_attest, self.ak_key)
-        except InvalidSignature as exc:
-            raise _Fail("certification signature does not verify with the AK") from exc
-        if attest.extra_data != self.nonce:
-            raise _Fail("certification extraData is not the nonce of this validation")
-        if attest.certified_name != key.name:
-            raise _Fail("certification is about another object than the storage key")
+        key = self._parse("storage key public area", lambda: self.v._area(self.evidence.storage_key_public))
+        certified = (self.ak.name, key.name)
+        # an earlier certification by this AK still holds while the AK's binding does (fixedTPM key)
+        known = self.passed("ak_bound_to_ek") and certified in self.v._certified
+        if not known:
+            attest = self._parse("certification", lambda: parse_attest(self.evidence.certify_attest))
+            if attest.magic != TPM_GENERATED_VALUE or attest.type != TPM_ST_ATTEST_CERTIFY:
+                raise _Fail("certification is not a TPM-generated TPM2_Certify attestation")
+            try:
+                verify_tpm_signature(self.ak, self.evidence.certify_signature, self.evidence.certify_attest,
+                                     self.ak_key)
+            except InvalidSignature as exc:
+                raise _Fail("certification signature does not verify with the AK") from exc
+            if attest.extra_data != self.nonce:
+                raise _Fail("certification extraData is not the nonce of this validation")
+            if attest.certified_name != key.name:
+                raise _Fail("certification is about another object than the storage key")
         if not key.has(STORAGE_KEY_REQUIRED) or key.attributes & SIGN_ENCRYPT:
             raise _Fail("storage key is not a fixedTPM restricted decryption key "
                         f"(attributes {', '.join(key.attribute_names())})")
         if key.symmetric[0] == TPM_ALG_NULL or key.type not in (TPM_ALG_ECC, TPM_ALG_RSA):
             raise _Fail("storage key cannot be a parent (no symmetric algorithm)")
+        if known:
+            return "AK certified this fixedTPM restricted decryption key before (its binding still holds)"
+        if self.passed("ak_bound_to_ek") and self.v._bindings is not None:
+            with self.v._lock:
+                if len(self.v._certified) > 4_000_000:
+                    self.v._certified.clear()
+                self.v._certified.add(certified)
         return "AK certified a fixedTPM restricted decryption key for this nonce"
 
 

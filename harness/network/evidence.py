@@ -12,6 +12,7 @@ with the AK name computed here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -166,7 +167,7 @@ class TpmPublic:
     unique: bytes = b""                 # RSA modulus / keyedhash or symcipher unique
     area: bytes = b""
 
-    @property
+    @functools.cached_property
     def name(self) -> bytes:
         """TPM 2.0 Part 1 16: nameAlg || H_nameAlg(TPMT_PUBLIC)."""
         return _U16.pack(self.name_alg) + hashlib.new(_hash_name(self.name_alg), self.area).digest()

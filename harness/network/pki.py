@@ -181,7 +181,8 @@ class CertificateAuthority:
         self.certificate = certificate
         self._private_key = private_key
         self.parent = parent
-        self._issued: dict[int, x509.Certificate] = {}
+        # serials issued (for OCSP's good vs unknown): a CA's status table, not its certificates
+        self._issued: set[int] = set()
 
     def __repr__(self) -> str:
         return f"CertificateAuthority({describe_certificate(self.certificate)!r})"
@@ -226,8 +227,8 @@ class CertificateAuthority:
             ca = ca.parent
         return out
 
-    def issued(self, serial_number: int) -> x509.Certificate | None:
-        return self._issued.get(serial_number)
+    def issued(self, serial_number: int) -> bool:
+        return serial_number in self._issued
 
     def issue(self, public_key: CertificatePublicKeyTypes, subject: x509.Name | str, *,
               not_before: dt.datetime | None = None, not_after: dt.datetime | None = None,
@@ -264,7 +265,7 @@ class CertificateAuthority:
         for extension, critical in extra_extensions:
             builder = builder.add_extension(extension, critical=critical)
         certificate = builder.sign(self._private_key, signing_hash(self._private_key))
-        self._issued[certificate.serial_number] = certificate
+        self._issued.add(certificate.serial_number)
         return certificate
 
     def sign(self, data: bytes) -> bytes:
@@ -544,7 +545,7 @@ class OcspResponder:
     def status_of(self, serial_number: int) -> ocsp.OCSPCertStatus:
         if serial_number in self._revoked:
             return ocsp.OCSPCertStatus.REVOKED
-        if self.ca.issued(serial_number) is not None:
+        if self.ca.issued(serial_number):
             return ocsp.OCSPCertStatus.GOOD
         return ocsp.OCSPCertStatus.UNKNOWN
 

@@ -175,14 +175,17 @@ class Pva(Entity):
         self._local.outside = 0.0
         started = time.thread_time()
         nonce = self.validator.new_nonce()
-        challenge, secret = self.validator.credential_challenge(msg.ek_public, msg.ak_public)
-        with self._lock:
-            self._secrets[nonce] = secret
-            self._counts["challenges"] += 1
+        blob = b""  # the AK's binding to this EK already proven, its PfC still verified: no MakeCredential
+        if not self.validator.binding_known(msg.ek_public, msg.ak_public):
+            challenge, secret = self.validator.credential_challenge(msg.ek_public, msg.ak_public)
+            blob = challenge.to_bytes()
+            with self._lock:
+                self._secrets[nonce] = secret
+                self._counts["challenges"] += 1
         self._account(started)
         return Challenge(sender=self.address, recipient=msg.sender, platform_id=msg.platform_id, nonce=nonce,
                          pcr_selection=self.validator.pcr_selection,
-                         credential_challenge=challenge.to_bytes())
+                         credential_challenge=blob)
 
     def _validate(self, msg: ValidationRequest) -> Message:
         self._local.outside = 0.0

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_ABSENT = object()  # a SECRET column the put did not give
 
 
 class StoreError(Exception):
@@ -44,7 +45,10 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._json_columns: dict[str, set[str]] = {}
         self._secret_columns: dict[str, set[str]] = {}
-        self._secrets: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}  # (table, key) -> column -> value
+        # table -> key -> the SECRET columns' values in declaration order (_ABSENT where not given);
+        # only tables that declare SECRET columns have an entry (a fleet has 10^5 rows per table)
+        self._secrets: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
+        self._secret_order: dict[str, tuple[str, ...]] = {}
         self._keys: dict[str, tuple[str, ...]] = {}
 
     def entity(self, prefix: str) -> Tables:
@@ -80,6 +84,9 @@ class Store:
             self._db.execute(sql)
             self._json_columns[table] = {n for n, kind in columns.items() if kind.upper() == "JSON"}
             self._secret_columns[table] = {n for n, kind in columns.items() if kind.upper() == "SECRET"}
+            self._secret_order[table] = tuple(n for n in columns if n in self._secret_columns[table])
+            if self._secret_columns[table]:
+                self._secrets.setdefault(table, {})
             if self._secret_columns[table] & set(key):
                 raise StoreError(f"{table}: a SECRET column cannot be part of the key")
             self._keys[table] = key
@@ -90,7 +97,7 @@ class Store:
         if missing:
             raise StoreError(f"{table}: put without key column(s) {missing}")
         secret_names = self._secret_columns[table]
-        secrets = {name: row[name] for name in secret_names if name in row}
+        secrets = tuple(row.get(name, _ABSENT) for name in self._secret_order[table])
         values = [None if name in secret_names else self._encode(table, name, value)
                   for name, value in row.items()]
         sql = (f"INSERT OR REPLACE INTO {table} ({', '.join(row)}) "
@@ -100,7 +107,8 @@ class Store:
                 self._db.execute(sql, values)
             except sqlite3.Error as exc:
                 raise StoreError(f"{table}: put {sorted(row)}: {exc}") from exc
-            self._secrets[(table, self._key_of(table, row))] = secrets
+            if secret_names:
+                self._secrets[table][self._key_of(table, row)] = secrets
 
     def _select(self, table: str, where: dict[str, Any]) -> list[dict[str, Any]]:
         self._known(table)
@@ -117,7 +125,8 @@ class Store:
         for raw in rows:
             row = {n: (json.loads(v) if n in json_cols and v is not None else v) for n, v in zip(names, raw)}
             if self._secret_columns[table]:
-                row.update(self._secrets.get((table, self._key_of(table, row)), {}))
+                kept = self._secrets[table].get(self._key_of(table, row), ())
+                row.update((n, v) for n, v in zip(self._secret_order[table], kept) if v is not _ABSENT)
             out.append(row)
         return out
 
@@ -128,7 +137,7 @@ class Store:
         with self._lock:
             count = self._db.execute(f"DELETE FROM {table}{clause}", values).rowcount
             for row in doomed:
-                self._secrets.pop((table, self._key_of(table, row)), None)
+                self._secrets[table].pop(self._key_of(table, row), None)
         return count
 
     def _key_of(self, table: str, row: dict[str, Any]) -> tuple[Any, ...]:
@@ -206,9 +215,16 @@ class Tables:
         return row[0]
 
 
+_CHECKED: set[str] = set()  # names already found good (a put checks its columns' names each time)
+
+
 def _check_name(name: str) -> None:
+    if name in _CHECKED:
+        return
     if not _NAME.match(name):
         raise StoreError(f"bad table/column name {name!r}")
+    if len(_CHECKED) < 10_000:
+        _CHECKED.add(name)
 
 
 def _sql_type(kind: str) -> str:
