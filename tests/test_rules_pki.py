@@ -103,8 +103,9 @@ def test_a_response_without_next_update_is_current(ca: CertificateAuthority, pfc
 def delegate_of(ca: CertificateAuthority, *, eku: tuple = (x509.ExtendedKeyUsageOID.OCSP_SIGNING,),
                 not_before: dt.datetime | None = None, not_after: dt.datetime | None = None):
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = ca.issue(key.public_key(), "M2MES OCSP responder", extended_key_usage=eku, not_before=not_before,
-                    not_after=not_after)
+    # NOW is taken at collection, minutes before a long suite gets here: valid from well before it
+    cert = ca.issue(key.public_key(), "M2MES OCSP responder", extended_key_usage=eku,
+                    not_before=not_before or NOW - dt.timedelta(days=1), not_after=not_after)
     return key, cert
 
 

@@ -73,8 +73,9 @@ class _RemoteNetwork:
         self.plmn = plmn
         self.name = name
 
-    def attach(self, imsi: str, authenticate: Callable[[bytes, bytes], bytes]) -> AttachResult:
-        self.lines.send({"op": "attach", "imsi": imsi})
+    def attach(self, imsi: str, authenticate: Callable[[bytes, bytes], bytes], apn: str | None = None) -> AttachResult:
+        # the default bearer's APN goes with the attach, as the module gives it to a network in-process
+        self.lines.send({"op": "attach", "imsi": imsi, **({"apn": apn} if apn else {})})
         while True:
             message = self.lines.receive()
             if message.get("op") == "authenticate":
@@ -219,7 +220,9 @@ class AirLinkClient:
                 return
             try:
                 if message.get("op") == "attach":
-                    result = self._network.attach(message["imsi"], lambda rand, autn: self._authenticate(lines, rand, autn))
+                    apn = {"apn": message["apn"]} if message.get("apn") else {}
+                    result = self._network.attach(message["imsi"], lambda rand, autn: self._authenticate(lines, rand, autn),
+                                                  **apn)
                     lines.send({"op": "result", "accepted": result.accepted, "ip_address": result.ip_address,
                                 "home": result.home, "reject_cause": result.reject_cause,
                                 "tac": result.tac, "ci": result.ci})

@@ -421,13 +421,16 @@ class M2me:
         ek = self.tre.endorsement_key()
         keys = self.tre.keys()
         quote = self.tre.quote(nonce, pcrs)
-        certification = self.tre.certify_storage_key(nonce)
+        certify_attest = certify_signature = b""   # the PVA also holds this AK's certification of it
+        if credential_challenge:
+            certification = self.tre.certify_storage_key(nonce)
+            certify_attest, certify_signature = certification.attest, certification.signature
         return Evidence(platform_id=self.platform_id, ek_certificate=ek.certificate or b"", ek_public=ek.public,
                         ak_public=keys.ak.public.marshal(), activation_proof=proof,
                         quote_attest=quote.attest, quote_signature=quote.signature,
                         pcr_values=dict(quote.pcr_values), measurements=list(self.measurements), pfc=self.pfc,
                         storage_key_public=keys.storage_key.public.marshal(),
-                        certify_attest=certification.attest, certify_signature=certification.signature)
+                        certify_attest=certify_attest, certify_signature=certify_signature)
 
     # -- 004 c4 (5.1.3.8.4.2): change of SHO over the old SHO's connectivity -------------------------
 

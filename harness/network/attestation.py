@@ -809,9 +809,13 @@ class _Validation:
     def storage_key_certified(self) -> str:
         key = self._parse("storage key public area", lambda: self.v._area(self.evidence.storage_key_public))
         certified = (self.ak.name, key.name)
-        # an earlier certification by this AK still holds while the AK's binding does (fixedTPM key)
-        known = self.passed("ak_bound_to_ek") and certified in self.v._certified
+        # an earlier certification by this AK still holds while the AK's binding does (fixedTPM key);
+        # it stands in only for a certification the M2ME left out: one that is presented is checked
+        presented = bool(self.evidence.certify_attest or self.evidence.certify_signature)
+        known = not presented and self.passed("ak_bound_to_ek") and certified in self.v._certified
         if not known:
+            if not presented:
+                raise _Fail("no certification of the storage key, and none by this AK is on record")
             attest = self._parse("certification", lambda: parse_attest(self.evidence.certify_attest))
             if attest.magic != TPM_GENERATED_VALUE or attest.type != TPM_ST_ATTEST_CERTIFY:
                 raise _Fail("certification is not a TPM-generated TPM2_Certify attestation")
