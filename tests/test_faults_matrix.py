@@ -121,11 +121,13 @@ def test_the_end_state_check_catches_a_spent_retry(runner: CaseRunner) -> None:
     assert "retry counters not lower: PIN1 3->2" in case.detail
 
 
-@pytest.mark.xfail(strict=True, reason="finding of the matrix: step 8 evicts the old MCIM from the TPM before "
-                   "the card's K/OPc are overwritten; a card write that fails then leaves the card on the old "
-                   "MCIM with no TPM object (harness/m2me/agent.py discard_old_mcim, owned by issue 7)")
-def test_a_card_error_during_the_discard_leaves_one_whole_credential(runner: CaseRunner, probe: Any) -> None:
-    case, _ = runner.run(point(probe, 8, "uicc", "error-sw"))
+# A finding of the matrix, fixed: step 8 used to evict the old MCIM from the TPM before the card's
+# K/OPc were overwritten, so a card write that failed left the card on the old MCIM with no TPM
+# object behind it. The card is written first now (transactionally).
+@pytest.mark.parametrize("fault", ["error-sw", "removed"])
+def test_a_card_fault_during_the_discard_leaves_one_whole_credential(runner: CaseRunner, probe: Any,
+                                                                      fault: str) -> None:
+    case, _ = runner.run(point(probe, 8, "uicc", fault))
     assert case.outcome != UNUSABLE, case.detail
 
 

@@ -646,14 +646,18 @@ class M2me:
                                      or self.preprovisioned.sho_address != change.new_sho_address):
             raise ProvisioningError("no new M2MSIMMobj was downloaded: the old SHO's MCIM is kept")
         old = self.installed
-        try:
-            evicted = self.tre.discard_mcim()
-        except DeviceError as exc:
-            raise ProvisioningError(f"TRE could not evict the old MCIM object: {exc}") from exc
+        # the card first: its write is transactional, so a card that fails keeps the old MCIM whole
+        # with its TPM object still behind it (the fault matrix found the other order left neither)
         try:
             card = self.restore_access_credential()
         except (DeviceError, TreError) as exc:
-            raise ProvisioningError(f"the card's old K/OPc could not be overwritten: {exc}") from exc
+            raise ProvisioningError(f"the card's old K/OPc could not be overwritten (the old MCIM stays "
+                                    f"whole on the card and in the TRE): {exc}") from exc
+        try:
+            evicted = self.tre.discard_mcim()
+        except DeviceError as exc:
+            raise ProvisioningError(f"TRE could not evict the old MCIM object (the card already holds the "
+                                    f"initial-access credential): {exc}") from exc
         self.installed = None
         self.discarded = DiscardedCredentials(imsi=change.old_imsi, home_plmn=old.home_plmn if old else "",
                                               tre_handle=self.tre.mcim_handle, tre_object_evicted=evicted,
