@@ -131,6 +131,15 @@ def test_a_card_fault_during_the_discard_leaves_one_whole_credential(runner: Cas
     assert case.outcome != UNUSABLE, case.detail
 
 
+# A finding of the matrix, fixed for step 12: a success report the DPF never took (lost on every
+# retry) used to leave a new MCIM no network would activate. The M2ME now gives it up and falls
+# back to its initial-access credential.
+def test_a_status_report_the_dpf_never_gets_falls_back_to_the_pcid(runner: CaseRunner, probe: Any) -> None:
+    case, _ = runner.run(point(probe, 12, "bus", "unreachable"))
+    assert case.outcome != UNUSABLE, case.detail
+    assert "fell back to the initial-access credential" in case.detail, case.detail
+
+
 @pytest.mark.xfail(strict=True, reason="finding of the matrix: when the DPF's status report never reaches the new "
                    "SHO (step 13), the M2ME keeps a new MCIM the network never activated: no credential attaches "
                    "(harness/m2me, network/ro/dpf.py, owned by issue 7)")

@@ -24,7 +24,7 @@ from mcim_hil.drivers.uicc_files import MILENAGE_C_DEFAULT, MILENAGE_R_DEFAULT
 from mcim_hil.drivers.uicc import Uicc
 from mcim_hil.network import m2msimmobj
 from mcim_hil.network.attestation import CredentialChallenge, Evidence, Measurement, tpm_name
-from mcim_hil.network.bus import Bus, Refused
+from mcim_hil.network.bus import Bus, MessageLost, Refused
 from mcim_hil.network.mcim import Mcim, McimError, open_mcim
 from mcim_hil.network.messages import (
     AccessCredentialDelivery,
@@ -247,10 +247,19 @@ class M2me:
         return reply
 
     def report_status(self, success: bool, detail: str = "") -> ProvisioningStatusAck:
-        """000 s20: the provisioning status, to the DPF."""
+        """000 s20 / 004 c4 s12: the provisioning status, to the DPF. In a change of SHO, a success
+        the DPF never took means the new SHO never activates the new MCIM: the M2ME gives it up and
+        falls back to its initial-access credential rather than keep one no network serves."""
         boot = self._bootstrap()
-        reply = self.bus.request(ProvisioningStatus(sender=self._address(), recipient=boot.dpf_address,
-                                                    pcid=self.pcid, success=success, detail=detail))
+        try:
+            reply = self.bus.request(ProvisioningStatus(sender=self._address(), recipient=boot.dpf_address,
+                                                        pcid=self.pcid, success=success, detail=detail))
+        except (MessageLost, Refused) as exc:
+            if success and self.discarded is not None and self.installed is not None:
+                self.installed = None
+                raise self._install_failed(f"the DPF did not take the success report ({exc}): the new "
+                                           f"MCIM would never be activated") from exc
+            raise
         if not isinstance(reply, ProvisioningStatusAck):
             raise Refused(boot.dpf_address, "status report", getattr(reply, "reason", None), reply)
         return reply

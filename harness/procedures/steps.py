@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mcim_hil.m2me.agent import ProvisioningError
 from mcim_hil.network.attestation import ValidationResult
 from mcim_hil.network.messages import (
     ReprovisioningAck,
@@ -262,7 +263,12 @@ def m2me_installs_and_reports(s: Any) -> str:
 
 def m2me_reports_status_quiet(s: Any) -> str:
     error = s.state.get("install_error")
-    s.m2me.report_status(error is None, error or "MCIM installed")
+    try:
+        s.m2me.report_status(error is None, error or "MCIM installed")
+    except ProvisioningError as exc:   # the DPF never took the success: the M2ME gave the MCIM up
+        s.state.pop("installed", None)
+        s.state["install_error"] = str(exc)
+        raise StepFailed(f"M2ME -> DPF: status report lost; {exc}") from exc
     return "reported " + ("failure" if error else "success") + " to the DPF"
 
 
