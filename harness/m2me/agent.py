@@ -627,9 +627,8 @@ class M2me:
         already = self.discarded if self.discarded is not None and self.installed is None else None
         home_plmn = self.installed.home_plmn if self.installed else (already.home_plmn if already else "")
         try:
-            evicted = self.tre.discard_mcim()
-            card = self.restore_access_credential()
-        except (DeviceError, TreError) as exc:
+            card, evicted = self._card_then_tre_to_access_credential()
+        except ProvisioningError as exc:
             raise ProvisioningError(f"the old SHO's MCIM could not be removed: {exc}") from exc
         acknowledged: bool | None = None
         if already is None and self.address:
@@ -643,6 +642,22 @@ class M2me:
         self.bootstrap, self.session_id, self.discard_ack = None, None, None
         return self.discarded
 
+    def _card_then_tre_to_access_credential(self) -> tuple[RestoredAccess, bool]:
+        """The old MCIM given up for the initial-access credential (004 c4 s8, c4p s3). The card
+        first: its write is transactional, so a card that fails keeps the old MCIM whole with its
+        TPM object still behind it (the fault matrix found the other order left neither)."""
+        try:
+            card = self.restore_access_credential()
+        except (DeviceError, TreError) as exc:
+            raise ProvisioningError(f"the card's old K/OPc could not be overwritten (the old MCIM stays "
+                                    f"whole on the card and in the TRE): {exc}") from exc
+        try:
+            evicted = self.tre.discard_mcim()
+        except DeviceError as exc:
+            raise ProvisioningError(f"TRE could not evict the old MCIM object (the card already holds the "
+                                    f"initial-access credential): {exc}") from exc
+        return card, evicted
+
     def discard_old_mcim(self) -> DiscardedCredentials:
         """004 c4 s8: before installing the new MCIM, discard ALL of the old SHO's credentials: the
         sealed MCIM object is evicted from the TRE, the card's IMSI/K/OPc are overwritten with the
@@ -655,18 +670,7 @@ class M2me:
                                      or self.preprovisioned.sho_address != change.new_sho_address):
             raise ProvisioningError("no new M2MSIMMobj was downloaded: the old SHO's MCIM is kept")
         old = self.installed
-        # the card first: its write is transactional, so a card that fails keeps the old MCIM whole
-        # with its TPM object still behind it (the fault matrix found the other order left neither)
-        try:
-            card = self.restore_access_credential()
-        except (DeviceError, TreError) as exc:
-            raise ProvisioningError(f"the card's old K/OPc could not be overwritten (the old MCIM stays "
-                                    f"whole on the card and in the TRE): {exc}") from exc
-        try:
-            evicted = self.tre.discard_mcim()
-        except DeviceError as exc:
-            raise ProvisioningError(f"TRE could not evict the old MCIM object (the card already holds the "
-                                    f"initial-access credential): {exc}") from exc
+        card, evicted = self._card_then_tre_to_access_credential()
         self.installed = None
         self.discarded = DiscardedCredentials(imsi=change.old_imsi, home_plmn=old.home_plmn if old else "",
                                               tre_handle=self.tre.mcim_handle, tre_object_evicted=evicted,
