@@ -289,6 +289,7 @@ def test_progress_prints_plain_lines_when_not_on_a_terminal() -> None:
 def test_progress_on_a_terminal_rewrites_a_status_line_with_steps_done_and_the_current_step(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "160")    # the status line is cut to the terminal's width
     out = io.StringIO()
     with StepProgress(PLAN, out, live=True, tick_s=60) as progress:
         progress.header("initial provisioning")

@@ -299,12 +299,18 @@ def test_an_emulator_that_crashed_keeps_the_verdict_and_is_named_in_one_line(tmp
     proc = start_cli(["run", "--air", "relayed", "--out", str(tmp_path / "out")], tmp_path / "tmp")
     seen: list[str] = []
     try:
-        wait_for_line(proc, lambda line: line[:5].strip() == "1", seen)
-        # the card runs in memory now (--state -): find it as this run's child
-        cards = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "mcim_hil.emulators.vuicc"],
-                               capture_output=True, text=True).stdout.split()
-        assert len(cards) == 1
-        os.kill(int(cards[0]), signal.SIGKILL)          # the virtual card crashes mid-run
+        # the table's header comes once the bench is up, just before step 1; the run is held
+        # while its card dies, so a fast run cannot finish with the card before it is gone
+        wait_for_line(proc, lambda line: line.startswith(" step  entities"), seen)
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            # the card runs in memory now (--state -): find it as this run's child
+            cards = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "mcim_hil.emulators.vuicc"],
+                                   capture_output=True, text=True).stdout.split()
+            assert len(cards) == 1
+            os.kill(int(cards[0]), signal.SIGKILL)      # the virtual card crashes mid-run
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
