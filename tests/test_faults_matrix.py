@@ -83,6 +83,8 @@ def test_power_lost_before_the_import_falls_back_to_the_initial_access_credentia
     case, _ = runner.run(point(probe, 12, "tpm", "power-before"))
     assert case.outcome == FAILED_CLEANLY and case.failed_step == 12
     assert "TPM2_Import" in case.detail and "lost power" in case.detail
+    # the host's TPM connection is opened anew after the cut (libtss2's old one is stuck in an error state)
+    assert "the M2ME restarted after the power loss; fell back to the initial-access credential" in case.detail
     # step 8 already put the card on the initial-access credential; it attaches with it
     assert case.credential == "initial-access"
     assert next(c for c in case.checks if c.name == "a real attach with it").passed
@@ -140,13 +142,28 @@ def test_a_status_report_the_dpf_never_gets_falls_back_to_the_pcid(runner: CaseR
     assert "fell back to the initial-access credential" in case.detail, case.detail
 
 
-@pytest.mark.xfail(strict=True, reason="finding of the matrix: when the DPF's status report never reaches the new "
-                   "SHO (step 13), the M2ME keeps a new MCIM the network never activated: no credential attaches "
-                   "(harness/m2me, network/ro/dpf.py, owned by issue 7)")
+# A finding of the matrix, fixed: when the DPF's status report never reaches the new SHO (step 13),
+# the M2ME kept a new MCIM the network never activated. The attach with it is rejected with cause #2
+# (IMSI unknown): the M2ME gives it up and falls back to the PCID credential.
 def test_a_status_report_that_never_arrives_leaves_a_credential_that_attaches(runner: CaseRunner,
                                                                               probe: Any) -> None:
-    case, _ = runner.run(point(probe, 13, "bus", "unreachable"))
+    case, record = runner.run(point(probe, 13, "bus", "unreachable"))
+    assert case.outcome == FAILED_CLEANLY and case.failed_step == 13, case.detail
+    assert case.credential == "initial-access"
+    after = next(st for st in record.steps if st.number == "after")
+    assert "#2 IMSI unknown" in after.detail and "attached with the PCID" in after.detail, after.detail
+
+
+# A finding of the matrix, fixed: power lost at step 8's evict left the card on the PCID credential
+# and the old MCIM's object in the TPM. The M2ME restarts and evicts again; the change goes on.
+@pytest.mark.parametrize("fault", ["power-before", "power-after"])
+def test_power_lost_at_the_discards_evict_restarts_and_evicts_again(runner: CaseRunner, probe: Any,
+                                                                    fault: str) -> None:
+    case, record = runner.run(point(probe, 8, "tpm", fault))
     assert case.outcome != UNUSABLE, case.detail
+    step8 = next(st for st in record.steps if st.number == 8)
+    assert "the TPM lost power at the evict 1 time(s): the M2ME restarted and evicted again" in step8.detail, \
+        step8.detail
 
 
 def test_cli_faults_writes_the_table_json_and_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
