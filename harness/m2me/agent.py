@@ -192,6 +192,8 @@ class M2me:
         self.sealing_parents: dict[bytes, str] = {}        # parent name -> the SHO it was certified for
         self.preprovisioned: Preprovisioned | None = None
         self._instruction_nonces: set[bytes] = set()
+        # the last instruction's bus exchange, the instruction and the answer given (retransmissions)
+        self._last_instruction: tuple[int, ReprovisioningInstruction, ReprovisioningAck] | None = None
         self.power_losses = 0        # TPM power losses the M2ME restarted after and went on
 
     # -- start ------------------------------------------------------------------------------
@@ -472,7 +474,18 @@ class M2me:
 
     def _on_reprovisioning(self, msg: ReprovisioningInstruction) -> ReprovisioningAck:
         """004 c4 s2: the subscriber instructs a re-provisioning from a new SHO. The M2ME keeps its
-        old MCIM (its connectivity) until the new one is downloaded whole (s7-s8)."""
+        old MCIM (its connectivity) until the new one is downloaded whole (s7-s8). A retransmission
+        of the last instruction (the same message in the same bus exchange: the subscriber never got
+        the answer) gets the first answer again; the same instruction sent anew is a replay."""
+        exchange = self.bus.exchange()
+        last = self._last_instruction
+        if last is not None and exchange is not None and last[0] == exchange and last[1] == msg:
+            return last[2]   # the sender's retransmission (its answer was late or lost): the same answer
+        reply = self._answer_reprovisioning(msg)
+        self._last_instruction = (exchange, msg, reply) if exchange is not None else None
+        return reply
+
+    def _answer_reprovisioning(self, msg: ReprovisioningInstruction) -> ReprovisioningAck:
         def answer(accepted: bool, reason: str | None = None) -> ReprovisioningAck:
             return ReprovisioningAck(sender=self._address(), recipient=msg.sender, pcid=msg.pcid,
                                      accepted=accepted, reason=reason)
