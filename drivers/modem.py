@@ -24,7 +24,9 @@ from mcim_hil.drivers.modem_answers import (
     CmeError,
     CmsError,
     MalformedAnswer,
+    ModemGarbage,
     ModemIdentity,
+    ModemReset,
     ModemTimeout,
     Registration,
     RegistrationDenied,
@@ -37,6 +39,15 @@ from mcim_hil.drivers.modem_answers import (
 )
 from mcim_hil.drivers.modem_link import AtLink, UrcCallback, log
 
+# Never sent twice (may_retry): dial, answer, SMS send, functionality (restart), PIN and
+# password commands (TS 27.007 8.3 +CPIN, 7.5 +CPWD, 7.4 +CLCK), logical channels, USSD
+_NOT_AGAIN = ("ATD", "ATA", "AT+CMGS", "AT+CMSS", "AT+CFUN=", "AT+CPIN=", "AT+CPWD", "AT+CLCK=", "AT+CCHO",
+              "AT+CCHC", "AT+CGLA", "AT+CUSD")
+# ISO 7816-4 / TS 102 221 instructions that do the same when sent twice: SELECT, READ BINARY,
+# READ RECORD, GET RESPONSE, STATUS, UPDATE BINARY, UPDATE RECORD (absolute/current modes)
+_IDEMPOTENT_INS = frozenset({0xA4, 0xB0, 0xB2, 0xC0, 0xF2, 0xD6, 0xDC})
+_CSIM_APDU = re.compile(r"AT\+CSIM=[0-9]+,\"([0-9A-F]{4})", re.ASCII)
+
 __all__ = [
     "CME_ERRORS",
     "CmeError",
@@ -45,6 +56,8 @@ __all__ = [
     "Modem",
     "ModemError",
     "ModemIdentity",
+    "ModemGarbage",
+    "ModemReset",
     "ModemTimeout",
     "Registration",
     "RegistrationDenied",
@@ -60,6 +73,8 @@ class Modem(AtLink):
     def __init__(self, *args, **kwargs) -> None:
         self._found_echo: bool | None = None      # E and +CMEE as found, restored by close()
         self._found_cmee: int | None = None
+        self._echo_set: bool | None = None        # E and +CMEE as this driver set them: put back
+        self._cmee_set: int | None = None         # after the module restarts
         self._quirks = None                        # modem_quirks.Quirks once identified
         super().__init__(*args, **kwargs)
 
@@ -71,10 +86,32 @@ class Modem(AtLink):
     def echo_off(self) -> None:
         self.command("ATE0")   # V.250 6.2.4
         self._note_found_echo()
+        self._echo_set = False
 
     def echo_on(self) -> None:
         self.command("ATE1")
         self._note_found_echo()
+        self._echo_set = True
+
+    def may_retry(self, line: str) -> bool:
+        """Safe to send again when its answer was lost: not a PIN or password (a try would be
+        spent twice), not a dial, an SMS or a restart, and through +CSIM only an APDU that
+        reads, selects or writes the same bytes again (never VERIFY, AUTHENTICATE, INCREASE)."""
+        upper = line.upper()
+        if upper.startswith(_NOT_AGAIN):
+            return False
+        if upper.startswith("AT+CSIM="):
+            apdu = _CSIM_APDU.match(upper)
+            return apdu is not None and bytes.fromhex(apdu.group(1))[1] in _IDEMPOTENT_INS
+        return True
+
+    def after_restart(self) -> None:
+        """The module restarted (RDY): echo and +CMEE back to what this driver had set."""
+        log.info("%s: the module restarted; putting back E and +CMEE", self.port)
+        if self._echo_set is not None:
+            self.command("ATE1" if self._echo_set else "ATE0")
+        if self._cmee_set is not None:
+            self.command(f"AT+CMEE={self._cmee_set}")
 
     def _note_found_echo(self) -> None:
         # the ATE line itself is echoed (or not) under the setting it replaces
@@ -88,6 +125,7 @@ class Modem(AtLink):
         if self._found_cmee is None:
             self._found_cmee = self._read_cmee()
         self.command(f"AT+CMEE={n}")
+        self._cmee_set = n
 
     def _read_cmee(self) -> int | None:
         try:

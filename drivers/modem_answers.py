@@ -13,6 +13,15 @@ class ModemTimeout(ModemError):
     """The module sent no final result code in time (silence, or text without OK/ERROR)."""
 
 
+class ModemGarbage(ModemError):
+    """The module's answer came as bytes no module sends as text (line noise, wrong baud rate)."""
+
+
+class ModemReset(ModemError):
+    """The module restarted during the command (its boot URC came instead of an answer): the
+    command may not have run, and the module's settings and SIM session are gone."""
+
+
 class MalformedAnswer(ModemError, ValueError):
     """An answer line that does not parse (a field that is not an ASCII number, a missing field).
 
@@ -110,13 +119,20 @@ _CME_BY_TEXT = {_text.lower(): _code for _code, _text in CME_ERRORS.items()}
 _FINAL_SUCCESS = ("OK", "CONNECT")
 _FINAL_FAILURE = ("ERROR", "NO CARRIER", "BUSY", "NO ANSWER", "NO DIALTONE")
 
+# What a module sends when it has (re)started: Quectel and SIMCom "RDY", Cinterion "^SYSSTART".
+# Then it is back to its stored settings (E1, +CMEE=0 unless saved), unregistered, SIM reset.
+RESTART_URCS = ("RDY", "^SYSSTART")
+# Sent after a start too (TS 27.007 8.3 +CPIN, 8.2 +CFUN): URCs unless the pending command owns them
+BOOT_URC_PREFIXES = ("+CPIN:", "+CFUN:")
+
 # Unsolicited result codes of TS 27.007 (7.2, 10.1.19/20/22, 7.19, 8.x) and 27.005 3.4.1.
 KNOWN_URC_PREFIXES = (
     "+CREG:", "+CGREG:", "+CEREG:", "+C5GREG:", "+CGEV:", "+CRING:", "+CLIP:", "+CCWA:",
     "+CUSD:", "+CIEV:", "+CTZV:", "+CTZE:", "+CTZEU:", "+CSSI:", "+CSSU:",
-    "+CMTI:", "+CMT:", "+CDS:", "+CDSI:", "+CBM:", "+CBMI:",
+    "+CMTI:", "+CMT:", "+CDS:", "+CDSI:", "+CBM:", "+CBMI:", *BOOT_URC_PREFIXES,
 )
 _RING = "RING"  # V.250 6.3.4 result code 2, unsolicited
+# What a module sends when it has (re)started: Quectel and SIMCom "RDY", Cinterion "^SYSSTART".
 
 # Network registration commands whose set form answers nothing and whose URCs share the prefix.
 _REGISTRATION_PREFIXES = ("+CREG:", "+CGREG:", "+CEREG:", "+C5GREG:")

@@ -32,7 +32,10 @@ from mcim_hil.drivers.modem_answers import (
     KNOWN_URC_PREFIXES,
     CmeError,
     CmsError,
+    ModemGarbage,
+    ModemReset,
     ModemTimeout,
+    RESTART_URCS,
     _after_prefix,
     _error_detail,
     _int,
@@ -42,6 +45,12 @@ from mcim_hil.drivers.modem_answers import (
 )
 
 log = logging.getLogger("mcim_hil.drivers.modem")   # one logger for the whole modem driver
+
+# A command whose answer was lost (silence, noise, a restart, a transient +CME ERROR) and that
+# is safe to send twice is sent at most this many times, with backoff 0.1 s, 0.2 s
+COMMAND_ATTEMPTS = 3
+RETRY_BACKOFF_S = 0.1
+TRANSIENT_CME = frozenset({14})   # TS 27.007 9.2.1: SIM busy
 
 UrcCallback = Callable[[str], None]
 _L = TypeVar("_L", bound="AtLink")
@@ -61,6 +70,7 @@ class _Exchange:
     raw: list[bytes] = field(default_factory=list)
     final: str | None = None
     garbage: bytes | None = None
+    restarted: str | None = None     # the module's restart URC came instead of an answer
     echo_seen: bool = False
     failure: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -109,6 +119,8 @@ class AtLink:
         self._closing = False
         self._reader_error: BaseException | None = None
         self._last_echo_seen = False              # whether the last command came back as echo
+        self._restarts = 0                        # restart URCs seen
+        self._settled = 0                         # restarts after which the settings were put back
         self._reader = threading.Thread(target=self._read_loop, name=f"modem-reader {url}", daemon=True)
         self._reader.start()
 
@@ -166,7 +178,45 @@ class AtLink:
         """Send one command line; return its information text lines; raise on anything but OK.
 
         ``secret=True`` keeps the parameters out of logs and messages and flags the event.
+        What a real driver retries is retried, bounded (COMMAND_ATTEMPTS, backoff): silence, line
+        noise, a restart of the module, a transient +CME ERROR; only for a command that is safe
+        to send twice (:meth:`may_retry`). After the module restarted, the driver's settings
+        are put back (:meth:`after_restart`) before the next command.
         """
+        attempts = COMMAND_ATTEMPTS if self.may_retry(cmd.strip()) else 1
+        for attempt in range(1, attempts + 1):
+            self._settle_restart()
+            try:
+                return self._command_once(cmd, timeout, secret=secret)
+            except (ModemTimeout, ModemGarbage, ModemReset, CmeError) as exc:
+                transient = not isinstance(exc, CmeError) or exc.code in TRANSIENT_CME
+                if attempt == attempts or not transient or self._closing or self._reader_error is not None:
+                    raise
+                log.info("%s: %s (attempt %d of %d), again", self.port, exc.message, attempt, attempts)
+            time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    def may_retry(self, line: str) -> bool:
+        """Whether ``line`` is safe to send again when its answer was lost (drivers/modem.py)."""
+        return False
+
+    def after_restart(self) -> None:
+        """Put back what the driver had set, after the module restarted (drivers/modem.py)."""
+
+    def _settle_restart(self) -> None:
+        with self._lock:
+            pending = self._restarts != self._settled
+            self._settled = self._restarts
+        if pending:
+            self.after_restart()
+
+    @property
+    def restarts(self) -> int:
+        """How many times the module announced a restart (RESTART_URCS) since the port opened."""
+        with self._lock:
+            return self._restarts
+
+    def _command_once(self, cmd: str, timeout: float | None, *, secret: bool) -> list[str]:
         wait_s = self.timeout if timeout is None else timeout
         line = cmd.strip()
         shown = _redacted(line) if secret else line
@@ -210,6 +260,8 @@ class AtLink:
     def _status(self, exchange: _Exchange, finished: bool) -> str:
         if exchange.failure is not None:
             return "PORT ERROR"
+        if exchange.restarted is not None:
+            return "RESTARTED"
         if exchange.garbage is not None:
             return "GARBAGE"
         if not finished or exchange.final is None:
@@ -219,9 +271,12 @@ class AtLink:
     def _outcome(self, exchange: _Exchange, finished: bool, shown: str, wait_s: float) -> list[str]:
         if exchange.failure is not None:
             raise ModemError(self.port, shown, self._gone_reason()) from exchange.failure
+        if exchange.restarted is not None:
+            raise ModemReset(self.port, shown, f"the module restarted during the command ({exchange.restarted} "
+                             f"instead of an answer): it may not have run; settings and SIM session are lost")
         if exchange.garbage is not None:
             sample = "" if shown != exchange.line else f": {exchange.garbage[:16].hex(' ')}"
-            raise ModemError(self.port, shown,
+            raise ModemGarbage(self.port, shown,
                              "the modem sent non-text bytes (wrong baud rate, or not an AT port?)" + sample)
         if not finished or exchange.final is None:
             got = f" after {len(exchange.lines)} information line(s)" if exchange.lines else ""
@@ -297,6 +352,13 @@ class AtLink:
             return
         with self._lock:
             exchange = self._pending
+            if text.upper() in RESTART_URCS:
+                self._restarts += 1
+                if exchange is not None and not exchange.done.is_set():
+                    exchange.restarted = text
+                    exchange.raw.append(raw)
+                    exchange.done.set()
+                exchange = None     # and it is a URC, for wait_urc and subscribers
             if exchange is not None and not exchange.done.is_set():
                 if not exchange.echo_seen and not exchange.lines and text == exchange.line:
                     exchange.echo_seen = True       # V.250 6.2.4 (E1): our own line comes back
