@@ -40,6 +40,24 @@ def probe(runner: CaseRunner) -> Any:
     return record
 
 
+@pytest.fixture(scope="module")
+def modem_runner(runner: CaseRunner) -> Iterator[CaseRunner]:
+    """Cases with the modem: the module attaches itself and the card is reached over AT+CSIM."""
+    case_runner = CaseRunner(runner.state.bench, CHANGE, runner.workdir / "with-modem", air="module")
+    case_runner.state.golden = runner.state.golden
+    try:
+        yield case_runner
+    finally:
+        case_runner.close()
+
+
+@pytest.fixture(scope="module")
+def modem_probe(modem_runner: CaseRunner) -> Any:
+    result, record = modem_runner.run(None)
+    assert result.outcome == RECOVERED, result.detail
+    return record
+
+
 def point(probe: Any, step: int, kind: str, fault: str) -> FaultPoint:
     return next(p for p in points_for(CHANGE, probe, [step], [kind]) if p.fault == fault)
 
@@ -181,7 +199,43 @@ def test_cli_faults_writes_the_table_json_and_html(tmp_path: Path, capsys: pytes
 
 
 def test_cli_faults_refuses_an_unknown_kind_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["faults", "--kinds", "bus,modem"])
+    rc = main(["faults", "--kinds", "bus,radio"])
     err = capsys.readouterr().err
     assert rc == 1
-    assert err.strip() == "mcim-hil faults: ValueError: --kinds: unknown modem (choose from bus, uicc, tpm)"
+    assert err.strip() == "mcim-hil faults: ValueError: --kinds: unknown radio (choose from bus, uicc, tpm, modem)"
+
+
+# -- modem faults: on benches with the modem; the card's writes go over AT+CSIM ------------------
+
+def test_modem_fault_points_hit_the_csim_that_carries_a_steps_card_write(modem_probe: Any) -> None:
+    points = points_for(CHANGE, modem_probe, kinds=["modem"])
+    assert {p.fault for p in points} == {"silence", "garbage", "reset", "no-carrier", "cme-error"}
+    aimed = {(p.step, p.at_command, p.code) for p in points}
+    assert (8, "+CSIM", 0xD6) in aimed and (12, "+CSIM", 0xD6) in aimed   # UPDATE BINARY
+
+
+def test_a_silent_module_at_the_install_is_asked_again_and_the_change_completes(modem_runner: CaseRunner,
+                                                                               modem_probe: Any) -> None:
+    case, record = modem_runner.run(point(modem_probe, 12, "modem", "silence"))
+    assert case.outcome == RECOVERED, case.detail
+    assert case.credential == "new MCIM"
+    timeouts = [e for st in record.steps if st.number == 12 for e in st.events
+                if e.get("device") == "modem" and e.get("status") == "TIMEOUT"]
+    assert len(timeouts) == 1
+
+
+def test_a_module_restart_during_the_discard_keeps_the_old_mcim_whole(modem_runner: CaseRunner,
+                                                                     modem_probe: Any) -> None:
+    # the restart resets the card: the write sent again finds no EF selected and no ADM1 verified;
+    # the card's write is transactional, so the old MCIM stays whole and attaches
+    case, _ = modem_runner.run(point(modem_probe, 8, "modem", "reset"))
+    assert case.outcome == FAILED_CLEANLY and case.failed_step == 8, case.detail
+    assert case.credential == "old MCIM"
+    assert next(c for c in case.checks if c.name == "a real attach with it").passed
+
+
+def test_no_carrier_at_the_install_falls_back_to_the_initial_access_credential(modem_runner: CaseRunner,
+                                                                              modem_probe: Any) -> None:
+    case, _ = modem_runner.run(point(modem_probe, 12, "modem", "no-carrier"))
+    assert case.outcome == FAILED_CLEANLY and case.failed_step == 12, case.detail
+    assert "NO CARRIER" in case.detail and case.credential == "initial-access"
