@@ -120,6 +120,8 @@ class AtLink:
         self._reader_error: BaseException | None = None
         self._last_echo_seen = False              # whether the last command came back as echo
         self._restarts = 0                        # restart URCs seen
+        self.attempts = COMMAND_ATTEMPTS          # bounded sending again (command()), its backoff
+        self.retry_backoff_s = RETRY_BACKOFF_S
         self._settled = 0                         # restarts after which the settings were put back
         self._reader = threading.Thread(target=self._read_loop, name=f"modem-reader {url}", daemon=True)
         self._reader.start()
@@ -183,7 +185,7 @@ class AtLink:
         to send twice (:meth:`may_retry`). After the module restarted, the driver's settings
         are put back (:meth:`after_restart`) before the next command.
         """
-        attempts = COMMAND_ATTEMPTS if self.may_retry(cmd.strip()) else 1
+        attempts = max(1, self.attempts) if self.may_retry(cmd.strip()) else 1
         for attempt in range(1, attempts + 1):
             self._settle_restart()
             try:
@@ -193,7 +195,7 @@ class AtLink:
                 if attempt == attempts or not transient or self._closing or self._reader_error is not None:
                     raise
                 log.info("%s: %s (attempt %d of %d), again", self.port, exc.message, attempt, attempts)
-            time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+            time.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
     def may_retry(self, line: str) -> bool:

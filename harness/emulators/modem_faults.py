@@ -80,7 +80,7 @@ class ModemFaultPlan:
                 command = msg.get("command")
                 rule = _Rule(op, str(command).upper() if command else None, _byte_or_none(msg.get("ins")),
                              int(msg.get("code", 100)), int(msg.get("skip", 0)), int(msg.get("times", 1)))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise ModemFaultError(f"{op}: command, ins, code, skip or times not understood") from None
             self._rules.append(rule)
         elif op == "clear":
