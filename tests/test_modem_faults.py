@@ -97,7 +97,8 @@ def test_a_rule_matches_the_command_and_for_csim_the_apdus_ins() -> None:
     assert plan.on_command('+CSIM=12,"00D6000001FF"')[0] == "answer"    # times=1: used up
 
 
-@pytest.mark.parametrize("line", [b"not json", b'{"op": "explode"}', b'{"op": "cme", "ins": 300}', b"[]"])
+@pytest.mark.parametrize("line", [b"not json", b'{"op": "explode"}', b'{"op": "cme", "ins": 300}', b"[]",
+                                  b'{"op": "cme", "code": 1e400}'])   # JSON's 1e400 is inf: int() overflows
 def test_a_control_line_the_module_does_not_understand_is_refused(line: bytes) -> None:
     with pytest.raises(ModemFaultError):
         ModemFaultPlan().apply(line)
