@@ -1,10 +1,10 @@
-"""A cellular module on its AT port: V.250 framing and TS 27.007 commands, through pyserial.
+"""A cellular module on its AT port: TS 27.007 commands and the V.250 settings the driver
+changes and gives back. Knows AT and nothing of TR 33.812. Split by job:
 
-Knows AT and nothing of TR 33.812. One reader thread splits what the module sends into
-lines and sorts them: the echo of our own command line (dropped), the final result code
-that ends a command, the information text of the pending command, and unsolicited result
-codes (URCs), which go to subscribers and to :meth:`Modem.wait_urc`, never into a
-command's answer.
+- modem_link.py: the AT link (pyserial, one command in flight, the reader thread that sorts
+  echo, information text, final result codes and URCs; subscribe / wait_urc);
+- modem_answers.py: result codes, the errors they raise, parsing of answers (+CEREG, numbers);
+- modem.py (here): the commands; modem_quirks.py: what a module family does its own way.
 
 Secrets: a command sent with ``secret=True`` (and any +CSIM carrying an ISO 7816 PIN
 command) is flagged in its CommandEvent and named without its parameters in logs and
@@ -13,20 +13,40 @@ exceptions.
 
 from __future__ import annotations
 
-import errno
-import logging
 import re
-import socket
-import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Callable
 
-import serial
+from mcim_hil.drivers.errors import ModemError
+from mcim_hil.drivers.modem_answers import (
+    _PIN_INS,
+    _REGISTRATION_POLL_S,
+    CME_ERRORS,
+    CmeError,
+    CmsError,
+    MalformedAnswer,
+    ModemGarbage,
+    ModemIdentity,
+    ModemReset,
+    ModemTimeout,
+    Registration,
+    RegistrationDenied,
+    _after_prefix,
+    _int,
+    _redacted,
+    _strip_own_prefix,
+    split_parameters,
+    unquote,
+)
+from mcim_hil.drivers.modem_link import AtLink, UrcCallback, log
 
-from mcim_hil.drivers.errors import DeviceNotFound, ModemError
-from mcim_hil.drivers.hook import CommandEvent, CommandHook
+# Never sent twice (may_retry): dial, answer, SMS send, functionality (restart), PIN and
+# password commands (TS 27.007 8.3 +CPIN, 7.5 +CPWD, 7.4 +CLCK), logical channels, USSD
+_NOT_AGAIN = ("ATD", "ATA", "AT+CMGS", "AT+CMSS", "AT+CFUN=", "AT+CPIN=", "AT+CPWD", "AT+CLCK=", "AT+CCHO",
+              "AT+CCHC", "AT+CGLA", "AT+CUSD")
+# ISO 7816-4 / TS 102 221 instructions that do the same when sent twice: SELECT, READ BINARY,
+# READ RECORD, GET RESPONSE, STATUS, UPDATE BINARY, UPDATE RECORD (absolute/current modes)
+_IDEMPOTENT_INS = frozenset({0xA4, 0xB0, 0xB2, 0xC0, 0xF2, 0xD6, 0xDC})
+_CSIM_APDU = re.compile(r"AT\+CSIM=[0-9]+,\"([0-9A-F]{4})", re.ASCII)
 
 __all__ = [
     "CME_ERRORS",
@@ -36,596 +56,27 @@ __all__ = [
     "Modem",
     "ModemError",
     "ModemIdentity",
+    "ModemGarbage",
+    "ModemReset",
     "ModemTimeout",
     "Registration",
     "RegistrationDenied",
+    "UrcCallback",
 ]
 
-log = logging.getLogger(__name__)
 
-UrcCallback = Callable[[str], None]
-
-
-class ModemTimeout(ModemError):
-    """The module sent no final result code in time (silence, or text without OK/ERROR)."""
-
-
-class MalformedAnswer(ModemError, ValueError):
-    """An answer line that does not parse (a field that is not an ASCII number, a missing field).
-
-    Also a ValueError, so callers that parse lines themselves keep catching what they did.
+class Modem(AtLink):
+    """A cellular module: the V.250 settings it is left with and the TS 27.007 commands, over
+    its AT link (drivers/modem_link.py). Open with :meth:`open`; close, or use as a context manager.
     """
 
-
-class CmeError(ModemError):
-    """``+CME ERROR: <err>`` (TS 27.007 9.2). ``code`` is None when a verbose text is not in 9.2."""
-
-    def __init__(self, device: str, command: str, message: str, result: str | None,
-                 code: int | None, text: str) -> None:
-        self.code = code
-        self.text = text
-        super().__init__(device, command, message, result)
-
-
-class CmsError(ModemError):
-    """``+CMS ERROR: <err>`` (TS 27.005 3.2.5), the SMS flavour of +CME ERROR."""
-
-    def __init__(self, device: str, command: str, message: str, result: str | None,
-                 code: int | None, text: str) -> None:
-        self.code = code
-        self.text = text
-        super().__init__(device, command, message, result)
-
-
-class RegistrationDenied(ModemError):
-    """The network denied registration (+CEREG stat 3); ``registration`` holds the cause if shown."""
-
-    def __init__(self, device: str, command: str, message: str, registration: Registration) -> None:
-        self.registration = registration
-        super().__init__(device, command, message, None)
-
-
-# TS 27.007 9.2.1 (general) and 9.2.2 (GPRS/EPS, 100 + the 24.008 GMM/SM cause) error texts.
-CME_ERRORS: dict[int, str] = {
-    0: "phone failure",
-    1: "no connection to phone",
-    2: "phone-adaptor link reserved",
-    3: "operation not allowed",
-    4: "operation not supported",
-    5: "PH-SIM PIN required",
-    6: "PH-FSIM PIN required",
-    7: "PH-FSIM PUK required",
-    10: "SIM not inserted",
-    11: "SIM PIN required",
-    12: "SIM PUK required",
-    13: "SIM failure",
-    14: "SIM busy",
-    15: "SIM wrong",
-    16: "incorrect password",
-    17: "SIM PIN2 required",
-    18: "SIM PUK2 required",
-    20: "memory full",
-    21: "invalid index",
-    22: "not found",
-    23: "memory failure",
-    24: "text string too long",
-    25: "invalid characters in text string",
-    26: "dial string too long",
-    27: "invalid characters in dial string",
-    30: "no network service",
-    31: "network timeout",
-    32: "network not allowed - emergency calls only",
-    40: "network personalization PIN required",
-    41: "network personalization PUK required",
-    42: "network subset personalization PIN required",
-    43: "network subset personalization PUK required",
-    44: "service provider personalization PIN required",
-    45: "service provider personalization PUK required",
-    46: "corporate personalization PIN required",
-    47: "corporate personalization PUK required",
-    48: "hidden key required",
-    49: "EAP method not supported",
-    50: "incorrect parameters",
-    100: "unknown",
-    103: "Illegal MS",
-    106: "Illegal ME",
-    107: "GPRS services not allowed",
-    111: "PLMN not allowed",
-    112: "Location area not allowed",
-    113: "Roaming not allowed in this location area",
-    132: "service option not supported",
-    133: "requested service option not subscribed",
-    134: "service option temporarily out of order",
-    148: "unspecified GPRS error",
-    149: "PDP authentication failure",
-    150: "invalid mobile class",
-}
-_CME_BY_TEXT = {_text.lower(): _code for _code, _text in CME_ERRORS.items()}
-
-# V.250 5.7.1 / TS 27.007 9.2: final result codes that end a command.
-_FINAL_SUCCESS = ("OK", "CONNECT")
-_FINAL_FAILURE = ("ERROR", "NO CARRIER", "BUSY", "NO ANSWER", "NO DIALTONE")
-
-# Unsolicited result codes of TS 27.007 (7.2, 10.1.19/20/22, 7.19, 8.x) and 27.005 3.4.1.
-KNOWN_URC_PREFIXES = (
-    "+CREG:", "+CGREG:", "+CEREG:", "+C5GREG:", "+CGEV:", "+CRING:", "+CLIP:", "+CCWA:",
-    "+CUSD:", "+CIEV:", "+CTZV:", "+CTZE:", "+CTZEU:", "+CSSI:", "+CSSU:",
-    "+CMTI:", "+CMT:", "+CDS:", "+CDSI:", "+CBM:", "+CBMI:",
-)
-_RING = "RING"  # V.250 6.3.4 result code 2, unsolicited
-
-# Network registration commands whose set form answers nothing and whose URCs share the prefix.
-_REGISTRATION_PREFIXES = ("+CREG:", "+CGREG:", "+CEREG:", "+C5GREG:")
-
-# ISO 7816-4 / TS 102 221 PIN commands: VERIFY, CHANGE, DISABLE, ENABLE, UNBLOCK. Their data is a PIN.
-_PIN_INS = frozenset({0x20, 0x24, 0x26, 0x28, 0x2C})
-
-_EXTENDED = re.compile(r"AT([+^$%#*!@&][A-Z0-9_]+)(=\?|=|\?)?", re.IGNORECASE)
-_FOREIGN_PREFIX = re.compile(r"[+^$%#*!@][A-Z0-9_]+:", re.IGNORECASE)
-# Bytes that never appear in the text a module sends: C0 controls except TAB/CR/LF, DEL, and
-# bytes that cannot occur in UTF-8 at all.
-_NOT_TEXT = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\xc0\xc1\xf5-\xff]")
-
-_READ_POLL_S = 0.1      # reader thread wakes this often to notice close()
-_URC_HISTORY = 256
-_REGISTRATION_POLL_S = 1.0
-
-
-@dataclass(frozen=True)
-class ModemIdentity:
-    manufacturer: str
-    model: str
-    revision: str
-    imei: str
-
-
-@dataclass(frozen=True)
-class Registration:
-    """``+CEREG`` (TS 27.007 10.1.22). ``n`` is None when parsed from a URC, which omits it."""
-
-    n: int | None
-    stat: int           # 0 not registered, 1 home, 2 searching, 3 denied, 4 unknown, 5 roaming
-    tac: str | None = None   # 2-byte hex string
-    ci: str | None = None    # 4-byte hex string
-    act: int | None = None   # 7 = E-UTRAN
-    cause_type: int | None = None
-    reject_cause: int | None = None
-
-    @property
-    def registered(self) -> bool:
-        return self.stat in (1, 5)
-
-    @property
-    def roaming(self) -> bool:
-        return self.stat == 5
-
-    @property
-    def denied(self) -> bool:
-        return self.stat == 3
-
-    @classmethod
-    def from_read(cls, line: str) -> Registration:
-        """Parse the read answer ``+CEREG: <n>,<stat>[,[<tac>],[<ci>],[<AcT>][,<cause_type>,<reject_cause>]]``."""
-        fields = split_parameters(_after_prefix(line))
-        if len(fields) < 2:
-            raise MalformedAnswer("(line)", "+CEREG?", f"not a registration read answer: {line!r}")
-        return cls._from_fields(_int(fields[0]), fields[1:], line)
-
-    @classmethod
-    def from_urc(cls, line: str) -> Registration:
-        """Parse the URC ``+CEREG: <stat>[,[<tac>],[<ci>],[<AcT>][,<cause_type>,<reject_cause>]]``."""
-        return cls._from_fields(None, split_parameters(_after_prefix(line)), line)
-
-    @classmethod
-    def _from_fields(cls, n: int | None, fields: list[str], line: str) -> Registration:
-        stat = _int(fields[0]) if fields else None
-        if stat is None:
-            raise MalformedAnswer("(line)", "+CEREG", f"no <stat> in {line!r}")
-        values = [unquote(f) or None for f in fields[1:]] + [None] * 6
-        return cls(n=n, stat=stat, tac=values[0], ci=values[1], act=_int(values[2]),
-                   cause_type=_int(values[3]), reject_cause=_int(values[4]))
-
-
-def split_parameters(text: str) -> list[str]:
-    """Split an AT parameter list on commas outside double quotes; quotes are kept."""
-    fields: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for ch in text:
-        if ch == '"':
-            quoted = not quoted
-        if ch == "," and not quoted:
-            fields.append("".join(current).strip())
-            current = []
-        else:
-            current.append(ch)
-    fields.append("".join(current).strip())
-    return fields
-
-
-def unquote(field_text: str | None) -> str:
-    if field_text is None:
-        return ""
-    text = field_text.strip()
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        return text[1:-1]
-    return text
-
-
-# An AT numeric parameter: ASCII digits only (str.isdigit() also takes '²', '١'), and short
-# enough for int() (Python refuses strings past 4300 digits).
-_NUMBER = re.compile(r"[0-9]{1,18}")
-
-
-def _int(text: str | None) -> int | None:
-    if text is None:
-        return None
-    text = text.strip()
-    return int(text) if _NUMBER.fullmatch(text) else None
-
-
-def _after_prefix(line: str) -> str:
-    return line.split(":", 1)[1].strip() if ":" in line else line.strip()
-
-
-def _strip_own_prefix(line: str, prefix: str) -> str:
-    if line.upper().startswith(prefix.upper()):
-        line = line[len(prefix):]
-    return unquote(line.strip())
-
-
-def _redacted(cmd: str) -> str:
-    """The command name without its parameters, for logs and messages of secret commands."""
-    head = re.match(r"\s*(AT[+^$%#*!@&]?[A-Z0-9_]*=?)", cmd, re.IGNORECASE)
-    return (head.group(1) if head else "AT") + "<secret>"
-
-
-def _is_final(text: str) -> bool:
-    upper = text.upper()
-    return (upper in _FINAL_SUCCESS or upper in _FINAL_FAILURE or upper.startswith("CONNECT ")
-            or upper.startswith("+CME ERROR:") or upper.startswith("+CMS ERROR:"))
-
-
-@dataclass
-class _Exchange:
-    """One command in flight: what it asked and what has come back for it."""
-
-    line: str
-    prefix: str | None      # "+CEREG:" for AT+CEREG?; None for basic commands (ATI, ATE0)
-    form: str               # "exec" | "set" | "read" | "test"
-    lines: list[str] = field(default_factory=list)
-    raw: list[bytes] = field(default_factory=list)
-    final: str | None = None
-    garbage: bytes | None = None
-    echo_seen: bool = False
-    failure: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-
-    @classmethod
-    def for_command(cls, line: str) -> _Exchange:
-        match = _EXTENDED.match(line)
-        if match is None:
-            return cls(line=line, prefix=None, form="exec")
-        form = {"=?": "test", "=": "set", "?": "read", None: "exec"}[match.group(2)]
-        return cls(line=line, prefix=match.group(1).upper() + ":", form=form)
-
-    def owns(self, text: str) -> bool:
-        """Whether an information line with this command's own prefix answers it (vs a URC)."""
-        if self.prefix is None or not text.upper().startswith(self.prefix):
-            return False
-        if self.prefix in _REGISTRATION_PREFIXES and self.form != "test":
-            if self.form != "read":
-                return False    # AT+CEREG=2 answers only OK: any +CEREG: line is a URC
-            # The read answer starts <n>,<stat>; a URC starts <stat> and then a quoted <tac> or nothing.
-            fields = split_parameters(_after_prefix(text))
-            return len(fields) >= 2 and _int(fields[0]) is not None and _int(fields[1]) is not None
-        return True
-
-
-class Modem:
-    """The AT port of a cellular module. Open with :meth:`open`; close, or use as a context manager.
-
-    Commands are serialised; URC callbacks run on the reader thread (keep them short, and
-    do not send commands from them: use :meth:`wait_urc` in your own thread instead).
-    """
-
-    def __init__(self, port: serial.SerialBase, url: str, *, timeout: float = 5.0,
-                 hook: CommandHook | None = None) -> None:
-        self.port = url
-        self.timeout = timeout
-        self.hook = hook if hook is not None else CommandHook()
-        self._serial = port
-        self._lock = threading.Lock()             # guards _pending, URC state, subscribers
-        self._command_lock = threading.Lock()     # one command at a time
-        self._urc_arrived = threading.Condition(self._lock)
-        self._pending: _Exchange | None = None
-        self._subscribers: list[tuple[str, UrcCallback]] = []
-        self._urcs: deque[tuple[int, str]] = deque(maxlen=_URC_HISTORY)
-        self._urc_seq = 0
-        self._closing = False
-        self._reader_error: BaseException | None = None
-        self._last_echo_seen = False              # whether the last command came back as echo
+    def __init__(self, *args, **kwargs) -> None:
         self._found_echo: bool | None = None      # E and +CMEE as found, restored by close()
         self._found_cmee: int | None = None
+        self._echo_set: bool | None = None        # E and +CMEE as this driver set them: put back
+        self._cmee_set: int | None = None         # after the module restarts
         self._quirks = None                        # modem_quirks.Quirks once identified
-        self._reader = threading.Thread(target=self._read_loop, name=f"modem-reader {url}", daemon=True)
-        self._reader.start()
-
-    # -- opening and closing ------------------------------------------------------------
-
-    @classmethod
-    def open(cls, url: str, *, baudrate: int = 115200, timeout: float = 5.0,
-             hook: CommandHook | None = None) -> Modem:
-        """Open a pyserial URL: /dev/ttyUSB2, a pty path, socket://host:port, rfc2217://host:port?ign_set_control."""
-        if not url:
-            raise DeviceNotFound("(no port)", "open", "no serial port URL given")
-        try:
-            # pyserial's rfc2217 client refuses any write_timeout (NotImplementedError); its writes
-            # go to a TCP socket, which the RFC 2217 server (ser2net) drains
-            limits = {} if url.startswith("rfc2217://") else {"write_timeout": timeout}
-            port = serial.serial_for_url(url, baudrate=baudrate, timeout=_READ_POLL_S, **limits)
-        except ValueError as exc:
-            raise ModemError(url, "open", f"not a usable serial URL: {exc}") from exc
-        except serial.SerialException as exc:
-            if _means_absent(exc):
-                raise DeviceNotFound(url, "open", f"no such serial port ({exc})") from exc
-            raise ModemError(url, "open", f"cannot open the serial port ({exc})") from exc
-        return cls(port, url, timeout=timeout, hook=hook)
-
-    def close(self) -> None:
-        if self._closing:
-            return
-        self.restore_settings()
-        self._closing = True
-        cancel = getattr(self._serial, "cancel_read", None)
-        if cancel is not None:
-            try:
-                cancel()
-            except Exception:   # best effort: the read loop also polls _closing
-                pass
-        if threading.current_thread() is not self._reader:
-            self._reader.join(timeout=2.0)
-        try:
-            self._serial.close()
-        except Exception as exc:
-            log.debug("%s: closing: %s", self.port, exc)
-
-    def __enter__(self) -> Modem:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"Modem({self.port!r})"
-
-    # -- the command exchange -----------------------------------------------------------
-
-    def command(self, cmd: str, timeout: float | None = None, *, secret: bool = False) -> list[str]:
-        """Send one command line; return its information text lines; raise on anything but OK.
-
-        ``secret=True`` keeps the parameters out of logs and messages and flags the event.
-        """
-        wait_s = self.timeout if timeout is None else timeout
-        line = cmd.strip()
-        shown = _redacted(line) if secret else line
-        if threading.current_thread() is self._reader:
-            raise ModemError(self.port, shown, "a command was sent from a URC callback; use wait_urc() instead")
-        if not line or "\r" in line or "\n" in line:
-            raise ModemError(self.port, shown, "a command is one non-empty line")
-        try:
-            request = line.encode("ascii") + b"\r"   # V.250 5.2.1: S3 (CR) ends the command line
-        except UnicodeEncodeError as exc:
-            raise ModemError(self.port, shown, "AT commands are ASCII") from exc
-        exchange = _Exchange.for_command(line)
-        with self._command_lock:
-            with self._lock:
-                if self._closing or self._reader_error is not None:
-                    raise ModemError(self.port, shown, self._gone_reason())
-                self._pending = exchange
-            started = time.time()
-            t0 = time.perf_counter()
-            try:
-                self._serial.write(request)
-                finished = exchange.done.wait(wait_s)
-            except (serial.SerialException, OSError) as exc:
-                with self._lock:
-                    self._pending = None
-                raise ModemError(self.port, shown, f"writing to the port failed ({exc})") from exc
-            finally:
-                duration = time.perf_counter() - t0
-            with self._lock:
-                self._pending = None
-                self._last_echo_seen = exchange.echo_seen
-        status = self._status(exchange, finished)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s: %s -> %s (%.1f ms)", self.port, shown, status, duration * 1e3)
-        self.hook.emit(CommandEvent(
-            device="modem", port=self.port, command=shown, request=request,
-            response=b"\r\n".join(exchange.raw), status=status, started=started,
-            duration_s=duration, secret=secret))
-        return self._outcome(exchange, finished, shown, wait_s)
-
-    def _status(self, exchange: _Exchange, finished: bool) -> str:
-        if exchange.failure is not None:
-            return "PORT ERROR"
-        if exchange.garbage is not None:
-            return "GARBAGE"
-        if not finished or exchange.final is None:
-            return "TIMEOUT"
-        return exchange.final
-
-    def _outcome(self, exchange: _Exchange, finished: bool, shown: str, wait_s: float) -> list[str]:
-        if exchange.failure is not None:
-            raise ModemError(self.port, shown, self._gone_reason()) from exchange.failure
-        if exchange.garbage is not None:
-            sample = "" if shown != exchange.line else f": {exchange.garbage[:16].hex(' ')}"
-            raise ModemError(self.port, shown,
-                             "the modem sent non-text bytes (wrong baud rate, or not an AT port?)" + sample)
-        if not finished or exchange.final is None:
-            got = f" after {len(exchange.lines)} information line(s)" if exchange.lines else ""
-            raise ModemTimeout(self.port, shown, f"no final result code within {wait_s:g} s{got}")
-        final = exchange.final
-        upper = final.upper()
-        if upper in _FINAL_SUCCESS or upper.startswith("CONNECT "):
-            return exchange.lines
-        if upper.startswith("+CME ERROR:"):
-            code, text = _error_detail(final, CME_ERRORS, _CME_BY_TEXT)
-            raise CmeError(self.port, shown, f"+CME ERROR: {code if code is not None else '?'} ({text})",
-                           final, code, text)
-        if upper.startswith("+CMS ERROR:"):
-            code, text = _error_detail(final, {}, {})
-            raise CmsError(self.port, shown, final, final, code, text)
-        raise ModemError(self.port, shown, f"the modem answered {final}", final)
-
-    def _gone_reason(self) -> str:
-        if self._reader_error is not None:
-            return f"the serial port failed ({self._reader_error})"
-        return "the modem port is closed"
-
-    # -- the reader thread --------------------------------------------------------------
-
-    def _read_loop(self) -> None:
-        buffer = bytearray()
-        while not self._closing:
-            try:
-                chunk = self._serial.read(max(1, self._serial.in_waiting))
-            except Exception as exc:   # pyserial raises several types when a port vanishes
-                if not self._closing:
-                    log.warning("%s: reading failed: %s", self.port, exc)
-                    self._fail_reader(exc)
-                return
-            if not chunk:
-                continue
-            buffer += chunk
-            self._take_lines(buffer)
-
-    def _take_lines(self, buffer: bytearray) -> None:
-        while buffer:
-            bad = _NOT_TEXT.search(buffer)
-            ends = [i for i in (buffer.find(b"\r"), buffer.find(b"\n")) if i >= 0]
-            end = min(ends) if ends else -1
-            if bad is not None and (end < 0 or bad.start() < end):
-                # Noise: report the bytes up to the next line break, or all of them.
-                stop = end if end >= 0 else len(buffer)
-                self._on_garbage(bytes(buffer[:stop]))
-                del buffer[:stop]
-                continue
-            if end < 0:
-                return
-            raw = bytes(buffer[:end])
-            del buffer[:end + 1]
-            if raw.strip():
-                self._on_line(raw)
-
-    def _on_garbage(self, data: bytes) -> None:
-        with self._lock:
-            exchange = self._pending
-            if exchange is not None and not exchange.done.is_set():
-                exchange.garbage = data
-                exchange.raw.append(data)
-                exchange.done.set()
-                return
-        log.warning("%s: dropped %d non-text bytes received while idle", self.port, len(data))
-
-    def _on_line(self, raw: bytes) -> None:
-        try:
-            text = raw.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            self._on_garbage(raw)
-            return
-        with self._lock:
-            exchange = self._pending
-            if exchange is not None and not exchange.done.is_set():
-                if not exchange.echo_seen and not exchange.lines and text == exchange.line:
-                    exchange.echo_seen = True       # V.250 6.2.4 (E1): our own line comes back
-                    exchange.raw.append(raw)
-                    return
-                if _is_final(text):
-                    exchange.final = text
-                    exchange.raw.append(raw)
-                    exchange.done.set()
-                    return
-                if not self._is_unsolicited_during(exchange, text):
-                    exchange.lines.append(text)
-                    exchange.raw.append(raw)
-                    return
-            elif text.upper().startswith("AT") or (_is_final(text) and text.upper() != "NO CARRIER"):
-                # A late echo or the final result of a command that already timed out.
-                log.debug("%s: stray line while idle: %s", self.port, _redacted(text) if text[:2].upper() == "AT" else text)
-                return
-            self._urc_seq += 1
-            self._urcs.append((self._urc_seq, text))
-            self._urc_arrived.notify_all()
-            callbacks = [cb for prefix, cb in self._subscribers if text.startswith(prefix)]
-        for callback in callbacks:
-            try:
-                callback(text)
-            except Exception:
-                log.exception("%s: URC callback failed on %r", self.port, text)
-
-    def _is_unsolicited_during(self, exchange: _Exchange, text: str) -> bool:
-        """Decide whether a non-final line that arrives while ``exchange`` is pending is a URC."""
-        if exchange.owns(text):
-            return False
-        upper = text.upper()
-        if exchange.prefix is not None and upper.startswith(exchange.prefix):
-            return True         # own prefix, but the registration shape rule says URC
-        if upper == _RING or upper.startswith(KNOWN_URC_PREFIXES):
-            return True
-        if any(prefix and text.startswith(prefix) for prefix, _ in self._subscribers):
-            return True
-        # An extended command is answered under its own prefix (or with none): a line with
-        # another command's prefix is unsolicited.
-        return exchange.prefix is not None and _FOREIGN_PREFIX.match(text) is not None
-
-    def _fail_reader(self, exc: BaseException) -> None:
-        with self._lock:
-            self._reader_error = exc
-            exchange = self._pending
-            if exchange is not None:
-                exchange.failure = exc
-                exchange.done.set()
-            self._urc_arrived.notify_all()
-
-    # -- unsolicited result codes -------------------------------------------------------
-
-    def subscribe(self, prefix: str, callback: UrcCallback) -> None:
-        """Call ``callback(line)`` for each URC starting with ``prefix`` (on the reader thread)."""
-        with self._lock:
-            self._subscribers.append((prefix, callback))
-
-    def unsubscribe(self, prefix: str, callback: UrcCallback) -> None:
-        with self._lock:
-            self._subscribers.remove((prefix, callback))
-
-    @property
-    def urc_seq(self) -> int:
-        """How many URCs have arrived so far; pass it as ``since`` to wait for later ones."""
-        with self._lock:
-            return self._urc_seq
-
-    def wait_urc(self, prefix: str, timeout: float, predicate: Callable[[str], bool] | None = None,
-                 *, since: int | None = None) -> str:
-        """The first URC starting with ``prefix`` (and passing ``predicate``) after ``since``.
-
-        ``since`` defaults to now; give a value of :attr:`urc_seq` read before a command to
-        catch URCs the module sent while that command was running.
-        """
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            after = self._urc_seq if since is None else since
-            while True:
-                for seq, text in self._urcs:
-                    if seq > after and text.startswith(prefix) and (predicate is None or predicate(text)):
-                        return text
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ModemTimeout(self.port, f"wait for URC {prefix}",
-                                       f"no matching URC within {timeout:g} s")
-                if self._reader_error is not None or self._closing:
-                    raise ModemError(self.port, f"wait for URC {prefix}", self._gone_reason())
-                self._urc_arrived.wait(remaining)
+        super().__init__(*args, **kwargs)
 
     # -- V.250 and TS 27.007 commands ---------------------------------------------------
 
@@ -635,10 +86,32 @@ class Modem:
     def echo_off(self) -> None:
         self.command("ATE0")   # V.250 6.2.4
         self._note_found_echo()
+        self._echo_set = False
 
     def echo_on(self) -> None:
         self.command("ATE1")
         self._note_found_echo()
+        self._echo_set = True
+
+    def may_retry(self, line: str) -> bool:
+        """Safe to send again when its answer was lost: not a PIN or password (a try would be
+        spent twice), not a dial, an SMS or a restart, and through +CSIM only an APDU that
+        reads, selects or writes the same bytes again (never VERIFY, AUTHENTICATE, INCREASE)."""
+        upper = line.upper()
+        if upper.startswith(_NOT_AGAIN):
+            return False
+        if upper.startswith("AT+CSIM="):
+            apdu = _CSIM_APDU.match(upper)
+            return apdu is not None and bytes.fromhex(apdu.group(1))[1] in _IDEMPOTENT_INS
+        return True
+
+    def after_restart(self) -> None:
+        """The module restarted (RDY): echo and +CMEE back to what this driver had set."""
+        log.info("%s: the module restarted; putting back E and +CMEE", self.port)
+        if self._echo_set is not None:
+            self.command("ATE1" if self._echo_set else "ATE0")
+        if self._cmee_set is not None:
+            self.command(f"AT+CMEE={self._cmee_set}")
 
     def _note_found_echo(self) -> None:
         # the ATE line itself is echoed (or not) under the setting it replaces
@@ -652,6 +125,7 @@ class Modem:
         if self._found_cmee is None:
             self._found_cmee = self._read_cmee()
         self.command(f"AT+CMEE={n}")
+        self._cmee_set = n
 
     def _read_cmee(self) -> int | None:
         try:
@@ -869,23 +343,3 @@ class Modem:
                 self.wait_urc("+CEREG:", min(remaining, _REGISTRATION_POLL_S), since=mark)
             except ModemTimeout:
                 pass
-
-
-def _error_detail(final: str, by_code: dict[int, str], by_text: dict[str, int]) -> tuple[int | None, str]:
-    detail = final.split(":", 1)[1].strip()
-    code = _int(detail)
-    if code is not None:
-        return code, by_code.get(code, f"error {code}")
-    return by_text.get(detail.lower()), detail
-
-
-def _means_absent(exc: serial.SerialException) -> bool:
-    """Whether opening failed because nothing is there (vs permission, busy...)."""
-    absent = {errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.ECONNREFUSED, errno.EHOSTUNREACH,
-              errno.ENETUNREACH}
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, socket.gaierror) or getattr(cause, "errno", None) in absent:
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False

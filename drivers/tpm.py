@@ -327,6 +327,28 @@ class Tpm:
                     raise
                 op.status = exc.rc_name
 
+    def reopen(self) -> None:
+        """After a power loss or a given-up connection: libtss2's ESYS context stays in an
+        internal-error state after a broken connection (every later call is BAD_SEQUENCE), so a
+        new TCTI and ESYS context are opened on the same TCTI string, and started. Nothing is
+        flushed: what this driver handed out is gone with the power (callers load it again)."""
+        name, _, conf = self.tcti.partition(":")
+        if self._esapi is not None:
+            self._esapi.close()
+        if self._tcti_ctx is not None:
+            self._tcti_ctx.close()
+        self._esapi = self._tcti_ctx = None
+        self._owned.clear()
+        self._moved.clear()
+        self._given_up = None
+        try:
+            self._tcti_ctx = TCTILdr(name, conf or None)
+            self._esapi = ESAPI(self._tcti_ctx)
+        except TSS2_Exception as exc:
+            raise DeviceNotFound(self.tcti, "Esys_Initialize", _describe(exc)) from exc
+        if name in ("swtpm", "mssim"):
+            self._startup()
+
     def close(self) -> None:
         """Flush the objects this driver handed out and still loaded, then let the TCTI go."""
         if self._esapi is None:

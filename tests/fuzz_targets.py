@@ -211,6 +211,7 @@ def run_modem_driver(data: bytes) -> None:
         return
     call, answer = _DRIVER_CALLS[data[0] % len(_DRIVER_CALLS)], data[1:]
     modem = Modem(AnsweringPort(answer), "fuzz://modem", timeout=2.0)   # type: ignore[arg-type]
+    modem.retry_backoff_s = 0.0      # the retries still run (noise, RDY, SIM busy), without their pauses
     try:
         call(modem)
     finally:
@@ -228,6 +229,24 @@ MODEM_DRIVER_SEEDS = [bytes([i]) + answer for i, answer in (
     (0, b"\r\n+CME ERROR: 50"), (9, b"\r\n+CMS ERROR: 304"), (7, b'\r\n+CEREG: 5,"00A1","01A2D001",7\r\n+CEREG: 2,1'),
     (1, b"AT+CGMI\r\r\n+CGMI: Quectel\r\n\r\nRING"),
 )]
+
+
+# -- the emulated modem's fault control lines (harness/emulators/modem_faults.py) -------------
+
+def run_modem_fault_control(data: bytes) -> None:
+    """A control line, then the same bytes as a command line the armed plan is asked about."""
+    from mcim_hil.emulators.modem_faults import ModemFaultPlan
+    plan = ModemFaultPlan()
+    for seed in MODEM_FAULT_SEEDS[:2]:
+        plan.apply(seed)
+    plan.apply(data)
+    plan.on_command(data.decode("latin-1"))
+
+
+MODEM_FAULT_SEEDS = [b'{"op": "silent", "command": "+CSIM", "ins": 214, "skip": 1, "times": 2}',
+                     b'{"op": "cme", "command": "+CGMI", "code": 14}', b'{"op": "clear"}',
+                     b'{"op": "reset", "command": null}', b'{"op": "garbage", "command": "E0", "times": 1}',
+                     b'+CSIM=12,"00D6000001FF"']
 
 
 # -- the UICC driver's decoders (drivers/uicc_files.py) ----------------------------------------
@@ -334,11 +353,18 @@ def _network_seeds() -> list[bytes]:
 
 # -- all of them ---------------------------------------------------------------------------------
 
+def _modem_fault_error() -> type[Exception]:
+    from mcim_hil.emulators.modem_faults import ModemFaultError
+    return ModemFaultError
+
+
 def targets() -> list[Target]:
     return [
         Target("vuicc-apdu", run_card, (), CARD_SEEDS, max_size=600),
         Target("modem-emulator", run_modem_emulator, (), MODEM_EMULATOR_SEEDS, max_size=300),
         Target("modem-driver", run_modem_driver, (ModemError,), MODEM_DRIVER_SEEDS, max_size=300),
+        Target("modem-fault-control", run_modem_fault_control, (_modem_fault_error(),), MODEM_FAULT_SEEDS,
+               max_size=200),
         Target("uicc-decoders", run_uicc_decoders, (uicc_files.CodecError,), _uicc_seeds(), max_size=200),
         Target("bench-loader", run_bench_loader, (BenchFileError,), BENCH_SEEDS, max_size=2048),
         Target("m2msimmobj", run_m2msimmobj, (M2MSIMMobjError,), [_m2msimmobj_seed()], max_size=4096),

@@ -289,6 +289,26 @@ def test_a_replayed_instruction_is_refused_at_step_2(m2me: Session) -> None:
 
 
 @RELAYED
+@pytest.mark.parametrize("fault", ["delayed", "duplicated"])
+def test_a_retransmitted_instruction_gets_its_first_answer_at_step_2(m2me: Session, fault: str) -> None:
+    """The answer to step 2's instruction comes too late (or the instruction arrives twice): the
+    subscriber's retransmission carries the same nonce; the M2ME answers it as it did the first
+    time rather than take it for a replay, and the change completes."""
+    s = m2me
+
+    def inject(s: Session) -> None:
+        s.network.bus.inject("ReprovisioningInstruction", fault)
+
+    run(s, CHANGE.after_step(1, inject))
+    delivered = [e for e in s.record.messages() if e["kind"] == "ReprovisioningInstruction"
+                 and e["direction"] == "request"]
+    assert len(delivered) == 2
+    answers = [e for e in s.record.messages() if e["kind"] == "ReprovisioningAck"]
+    assert len(answers) == 2 and all(a["fields"]["accepted"] for a in answers)
+    check_changed(s)
+
+
+@RELAYED
 def test_the_dpf_opens_a_session_only_for_the_m2me_the_drf_bootstrapped(m2me: Session) -> None:
     s = m2me
     run(s)

@@ -114,3 +114,22 @@ def test_a_lost_reply_makes_the_sender_ask_again(bus: Bus) -> None:
     assert query(bus).found
     assert peer.seen == ["pcid-1", "pcid-1"]   # the peer answered twice; its first answer never arrived
     assert [(f["kind"], f["fault"]) for f in bus.fault_log] == [("RegistryEntry", "lost")]
+
+
+def test_a_retransmission_is_delivered_in_the_same_exchange_a_new_request_in_another(bus: Bus) -> None:
+    """A receiver tells the sender's retransmission (same exchange: the first answer may have been
+    lost) from the same message sent again later (a new exchange: a replay)."""
+    seen: list[int | None] = []
+
+    class Peer(Registry):
+        def answer(self, msg: RegistryQuery) -> RegistryEntry:
+            seen.append(bus.exchange())
+            return super().answer(msg)
+
+    Peer(bus)
+    bus.inject("RegistryQuery", "delayed")
+    query(bus)
+    query(bus)
+    assert len(seen) == 3 and None not in seen
+    assert seen[0] == seen[1] != seen[2]
+    assert bus.exchange() is None    # outside a delivery

@@ -40,6 +40,24 @@ def probe(runner: CaseRunner) -> Any:
     return record
 
 
+@pytest.fixture(scope="module")
+def modem_runner(runner: CaseRunner) -> Iterator[CaseRunner]:
+    """Cases with the modem: the module attaches itself and the card is reached over AT+CSIM."""
+    case_runner = CaseRunner(runner.state.bench, CHANGE, runner.workdir / "with-modem", air="module")
+    case_runner.state.golden = runner.state.golden
+    try:
+        yield case_runner
+    finally:
+        case_runner.close()
+
+
+@pytest.fixture(scope="module")
+def modem_probe(modem_runner: CaseRunner) -> Any:
+    result, record = modem_runner.run(None)
+    assert result.outcome == RECOVERED, result.detail
+    return record
+
+
 def point(probe: Any, step: int, kind: str, fault: str) -> FaultPoint:
     return next(p for p in points_for(CHANGE, probe, [step], [kind]) if p.fault == fault)
 
@@ -83,6 +101,8 @@ def test_power_lost_before_the_import_falls_back_to_the_initial_access_credentia
     case, _ = runner.run(point(probe, 12, "tpm", "power-before"))
     assert case.outcome == FAILED_CLEANLY and case.failed_step == 12
     assert "TPM2_Import" in case.detail and "lost power" in case.detail
+    # the host's TPM connection is opened anew after the cut (libtss2's old one is stuck in an error state)
+    assert "the M2ME restarted after the power loss; fell back to the initial-access credential" in case.detail
     # step 8 already put the card on the initial-access credential; it attaches with it
     assert case.credential == "initial-access"
     assert next(c for c in case.checks if c.name == "a real attach with it").passed
@@ -140,13 +160,28 @@ def test_a_status_report_the_dpf_never_gets_falls_back_to_the_pcid(runner: CaseR
     assert "fell back to the initial-access credential" in case.detail, case.detail
 
 
-@pytest.mark.xfail(strict=True, reason="finding of the matrix: when the DPF's status report never reaches the new "
-                   "SHO (step 13), the M2ME keeps a new MCIM the network never activated: no credential attaches "
-                   "(harness/m2me, network/ro/dpf.py, owned by issue 7)")
+# A finding of the matrix, fixed: when the DPF's status report never reaches the new SHO (step 13),
+# the M2ME kept a new MCIM the network never activated. The attach with it is rejected with cause #2
+# (IMSI unknown): the M2ME gives it up and falls back to the PCID credential.
 def test_a_status_report_that_never_arrives_leaves_a_credential_that_attaches(runner: CaseRunner,
                                                                               probe: Any) -> None:
-    case, _ = runner.run(point(probe, 13, "bus", "unreachable"))
+    case, record = runner.run(point(probe, 13, "bus", "unreachable"))
+    assert case.outcome == FAILED_CLEANLY and case.failed_step == 13, case.detail
+    assert case.credential == "initial-access"
+    after = next(st for st in record.steps if st.number == "after")
+    assert "#2 IMSI unknown" in after.detail and "attached with the PCID" in after.detail, after.detail
+
+
+# A finding of the matrix, fixed: power lost at step 8's evict left the card on the PCID credential
+# and the old MCIM's object in the TPM. The M2ME restarts and evicts again; the change goes on.
+@pytest.mark.parametrize("fault", ["power-before", "power-after"])
+def test_power_lost_at_the_discards_evict_restarts_and_evicts_again(runner: CaseRunner, probe: Any,
+                                                                    fault: str) -> None:
+    case, record = runner.run(point(probe, 8, "tpm", fault))
     assert case.outcome != UNUSABLE, case.detail
+    step8 = next(st for st in record.steps if st.number == 8)
+    assert "the TPM lost power at the evict 1 time(s): the M2ME restarted and evicted again" in step8.detail, \
+        step8.detail
 
 
 def test_cli_faults_writes_the_table_json_and_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -164,7 +199,43 @@ def test_cli_faults_writes_the_table_json_and_html(tmp_path: Path, capsys: pytes
 
 
 def test_cli_faults_refuses_an_unknown_kind_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["faults", "--kinds", "bus,modem"])
+    rc = main(["faults", "--kinds", "bus,radio"])
     err = capsys.readouterr().err
     assert rc == 1
-    assert err.strip() == "mcim-hil faults: ValueError: --kinds: unknown modem (choose from bus, uicc, tpm)"
+    assert err.strip() == "mcim-hil faults: ValueError: --kinds: unknown radio (choose from bus, uicc, tpm, modem)"
+
+
+# -- modem faults: on benches with the modem; the card's writes go over AT+CSIM ------------------
+
+def test_modem_fault_points_hit_the_csim_that_carries_a_steps_card_write(modem_probe: Any) -> None:
+    points = points_for(CHANGE, modem_probe, kinds=["modem"])
+    assert {p.fault for p in points} == {"silence", "garbage", "reset", "no-carrier", "cme-error"}
+    aimed = {(p.step, p.at_command, p.code) for p in points}
+    assert (8, "+CSIM", 0xD6) in aimed and (12, "+CSIM", 0xD6) in aimed   # UPDATE BINARY
+
+
+def test_a_silent_module_at_the_install_is_asked_again_and_the_change_completes(modem_runner: CaseRunner,
+                                                                               modem_probe: Any) -> None:
+    case, record = modem_runner.run(point(modem_probe, 12, "modem", "silence"))
+    assert case.outcome == RECOVERED, case.detail
+    assert case.credential == "new MCIM"
+    timeouts = [e for st in record.steps if st.number == 12 for e in st.events
+                if e.get("device") == "modem" and e.get("status") == "TIMEOUT"]
+    assert len(timeouts) == 1
+
+
+def test_a_module_restart_during_the_discard_keeps_the_old_mcim_whole(modem_runner: CaseRunner,
+                                                                     modem_probe: Any) -> None:
+    # the restart resets the card: the write sent again finds no EF selected and no ADM1 verified;
+    # the card's write is transactional, so the old MCIM stays whole and attaches
+    case, _ = modem_runner.run(point(modem_probe, 8, "modem", "reset"))
+    assert case.outcome == FAILED_CLEANLY and case.failed_step == 8, case.detail
+    assert case.credential == "old MCIM"
+    assert next(c for c in case.checks if c.name == "a real attach with it").passed
+
+
+def test_no_carrier_at_the_install_falls_back_to_the_initial_access_credential(modem_runner: CaseRunner,
+                                                                              modem_probe: Any) -> None:
+    case, _ = modem_runner.run(point(modem_probe, 12, "modem", "no-carrier"))
+    assert case.outcome == FAILED_CLEANLY and case.failed_step == 12, case.detail
+    assert "NO CARRIER" in case.detail and case.credential == "initial-access"

@@ -25,6 +25,7 @@ from mcim_hil.aka.auc import AuC
 from mcim_hil.drivers.errors import DeviceNotFound, ModemError
 from mcim_hil.drivers.hook import CommandEvent, CommandHook
 from mcim_hil.drivers.modem import (CmeError, Modem, ModemTimeout, Registration, RegistrationDenied)
+from mcim_hil.drivers.modem_link import COMMAND_ATTEMPTS
 from mcim_hil.emulators.modem import AttachResult, EmulatedModem
 
 # Our vpcd slot; overridable so a bench with other free slots can run these too.
@@ -168,26 +169,83 @@ def test_cme_error_verbose_is_mapped_back_to_its_code(run_script) -> None:
 
 
 def test_silence_raises_a_timeout_naming_the_command(run_script) -> None:
-    modem, recorder = run_script([(b"AT+COPS=?\r", b"")])
+    # a read is sent again (bounded) before the driver gives up
+    modem, recorder = run_script([(b"AT+COPS=?\r", b"")] * COMMAND_ATTEMPTS)
     with pytest.raises(ModemTimeout) as caught:
         modem.command("AT+COPS=?", timeout=0.3)
     assert caught.value.command == "AT+COPS=?" and caught.value.result is None
     assert "0.3 s" in str(caught.value)
-    assert recorder.events[-1].status == "TIMEOUT"
+    assert [e.status for e in recorder.events] == ["TIMEOUT"] * COMMAND_ATTEMPTS
 
 
 def test_text_without_a_final_result_code_is_a_timeout_that_says_so(run_script) -> None:
-    modem, _ = run_script([(b"AT+CGMI\r", b"\r\nQuectel\r\n")])
+    modem, _ = run_script([(b"AT+CGMI\r", b"\r\nQuectel\r\n")] * COMMAND_ATTEMPTS)
     with pytest.raises(ModemTimeout, match="after 1 information line"):
         modem.command("AT+CGMI", timeout=0.3)
 
 
 def test_noise_raises_a_clear_error_not_a_timeout(run_script) -> None:
-    modem, recorder = run_script([(b"AT\r", b"\xff\xfe\x00\x13\x80\x80")])
+    modem, recorder = run_script([(b"AT\r", b"\xff\xfe\x00\x13\x80\x80")] * COMMAND_ATTEMPTS)
     with pytest.raises(ModemError, match="non-text bytes") as caught:
         modem.command("AT", timeout=5.0)
     assert not isinstance(caught.value, ModemTimeout)
     assert recorder.events[-1].status == "GARBAGE"
+
+
+# -- what the driver sends again, bounded, and what it never does ------------------------------
+
+def test_a_read_lost_once_in_silence_is_sent_again_and_answered(run_script) -> None:
+    modem, recorder = run_script([(b"AT+CGATT?\r", b""), (b"AT+CGATT?\r", b"\r\n+CGATT: 1\r\n\r\nOK\r\n")])
+    assert modem.attached() is True
+    assert [e.status for e in recorder.events] == ["TIMEOUT", "OK"]
+
+
+def test_an_answer_lost_in_line_noise_is_asked_again(run_script) -> None:
+    modem, _ = run_script([(b"AT+CIMI\r", b"\r\n\xff\x00\xfe\r\n"),
+                           (b"AT+CIMI\r", b"\r\n001010123456789\r\n\r\nOK\r\n")])
+    assert modem.imsi() == "001010123456789"
+
+
+def test_a_module_restart_during_a_command_puts_the_settings_back_then_sends_it_again(run_script) -> None:
+    modem, recorder = run_script([
+        (b"ATE0\r", b"ATE0\r\r\nOK\r\n"),
+        (b"AT+CMEE?\r", b"\r\n+CMEE: 0\r\n\r\nOK\r\n"),
+        (b"AT+CMEE=2\r", b"\r\nOK\r\n"),
+        # the module reboots instead of answering: its boot URCs, back to E1 and +CMEE=0
+        (b'AT+CSIM=10,"00B0000009"\r', b"\r\nRDY\r\n\r\n+CFUN: 1\r\n\r\n+CPIN: READY\r\n"),
+        (b"ATE0\r", b"ATE0\r\r\nOK\r\n"),
+        (b"AT+CMEE=2\r", b"\r\nOK\r\n"),
+        (b'AT+CSIM=10,"00B0000009"\r', b'\r\n+CSIM: 4,"6982"\r\n\r\nOK\r\n'),
+        (b"AT+CMEE=0\r", b"\r\nOK\r\n"), (b"ATE1\r", b"\r\nOK\r\n"),   # close() gives them back
+    ])
+    modem.echo_off()
+    modem.set_error_mode(2)
+    assert modem.csim(bytes.fromhex("00B0000009")) == bytes.fromhex("6982")   # the card was reset too
+    assert modem.restarts == 1
+    assert [e.status for e in recorder.events][3:] == ["RESTARTED", "OK", "OK", "OK"]
+
+
+def test_sim_busy_is_waited_out_other_cme_errors_are_not(run_script) -> None:
+    modem, _ = run_script([(b"AT+CIMI\r", b"\r\n+CME ERROR: 14\r\n"),
+                           (b"AT+CIMI\r", b"\r\n001010123456789\r\n\r\nOK\r\n"),
+                           (b"AT+CIMI\r", b"\r\n+CME ERROR: 13\r\n")])
+    assert modem.imsi() == "001010123456789"
+    with pytest.raises(CmeError, match="SIM failure"):
+        modem.imsi()
+
+
+def test_no_carrier_fails_at_once(run_script) -> None:
+    modem, _ = run_script([(b"AT+CGATT=1\r", b"\r\nNO CARRIER\r\n")])
+    with pytest.raises(ModemError, match="answered NO CARRIER"):
+        modem.attach(timeout=2.0)
+
+
+@pytest.mark.parametrize("line", ['AT+CSIM=26,"0020000A083132333435363738"', "AT+CPIN=1234",
+                                  'AT+CSIM=44,"008800812210' + "00" * 14 + '"', "ATD*99#"])
+def test_a_pin_an_authenticate_or_a_dial_is_never_sent_twice(run_script, line: str) -> None:
+    modem, _ = run_script([(line.encode() + b"\r", b"")])
+    with pytest.raises(ModemTimeout):
+        modem.command(line, timeout=0.3)
 
 
 def test_a_urc_during_a_command_stays_out_of_its_answer(run_script) -> None:

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import select
+import socket
 import threading
 import time
 import tty
@@ -31,6 +32,8 @@ import tty
 from .modem_at import CmeFailure, SyntaxFailure, CME_TEXT, split_line
 from .modem_commands import (STANDARD_COMMANDS, STAT_NOT_SEARCHING, AirInterface, AttachResult,
                              Handler, Ts27007Commands)
+from .modem_faults import (BOOT_URCS, CME, GARBAGE, NO_CARRIER, NOISE, RESET, SILENT, ModemFaultError,
+                           ModemFaultPlan, control_line)
 from .modem_profiles import Profile, profile as profile_named
 from .modem_sim import ModuleSim, SimUnavailable, decode_iccid, decode_imsi
 
@@ -74,6 +77,11 @@ class EmulatedModem(Ts27007Commands):
         self._stopping = False
         self._write_lock = threading.Lock()
         self._state_lock = threading.RLock()
+        self._faults = ModemFaultPlan()
+        self._control_host: socket.socket | None = None   # the harness's end of the control channel
+        self._control_own: socket.socket | None = None    # the module's end, read by its serving thread
+        self._control_lock = threading.Lock()
+        self.restarts = 0
         self._reset_settings()
         # Network side state
         self._fun = 1
@@ -107,6 +115,8 @@ class EmulatedModem(Ts27007Commands):
         os.set_blocking(self._master, False)
         self._wake_r, self._wake_w = os.pipe()
         self.port = os.ttyname(self._slave)
+        self._control_host, self._control_own = socket.socketpair()
+        self._control_host.settimeout(5.0)
         self._stopping = False
         self._thread = threading.Thread(target=self._serve, name=f"emulated-modem {self.port}", daemon=True)
         self._thread.start()
@@ -125,6 +135,10 @@ class EmulatedModem(Ts27007Commands):
             except OSError:
                 pass
         self._master = self._slave = self._wake_r = self._wake_w = -1
+        for end in (self._control_host, self._control_own):
+            if end is not None:
+                end.close()
+        self._control_host = self._control_own = None
         with self._state_lock:
             self._sim.close()
         self.trace_sim_to(None)
@@ -163,13 +177,15 @@ class EmulatedModem(Ts27007Commands):
 
     def _serve(self) -> None:
         line = bytearray()
+        control = bytearray()
         last_use = time.monotonic()
         while not self._stopping:
             timeout = None
             if self._sim.connected:
                 timeout = max(0.0, last_use + self._sim_idle_s - time.monotonic())
+            watched = [self._master, self._wake_r] + ([self._control_own] if self._control_own else [])
             try:
-                ready, _, _ = select.select([self._master, self._wake_r], [], [], timeout)
+                ready, _, _ = select.select(watched, [], [], timeout)
             except OSError:
                 return
             if not ready:
@@ -177,6 +193,10 @@ class EmulatedModem(Ts27007Commands):
                 continue
             if self._wake_r in ready:
                 return
+            if self._control_own is not None and self._control_own in ready:
+                self._take_control(control)
+            if self._master not in ready:
+                continue
             try:
                 chunk = os.read(self._master, 4096)
             except BlockingIOError:
@@ -245,6 +265,15 @@ class EmulatedModem(Ts27007Commands):
         if start < 0:
             return          # V.250 5.2.1: characters before "AT" are ignored; no AT, no command
         body = text[start + 2:].strip()
+        fault, code = self._faults.on_command(body)
+        if fault == SILENT:
+            return
+        if fault == RESET:
+            self._restart()
+            return
+        if fault in (NO_CARRIER, CME):
+            self._write(self._frame("NO CARRIER" if fault == NO_CARRIER else self._cme_result(code)))
+            return
         lines: list[str] = []
         try:
             with self._state_lock:
@@ -260,7 +289,74 @@ class EmulatedModem(Ts27007Commands):
             final = "ERROR"
         else:
             final = "OK"
+        if fault == GARBAGE:    # it ran; its answer is lost in line noise
+            self._write(bytes([self._s3, self._s4]) + NOISE + bytes([self._s3, self._s4]))
+            return
         self._write(b"".join(self._frame(line) for line in lines) + self._frame(final))
+
+    # -- faults (modem_faults.py), over the control channel ------------------------------
+
+    def control(self, op: str, **fields: object) -> str:
+        """Send one control line (modem_faults) to the serving thread; its answer ("ack N")."""
+        if self._control_host is None:
+            raise RuntimeError("the emulated modem is not running")
+        with self._control_lock:
+            self._control_host.sendall(control_line(op, **fields))
+            answer = b""
+            while not answer.endswith(b"\n"):
+                chunk = self._control_host.recv(256)
+                if not chunk:
+                    raise RuntimeError("the emulated modem closed its control channel")
+                answer += chunk
+        text = answer.decode().strip()
+        if not text.startswith("ack"):
+            raise ModemFaultError(text)
+        return text
+
+    def arm_fault(self, fault: str, command: str | None = None, *, ins: int | None = None, code: int = 100,
+                  skip: int = 0, times: int = 1) -> str:
+        """The next ``times`` command lines starting with ``command`` (after ``skip``) suffer ``fault``."""
+        return self.control(fault, command=command, ins=ins, code=code, skip=skip, times=times)
+
+    def clear_faults(self) -> str:
+        return self.control("clear")
+
+    def _take_control(self, pending: bytearray) -> None:
+        assert self._control_own is not None
+        try:
+            chunk = self._control_own.recv(4096)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._control_own.close()
+            self._control_own = None
+            return
+        pending += chunk
+        while b"\n" in pending:
+            line, _, rest = bytes(pending).partition(b"\n")
+            pending[:] = rest
+            try:
+                with self._state_lock:
+                    op = self._faults.apply(line)
+                answer = f"ack {op}\n"
+            except ModemFaultError as exc:
+                answer = f"error {exc}\n"
+            self._control_own.sendall(answer.encode())
+
+    def _restart(self) -> None:
+        """The module restarts: settings to their defaults, no registration or bearer (no detach
+        signalling), its SIM powered down and up; then it tells the host it is back."""
+        with self._state_lock:
+            self.restarts += 1
+            self._reset_settings()
+            self._fun = 1
+            self._attached_imsi = self._ip = self._cell = self._reject_cause = None
+            self._contexts = {1: ("IP", "")}
+            self._stat = STAT_NOT_SEARCHING
+            self._sim.power_cycle()
+        time.sleep(0.05)    # a real module takes seconds; the host must not take the URCs for an answer
+        for urc in BOOT_URCS:
+            self._send_urc(urc)
 
     def _cme_result(self, code: int) -> str:
         if self._cmee == 0:

@@ -20,6 +20,7 @@ CME_TEXT = {
     11: "SIM PIN required",
     12: "SIM PUK required",
     13: "SIM failure",
+    14: "SIM busy",
     16: "incorrect password",
     30: "no network service",
     31: "network timeout",

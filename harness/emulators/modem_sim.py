@@ -65,6 +65,17 @@ class ModuleSim:
 
     release = close   # the module is idle: others may take the card exclusively
 
+    def power_cycle(self) -> None:
+        """The module restarted: its SIM is reset (pcscd resets the card as the module lets go),
+        so PIN and ADM verifications and the current file are gone; the next use reconnects."""
+        from smartcard.scard import SCARD_RESET_CARD
+        connection = self._connection
+        while connection is not None and hasattr(connection, "component"):   # pyscard's decorator
+            connection = connection.component
+        if connection is not None and hasattr(connection, "disposition"):
+            connection.disposition = SCARD_RESET_CARD
+        self.close()
+
     def _connect(self):
         from smartcard.Exceptions import SmartcardException
         from smartcard.System import readers

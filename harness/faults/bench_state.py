@@ -13,6 +13,7 @@ from mcim_hil.bench import Bench
 from mcim_hil.emulators.swtpm import Swtpm
 
 CARD_TIMEOUT_S = 2.0   # a silent card costs a case this much, not the bench's 10 s
+MODEM_TIMEOUT_S = 2.0  # a silent module: per attempt (the driver tries 3 times), not the bench's 5 s
 
 
 class BenchState:
@@ -36,11 +37,16 @@ class BenchState:
 
     def restore(self, case_dir: Path, *, modem: bool = False) -> Bench:
         """A Bench whose TPM is a copy of the golden one; its card a fresh factory image; the
-        modem only when asked (the relayed AKA does without it, and a case starts faster)."""
+        modem only when asked (the relayed AKA does without it, and a case starts faster). With
+        the modem, the card is reached through it (AT+CSIM) and the module attaches itself, so
+        the modem's faults meet every card command a step sends."""
         state = case_dir / "tpm"
         shutil.rmtree(state, ignore_errors=True)
         shutil.copytree(self.golden, state, ignore=shutil.ignore_patterns("*.log", "*.pid"))
         assert self.bench.tpm is not None and self.bench.uicc is not None
+        if modem and self.bench.modem is None:
+            raise ValueError(f"{self.bench.path}: modem faults need the bench's modem (modem: emulator: at-pty)")
         return replace(self.bench, tpm=replace(self.bench.tpm, state_dir=state),
-                       uicc=replace(self.bench.uicc, card_state=None, timeout=CARD_TIMEOUT_S),
-                       modem=self.bench.modem if modem else None)
+                       uicc=replace(self.bench.uicc, card_state=None, timeout=CARD_TIMEOUT_S, via_modem=modem),
+                       modem=replace(self.bench.modem, timeout=MODEM_TIMEOUT_S) if modem and self.bench.modem
+                       else None)

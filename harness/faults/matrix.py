@@ -21,7 +21,7 @@ from mcim_hil.session import Session, SessionOptions
 
 from .bench_state import BenchState
 from .checks import Baseline, Check, credential_checks, tpm_checks, transient_free
-from .points import KINDS, Armed, FaultPoint, points_for, with_fault
+from .points import DEVICE_KINDS_WITH_MODEM, KINDS, Armed, FaultPoint, points_for, with_fault
 
 SLOT_WAIT_S = 60.0
 RECOVERED, FAILED_CLEANLY, UNUSABLE = "passed after recovery", "failed cleanly", "UNUSABLE"
@@ -157,7 +157,8 @@ class CaseRunner:
             before = Baseline(adm1, pin1, slots)
             procedure = self.procedure
             if point is not None:
-                armed = Armed(s.network.bus, emulated.uicc_emulator, emulated.tpm_emulator, s.devices.uicc.reconnect)
+                armed = Armed(s.network.bus, emulated.uicc_emulator, emulated.tpm_emulator, s.devices.uicc.reconnect,
+                              emulated.modem_emulator)
                 procedure = with_fault(procedure, point, armed)
             outcome = run_procedure(procedure, s, s.record)
             row = outcome.failed_step
@@ -187,29 +188,49 @@ def run_matrix(bench: Bench, procedure: Procedure, *, steps: Iterable[int] | Non
                kinds: Iterable[str] = KINDS, workdir: Path | None = None, air: str = "relayed",
                on_case: Callable[[int, int, CaseResult], None] = lambda i, n, c: None,
                limit: int | None = None) -> MatrixResult:
-    """Probe, then every fault point of ``steps`` x ``kinds`` (``limit``: the first N only)."""
+    """Probe, then every fault point of ``steps`` x ``kinds`` (``limit``: the first N only).
+    The modem's kinds run on benches with the modem (the module attaches itself, the card is
+    reached over AT+CSIM), aimed by a probe on such a bench; the others on ``air``."""
     t0 = time.perf_counter()
+    kinds = tuple(kinds)
     with tempfile.TemporaryDirectory(prefix="mcim-hil-faults-") as tmp:
-        runner = CaseRunner(bench, procedure, Path(workdir or tmp), air=air)
+        root = Path(workdir or tmp)
+        plain = [k for k in kinds if k not in DEVICE_KINDS_WITH_MODEM]
+        moded = [k for k in kinds if k in DEVICE_KINDS_WITH_MODEM]
+        runners = ([(CaseRunner(bench, procedure, root, air=air), plain)] if plain else []) + (
+            [(CaseRunner(bench, procedure, root / "with-modem", air="module"), moded)] if moded else [])
         try:
-            return _run(runner, procedure, steps, kinds, on_case, limit, t0)
+            return _run(runners, procedure, steps, on_case, limit, t0)
         finally:
-            runner.close()
+            for runner, _ in runners:
+                runner.close()
 
 
-def _run(runner: CaseRunner, procedure: Procedure, steps: Iterable[int] | None, kinds: Iterable[str],
+def _run(runners: list[tuple[CaseRunner, list[str]]], procedure: Procedure, steps: Iterable[int] | None,
          on_case: Callable[[int, int, CaseResult], None], limit: int | None, t0: float) -> MatrixResult:
-    runner.prepare()
-    probe, record = runner.run(None)
-    if probe.outcome != RECOVERED:
-        raise RuntimeError(f"{procedure.name}: the clean probe run did not pass ({probe.summary}: "
-                           f"{probe.detail}); a fault matrix needs a bench that passes without faults")
-    points = points_for(procedure, record, steps, kinds)
+    planned: list[tuple[CaseRunner, FaultPoint]] = []
+    prepare_s = 0.0
+    golden: BenchState | None = None
+    for runner, kinds in runners:
+        if golden is None:
+            runner.prepare()
+            golden, prepare_s = runner.state, runner.state.prepare_s
+        else:
+            runner.state.golden = golden.golden      # one TPM manufactured for every case
+        probe, record = runner.run(None)
+        if probe.outcome != RECOVERED:
+            raise RuntimeError(f"{procedure.name}: the clean probe run ({runner.air} air) did not pass "
+                               f"({probe.summary}: {probe.detail}); a fault matrix needs a bench that passes "
+                               f"without faults")
+        planned += [(runner, p) for p in points_for(procedure, record, steps, kinds)]
+        runner.close()
+    order = {n: i for i, n in enumerate(s.number for s in procedure.steps)}
+    planned.sort(key=lambda rp: order.get(rp[1].step, 0))   # stable: by step, kinds as listed
     if limit is not None:
-        points = points[:limit]
+        planned = planned[:limit]
     cases: list[CaseResult] = []
-    for i, point in enumerate(points, 1):
+    for i, (runner, point) in enumerate(planned, 1):
         case, _ = runner.run(point)
         cases.append(case)
-        on_case(i, len(points), case)
-    return MatrixResult(procedure.name, cases, runner.state.prepare_s, time.perf_counter() - t0)
+        on_case(i, len(planned), case)
+    return MatrixResult(procedure.name, cases, prepare_s, time.perf_counter() - t0)

@@ -4,6 +4,7 @@ recorded it. Arming wraps the step's action: armed before it, disarmed after."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable
 
@@ -11,7 +12,8 @@ from tpm2_pytss.constants import TPM2_CC
 
 from mcim_hil.procedures.base import Procedure, SeedStep
 
-KINDS = ("bus", "uicc", "tpm")
+KINDS = ("bus", "uicc", "tpm", "modem")
+DEVICE_KINDS_WITH_MODEM = ("modem",)   # cases of these kinds run with the modem (module attach, AT+CSIM)
 
 # bus faults: (name, bus fault, how many deliveries it hits). "unreachable" outlasts the
 # sender's retries (RetryPolicy.attempts = 3): the step must fail cleanly.
@@ -19,7 +21,12 @@ BUS_FAULTS = (("lost", "lost", 1), ("duplicated", "duplicated", 1), ("delayed", 
               ("reordered", "reordered", 1), ("unreachable", "lost", 3))
 UICC_FAULTS = ("error-sw", "silent", "removed")
 TPM_FAULTS = ("power-before", "power-after")
-FAULTS = {"bus": tuple(f[0] for f in BUS_FAULTS), "uicc": UICC_FAULTS, "tpm": TPM_FAULTS}
+# modem faults: (name, the emulated module's fault, +CME ERROR code). Each hits one command line;
+# the driver sends a safe command again, so silence, noise and a restart can be recovered from.
+MODEM_FAULTS = (("silence", "silent", 0), ("garbage", "garbage", 0), ("reset", "reset", 0),
+                ("no-carrier", "no-carrier", 0), ("cme-error", "cme", 13))   # TS 27.007 9.2.1: SIM failure
+FAULTS = {"bus": tuple(f[0] for f in BUS_FAULTS), "uicc": UICC_FAULTS, "tpm": TPM_FAULTS,
+          "modem": tuple(f[0] for f in MODEM_FAULTS)}
 
 ERROR_SW = 0x6F00          # TS 102 221 10.2.1.4: technical problem, no precise diagnosis
 # commands that change what a TPM keeps: power lost at these is what hurts
@@ -36,6 +43,7 @@ class FaultPoint:
     target: str    # message kind, card command (INS hex), TPM command name
     code: int = 0  # INS or TPM command code
     armed_at: int | str | None = None   # the step whose action runs this one (a group's leader)
+    at_command: str = ""                # modem: the AT command the fault hits ("+CSIM"); code: its APDU's INS
 
     @property
     def name(self) -> str:
@@ -87,6 +95,21 @@ def _tpm_command(events: list[dict]) -> tuple[str, int] | None:
     return (pick, int(code)) if code is not None else None
 
 
+def _modem_command(events: list[dict]) -> tuple[str, str, int] | None:
+    """The step's AT command to hit: the +CSIM carrying its card write (by the write's INS), else
+    its first AT command. (target, command name, INS or 0)."""
+    names = [str(e.get("command", "")) for e in events if e.get("type") == "device" and e.get("device") == "modem"]
+    names = [n for n in names if n.upper().startswith("AT")]
+    if not names:
+        return None
+    card = _card_command(events)
+    if card is not None and any(n.upper().startswith("AT+CSIM") for n in names):
+        return f"AT+CSIM carrying {card[0]}", "+CSIM", card[1]
+    match = re.match(r"AT([+^$%#*!@&]?[A-Z0-9_]*)", names[0], re.IGNORECASE)
+    name = (match.group(1) if match else "") or names[0][2:3]
+    return f"AT{name}", name.upper(), 0
+
+
 def points_for(procedure: Procedure, probe: Any, steps: Iterable[int | str] | None = None,
                kinds: Iterable[str] = KINDS) -> list[FaultPoint]:
     """Every fault that applies to each numbered step, aimed by the clean probe run's record."""
@@ -109,14 +132,18 @@ def points_for(procedure: Procedure, probe: Any, steps: Iterable[int | str] | No
             points += [FaultPoint(number, "uicc", name, card[0], card[1], armed_at=at) for name in UICC_FAULTS]
         if "tpm" in kinds and (tpm := _tpm_command(events)):
             points += [FaultPoint(number, "tpm", name, tpm[0], tpm[1], armed_at=at) for name in TPM_FAULTS]
+        if "modem" in kinds and (modem := _modem_command(events)):
+            points += [FaultPoint(number, "modem", name, modem[0], modem[2], armed_at=at, at_command=modem[1])
+                       for name in FAULTS["modem"]]
     return points
 
 
 class Armed:
     """The devices' and the bus's fault controls for one case (what ``arm`` needs)."""
 
-    def __init__(self, bus: Any, uicc_emulator: Any, tpm_emulator: Any, reconnect_card: Callable[[], None]) -> None:
-        self.bus, self.card, self.tpm = bus, uicc_emulator, tpm_emulator
+    def __init__(self, bus: Any, uicc_emulator: Any, tpm_emulator: Any, reconnect_card: Callable[[], None],
+                 modem_emulator: Any = None) -> None:
+        self.bus, self.card, self.tpm, self.modem = bus, uicc_emulator, tpm_emulator, modem_emulator
         self.reconnect_card = reconnect_card
         self.removed = False
 
@@ -134,10 +161,17 @@ class Armed:
             self.removed = True
         elif point.kind == "tpm":
             self.tpm.power_loss_at(point.code, "before" if point.fault == "power-before" else "after")
+        elif point.kind == "modem":
+            if self.modem is None:
+                raise ValueError(f"{point.name}: this case's bench has no emulated modem")
+            _, fault, code = next(f for f in MODEM_FAULTS if f[0] == point.fault)
+            self.modem.arm_fault(fault, point.at_command or None, ins=point.code or None, code=code)
 
     def disarm(self, point: FaultPoint) -> None:
         if point.kind == "bus":
             self.bus.clear_faults()
+        elif point.kind == "modem" and self.modem is not None:
+            self.modem.clear_faults()
         elif point.kind == "uicc":
             self.card.clear_faults()
             if self.removed:       # the engineer puts it back; the host opens a new card session

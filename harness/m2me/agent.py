@@ -27,6 +27,7 @@ from mcim_hil.network.attestation import CredentialChallenge, Evidence, Measurem
 from mcim_hil.network.bus import Bus, MessageLost, Refused
 from mcim_hil.network.mcim import Mcim, McimError, open_mcim
 from mcim_hil.network.messages import (
+    CAUSE_IMSI_UNKNOWN,
     AccessCredentialDelivery,
     AccessCredentialInstalled,
     AccessCredentialReplacementAccept,
@@ -64,6 +65,10 @@ from .tre import ACCESS_CREDENTIAL_HANDLE, PREPROVISIONED_HANDLE, Component, Tre
 # renew the initial-access credential during a change of SHO when it has less than this left
 # (5.1.3.8.4.3, last paragraph: "about to expire")
 ACCESS_RENEWAL_MARGIN_S = 30 * 86400.0
+
+# 004 c4 s8: the old MCIM's TPM object evicted again after a power loss, at most this many times
+EVICT_ATTEMPTS = 3
+EVICT_BACKOFF_S = 0.05
 
 
 class ProvisioningError(Exception):
@@ -187,6 +192,9 @@ class M2me:
         self.sealing_parents: dict[bytes, str] = {}        # parent name -> the SHO it was certified for
         self.preprovisioned: Preprovisioned | None = None
         self._instruction_nonces: set[bytes] = set()
+        # the last instruction's bus exchange, the instruction and the answer given (retransmissions)
+        self._last_instruction: tuple[int, ReprovisioningInstruction, ReprovisioningAck] | None = None
+        self.power_losses = 0        # TPM power losses the M2ME restarted after and went on
 
     # -- start ------------------------------------------------------------------------------
 
@@ -215,6 +223,25 @@ class M2me:
             self.address = result.ip_address
             self.bus.register(self.address, self.handle)
         return result
+
+    def attach_new_mcim(self, imsi: str | None = None) -> Attachment:
+        """After a change of SHO (004 c4): attach with the new MCIM on the card. A network that
+        does not know its IMSI (cause #2: the new SHO never activated it, its status report never
+        arrived, s13) will never serve it: the M2ME gives the new MCIM up, falls back to the
+        initial-access credential (``self.fallback``) and attaches with the PCID instead. Any other
+        reject (congestion, a failure of the network) may pass: the MCIM is kept."""
+        imsi = imsi or self.identity_on_card()
+        result = self.attach(imsi)
+        new = self.installed
+        if (result.accepted or result.reject_cause != CAUSE_IMSI_UNKNOWN or self.discarded is None
+                or new is None or imsi != new.imsi):
+            return result
+        self.installed = None
+        error = self._install_failed(f"the network does not know the new MCIM's IMSI {imsi} (cause #2 IMSI "
+                                     f"unknown): the new SHO never activated it")
+        if self.fallback is None or self.fallback.restored is None:
+            raise error
+        return self.attach(self.pcid)
 
     def detach(self) -> None:
         if self.attached_as is not None:
@@ -313,7 +340,9 @@ class M2me:
 
     def restart_after_power_loss(self) -> None:
         """What the M2ME does when its power comes back: the TRE reloads its keys (the TPM lost
-        them) and the components are measured again (the PCRs were reset)."""
+        them) and the components are measured again (the PCRs were reset). The host's TPM
+        connection is opened anew: the one the power cut broke is unusable."""
+        self.tre.tpm.reopen()
         self.tre.forget_keys()
         self.boot(self._components)
 
@@ -445,7 +474,18 @@ class M2me:
 
     def _on_reprovisioning(self, msg: ReprovisioningInstruction) -> ReprovisioningAck:
         """004 c4 s2: the subscriber instructs a re-provisioning from a new SHO. The M2ME keeps its
-        old MCIM (its connectivity) until the new one is downloaded whole (s7-s8)."""
+        old MCIM (its connectivity) until the new one is downloaded whole (s7-s8). A retransmission
+        of the last instruction (the same message in the same bus exchange: the subscriber never got
+        the answer) gets the first answer again; the same instruction sent anew is a replay."""
+        exchange = self.bus.exchange()
+        last = self._last_instruction
+        if last is not None and exchange is not None and last[0] == exchange and last[1] == msg:
+            return last[2]   # the sender's retransmission (its answer was late or lost): the same answer
+        reply = self._answer_reprovisioning(msg)
+        self._last_instruction = (exchange, msg, reply) if exchange is not None else None
+        return reply
+
+    def _answer_reprovisioning(self, msg: ReprovisioningInstruction) -> ReprovisioningAck:
         def answer(accepted: bool, reason: str | None = None) -> ReprovisioningAck:
             return ReprovisioningAck(sender=self._address(), recipient=msg.sender, pcid=msg.pcid,
                                      accepted=accepted, reason=reason)
@@ -652,11 +692,32 @@ class M2me:
             raise ProvisioningError(f"the card's old K/OPc could not be overwritten (the old MCIM stays "
                                     f"whole on the card and in the TRE): {exc}") from exc
         try:
-            evicted = self.tre.discard_mcim()
+            evicted = self._evict_old_mcim()
         except DeviceError as exc:
             raise ProvisioningError(f"TRE could not evict the old MCIM object (the card already holds the "
                                     f"initial-access credential): {exc}") from exc
         return card, evicted
+
+    def _evict_old_mcim(self) -> bool:
+        """Evict the old MCIM's sealed object; True when there was one. The card is already on the
+        initial-access credential, so an object left behind would be a second SHO's credential: when
+        the TPM loses power at the evict, the M2ME restarts (keys, PCRs) and evicts again, bounded
+        (a cut after the evict ran leaves nothing to evict: the object was there all the same)."""
+        held: bool | None = None
+        for attempt in range(1, EVICT_ATTEMPTS + 1):
+            try:
+                if held is None:
+                    held = self.tre.has_mcim()
+                if held:
+                    self.tre.discard_mcim()
+                return held
+            except DeviceError as exc:
+                if attempt == EVICT_ATTEMPTS or not _power_lost(exc):
+                    raise
+                self.power_losses += 1
+                time.sleep(EVICT_BACKOFF_S * attempt)
+                self.restart_after_power_loss()
+        raise AssertionError("unreachable")
 
     def discard_old_mcim(self) -> DiscardedCredentials:
         """004 c4 s8: before installing the new MCIM, discard ALL of the old SHO's credentials: the

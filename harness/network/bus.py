@@ -18,6 +18,7 @@ step. A peer's answer, even a refusal, is never retried.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -99,6 +100,7 @@ class BusFault:
 class _Held:
     message: Message
     handler: Handler
+    exchange: int = 0
     faults: list[str] = field(default_factory=list)
 
 
@@ -114,6 +116,8 @@ class Bus:
         self._faults: list[BusFault] = []
         self._held: list[_Held] = []
         self.fault_log: list[dict] = []   # what the fault points did, in order
+        self._exchanges = itertools.count(1)
+        self._local = threading.local()   # the exchanges being delivered on this thread (nested)
 
     # -- fault points -----------------------------------------------------------------------
 
@@ -166,6 +170,14 @@ class Bus:
         with self._lock:
             return address in self._handlers
 
+    def exchange(self) -> int | None:
+        """The exchange of the request being delivered (to a handler calling it), else None.
+        Every attempt of one ``request`` (the sender's retransmissions, a duplicate) shares one
+        exchange, as a transport's message id does; the same message requested again later is
+        another exchange: a receiver answers a retransmission again, and refuses a replay."""
+        stack = getattr(self._local, "exchanges", None)
+        return stack[-1] if stack else None
+
     def request(self, message: Message, *, via: Handler | None = None) -> Message:
         """Deliver ``message`` and return the reply; ``via`` replaces the registered handler.
         A request that gets no reply in time is sent again (``self.retry``); MessageLost after
@@ -181,12 +193,13 @@ class Bus:
             self._gate(message)
         policy = self.retry
         why = ""
+        exchange = next(self._exchanges)
         for attempt in range(1, max(1, policy.attempts) + 1):
             fault = self._fault_for(message)
             if fault is not None:
                 self._log_fault(message, fault, attempt)
             try:
-                return self._deliver(message, handler, fault)
+                return self._deliver(message, handler, fault, exchange)
             except _NoReply as exc:
                 why = str(exc)
             if attempt < policy.attempts:
@@ -206,7 +219,7 @@ class Bus:
                 raise Refused(refusal.sender, f"{message.kind} from {message.sender} to {message.recipient}",
                               getattr(refusal, "reason", None) or refusal.kind, refusal)
 
-    def _deliver(self, message: Message, handler: Handler, fault: str | None) -> Message:
+    def _deliver(self, message: Message, handler: Handler, fault: str | None, exchange: int) -> Message:
         if fault == "lost":
             self._record_request(message)
             self._record_no_reply(message, "lost on the bus")
@@ -214,10 +227,10 @@ class Bus:
         if fault == "reordered":   # overtaken: delivered after the next message on the bus
             self._record_request(message)
             with self._lock:
-                self._held.append(_Held(message, handler))
+                self._held.append(_Held(message, handler, exchange))
             self._record_no_reply(message, "held back, to be delivered after the next message")
             raise _NoReply("overtaken by a later message")
-        reply = self._handle(message, handler)
+        reply = self._handle(message, handler, exchange)
         reply_fault = self._fault_for(reply)   # a fault point on the reply's kind: it never arrives
         if reply_fault is not None:
             self._log_fault(reply, reply_fault, 0)
@@ -231,7 +244,7 @@ class Bus:
             raise _NoReply("reply too late")
         if fault == "duplicated":  # the peer gets it twice; the sender takes the first reply
             try:
-                self._handle(message, handler)
+                self._handle(message, handler, exchange)
             except Exception:      # noqa: BLE001 - the duplicate's fate is recorded, not the sender's
                 pass
         self._deliver_held()
@@ -242,7 +255,7 @@ class Bus:
             held, self._held = self._held, []
         for late in held:
             try:
-                self._handle(late.message, late.handler)
+                self._handle(late.message, late.handler, late.exchange)
             except Exception:      # noqa: BLE001 - nobody waits for a late message's reply
                 pass
 
@@ -254,17 +267,21 @@ class Bus:
         if self.record is not None:
             self.record.message_error(message, MessageLost(f"fault injected: {what}"), time.time(), 0.0)
 
-    def _handle(self, message: Message, handler: Handler) -> Message:
+    def _handle(self, message: Message, handler: Handler, exchange: int) -> Message:
         started = time.time()
         t0 = time.perf_counter()
         if self.record is not None:
             self.record.message(message, "request", started, None)
+        stack = self._local.__dict__.setdefault("exchanges", [])
+        stack.append(exchange)
         try:
             reply = handler(message)
         except BaseException as exc:
             if self.record is not None:
                 self.record.message_error(message, exc, time.time(), time.perf_counter() - t0)
             raise
+        finally:
+            stack.pop()
         duration = time.perf_counter() - t0
         if not isinstance(reply, Message):
             raise UnexpectedMessage(f"{message.recipient}: answered {message.kind} with "

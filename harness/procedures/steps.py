@@ -290,7 +290,10 @@ def attach_with_mcim(s: Any) -> str:
     imsi = s.m2me.identity_on_card()
     if imsi != installed.imsi:
         raise StepFailed(f"the card presents {imsi}, not the MCIM's IMSI {installed.imsi}")
-    result = s.m2me.attach(imsi)
+    return _attached_with_mcim(s, imsi, s.m2me.attach(imsi))
+
+
+def _attached_with_mcim(s: Any, imsi: str, result: Any) -> str:
     if not result.accepted:
         raise StepFailed(f"attach with the MCIM rejected: {_CAUSES.get(result.reject_cause, result.reject_cause)}")
     if s.m2me.identity_on_card() == s.m2me.pcid:
@@ -454,6 +457,7 @@ def dpf_downloads_over_old_sho(s: Any) -> str:
 
 def m2me_discards_old_credentials(s: Any) -> str:
     """004 c4 s8."""
+    losses = s.m2me.power_losses
     try:
         discarded = s.m2me.discard_old_mcim()
     except Exception as exc:
@@ -468,6 +472,9 @@ def m2me_discards_old_credentials(s: Any) -> str:
         raise StepFailed(f"the card presents {on_card}, not the PCID {discarded.card.pcid}")
     evicted = (f"sealed MCIM object 0x{discarded.tre_handle:08x} evicted from the TPM"
                if discarded.tre_object_evicted else "no sealed MCIM object was in the TPM")
+    if s.m2me.power_losses > losses:
+        evicted += (f" (the TPM lost power at the evict {s.m2me.power_losses - losses} time(s): the M2ME "
+                    f"restarted and evicted again)")
     card = discarded.card
     return (f"{evicted}; card's IMSI {discarded.imsi} and its K/OPc overwritten with the initial-access "
             f"credential from the TRE (0x{card.tre_handle:08x}, kept): IMSI read back {on_card}, K/OPc read back "
@@ -573,10 +580,31 @@ def attach_after_change(s: Any) -> str:
 
 
 def attach_with_new_mcim(s: Any) -> str:
-    """After 004 c4: the M2ME attaches with the new MCIM; the network refuses the old IMSI."""
-    line = attach_with_mcim(s)
-    nsho = _new_sho(s)
+    """After 004 c4: the M2ME attaches with the new MCIM; the network refuses the old IMSI. A
+    network that does not know the new IMSI (its SHO never activated it: s13's report lost) makes
+    the M2ME fall back to its initial-access credential: the step fails, naming the recovery."""
+    installed = s.state.get("installed")
+    if installed is None:
+        raise StepFailed("no MCIM installed")
+    s.m2me.detach()
     imsi = s.m2me.identity_on_card()
+    if imsi != installed.imsi:
+        raise StepFailed(f"the card presents {imsi}, not the MCIM's IMSI {installed.imsi}")
+    try:
+        result = s.m2me.attach_new_mcim(imsi)
+    except ProvisioningError as exc:
+        s.state.pop("installed", None)
+        s.state["install_error"] = str(exc)
+        raise StepFailed(f"attach with the new MCIM rejected (#2 IMSI unknown); {exc}") from exc
+    if s.m2me.installed is None and s.m2me.fallback is not None:
+        s.state.pop("installed", None)
+        s.state["install_error"] = s.m2me.fallback.cause
+        how = (f"attached with the PCID {s.m2me.pcid}, address {result.ip_address}" if result.accepted else
+               f"the attach with the PCID rejected too: {_CAUSES.get(result.reject_cause, result.reject_cause)}")
+        raise StepFailed(f"attach with the new MCIM's IMSI {installed.imsi} rejected: {_CAUSES[2]}, the new "
+                         f"SHO never activated it" + _fallback_line(s) + f"; {how}")
+    line = _attached_with_mcim(s, imsi, result)
+    nsho = _new_sho(s)
     old_imsi = s.state["discarded"].imsi
     if not imsi.startswith(nsho.plmn) or imsi == old_imsi:
         raise StepFailed(f"the card presents {imsi}, not an IMSI of the new SHO's PLMN {nsho.plmn}")
