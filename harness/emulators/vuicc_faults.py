@@ -51,8 +51,9 @@ class FaultPlan:
         except (ValueError, KeyError, TypeError):
             raise FaultCommandError("control line is not a JSON object with an op") from None
         if op in (FAIL, SILENT):
-            self._rules.append(_Rule(op, _byte_or_none(msg.get("ins")), int(msg.get("sw", 0x6F00)),
-                                     int(msg.get("skip", 0)), int(msg.get("times", 1))))
+            self._rules.append(_Rule(op, _byte_or_none(msg.get("ins")),
+                                     _number(msg, "sw", 0x6F00, 0x6000, 0x9FFF),  # ISO 7816-4 5.6: SW1 6X/9X
+                                     _number(msg, "skip", 0, 0, 1 << 20), _number(msg, "times", 1, 1, 1 << 20)))
         elif op == "clear":
             self._rules.clear()
         elif op == "remove":
@@ -81,10 +82,16 @@ class FaultPlan:
 def _byte_or_none(value: Any) -> int | None:
     if value is None:
         return None
-    ins = int(value)
-    if not 0 <= ins <= 0xFF:
-        raise FaultCommandError("ins must be a byte")
-    return ins
+    return _number({"ins": value}, "ins", 0, 0, 0xFF)
+
+
+def _number(msg: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    """A whole number field in [low, high]; anything else (text, 1e400, a float, a bool) is the
+    control line's fault, never the card's crash."""
+    value = msg.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise FaultCommandError(f"{name} must be a whole number from {low} to {high}")
+    return value
 
 
 def control_line(op: str, **fields: Any) -> bytes:
