@@ -175,6 +175,7 @@ def test_install_failing_at_step_12_falls_back_to_the_initial_access_credential(
     rows = {r.number: r for r in outcome.rows}
     assert outcome.failed_step is not None and outcome.failed_step.number == 12
     assert cause in rows[12].detail and "fell back to the initial-access credential" in rows[12].detail
+    assert rows[12].detail.count("MCIM not installed") <= 1, rows[12].detail   # said once
     assert verdicts[13] == "failed" and "fell back to its initial-access credential" in rows[13].detail
     assert verdicts[14] == "skipped"
     # the recovery: an attach with the PCID, through the RO's ICF

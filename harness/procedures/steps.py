@@ -232,7 +232,8 @@ def m2me_installs(s: Any) -> str:
         installed = s.m2me.install_mcim()
     except Exception as exc:
         s.state["install_error"] = str(exc)
-        raise StepFailed(f"MCIM not installed: {exc}") from exc
+        said = str(exc)   # the agent may have said it already
+        raise StepFailed(said if said.startswith("MCIM not installed") else f"MCIM not installed: {said}") from exc
     s.state["installed"] = installed
     return (f"TRE imported and unsealed the MCIM (persistent 0x{installed.tre_handle:08x}); "
             f"UICC personalised with IMSI {installed.imsi}")
