@@ -6,7 +6,7 @@
                  [--variant preprovisioned] [--component NAME] [--to VERSION] [--air module|relayed] [--out DIR]
                                           run a TR 33.812 procedure on the bench, one row per seed step
     mcim-hil fleet --devices N [--real K] [--no-ivf|--ivf-only] [--configurations C] [--tampered T]
-                   [--workers W] [--scheduler ADDRESS] [--out DIR]
+                   [--updated U] [--workers W] [--scheduler ADDRESS] [--out DIR]
                                           a mass change of SHO (seed 004), with and without the IVF
 """
 
@@ -156,6 +156,9 @@ def _add_fleet(sub) -> None:
                        help="distinct platform configurations (component sets, one model each; default 1)")
     fleet.add_argument("--tampered", type=int, default=0, metavar="T",
                        help="simulated M2MEs whose measurement differs from the IVF's result (default 0)")
+    fleet.add_argument("--updated", type=int, default=0, metavar="U",
+                       help="simulated M2MEs whose module firmware the supplier updated before the change (a new "
+                            "PfC; the IVF's result superseded: validated in full; default 0)")
     fleet.add_argument("--workers", type=int, default=None, metavar="W",
                        help="shards run in parallel (default: the CPU count)")
     fleet.add_argument("--scheduler", metavar="ADDRESS",

@@ -80,6 +80,8 @@ from mcim_hil.network.pki import PkiError, PlatformIdentity, platform_identity
 from mcim_hil.network.store import Store, Tables
 
 NONCE_LIFETIME_S = 120.0
+# DER of the OID tcg-at-platformVersion (2.23.133.5.1.5): a PfC holding it asserts an updated state
+_ASSERTS_STATE = bytes.fromhex("0606678105050105")
 
 
 class _ClockHistory(MutableMapping[str, tuple[int, int]]):
@@ -141,6 +143,7 @@ class Pva(Entity):
         self._counts: Counter[str] = Counter()
         self._cpu_s = 0.0
         self._local = threading.local()  # CPU time spent in peers' handlers, per thread
+        self._pfc_platforms: set[str] = set()   # platforms whose PfC this PVA obtained (pfcs table)
         self.on(ChallengeRequest, self._challenge)
         self.on(ValidationRequest, self._validate)
         self.on(SupplierNotice, self._supplier_notice)
@@ -218,7 +221,9 @@ class Pva(Entity):
             self._counts["authenticity_checks"] += 1
             if msg.check_integrity:
                 self._counts["integrity_validations"] += 1
-        current = self._pfc_current(msg.pfc)   # the PfC obtained in advance, or fetched (5.1.3.6.8)
+        current = None   # the PfC obtained in advance, or fetched (5.1.3.6.8); nothing to do for most
+        if msg.m2me_identity in self._pfc_platforms or _ASSERTS_STATE in msg.pfc:
+            current = self._pfc_current(msg.pfc)
         # authenticity only (004 c4 s4): the reference values are not needed, so not fetched
         reference = self._reference_values(msg.pfc) if msg.check_integrity else None
         result = self.validator.validate(msg.evidence, msg.nonce, secret, check_integrity=msg.check_integrity,
@@ -269,6 +274,7 @@ class Pva(Entity):
         row = {"platform_id": platform_id, "pfc": pfc_der, "serial": str(pfc.serial_number), "state": state,
                "obtained": how, "obtained_at": self.clock()}
         self.db.put("pfcs", **row)
+        self._pfc_platforms.add(platform_id)
         if superseded is not None:
             self.validator.forget_status(superseded)   # the old PfC's cached 'good' and binding go
             if self.ivf_address is not None:
