@@ -261,3 +261,87 @@ def test_bad_arguments_are_one_line(args: list[str], line: str, tmp_path: Path,
     assert code == 2
     err = capsys.readouterr().err
     assert line in err and "Traceback" not in err
+
+
+# -- the M2ME's rules for an update and its new PfC, one by one (a simulated TRE: no bench needed) ----------
+
+@pytest.fixture(scope="module")
+def supplier() -> pki.CertificateAuthority:
+    return pki.CertificateAuthority.create("mcim-hil M2M equipment supplier PfC CA", organization="supplier")
+
+
+@pytest.fixture
+def agent(supplier: pki.CertificateAuthority):
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from mcim_hil.fleet.simulated import SimulatedTpmMaker, SimulatedTre
+    from mcim_hil.m2me.agent import M2me
+    from mcim_hil.network.bus import Bus
+    tre = SimulatedTre(SimulatedTpmMaker.create())
+    m2me = M2me(bus=Bus(None), tre=tre, uicc=None, air=None, platform_id="m2me-1", adm1=bytes)  # type: ignore[arg-type]
+    m2me.pfc = pki.issue_platform_credential(supplier, tre.keys().ak.public_key, "m2me-1",
+                                             model="model-a").public_bytes(Encoding.DER)
+    m2me.address = "10.45.0.9"
+    m2me.updates.trust(supplier.certificate)
+    m2me.updates.versions.update({MODULE_FIRMWARE: "R1.0", M2ME_AGENT: "0.1.0"})
+    m2me.updates.flash_module = lambda version: None
+    return m2me
+
+
+def offer(supplier: pki.CertificateAuthority, *, platform: str = "m2me-1", model: str = "model-a",
+          component: str = MODULE_FIRMWARE, version: str = "R1.1"):
+    from mcim_hil.network.messages_update import FirmwareUpdateOffer, UpdatePackage
+    package = UpdatePackage(model, component, version, b"image " + version.encode())
+    package = replace(package, signature=supplier.sign(package.manifest_bytes()))
+    return FirmwareUpdateOffer(sender="m2mes.supplier-m.example", recipient="10.45.0.9", platform_id=platform,
+                               package=package)
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"platform": "m2me-2"}, "update for platform m2me-2, this is m2me-1"),
+    ({"model": "model-b"}, "update for model 'model-b', this M2ME is 'model-a'"),
+    ({"component": "bootloader"}, "unknown component 'bootloader'"),
+    ({"version": "R1.0"}, "module-firmware R1.0 already runs (the update is not newer)"),
+    ({"version": "R0.9"}, "downgrade refused: module-firmware R1.0 runs, the update is R0.9"),
+    ({"component": M2ME_AGENT, "version": "0.0.9"}, "downgrade refused: m2me-agent 0.1.0 runs"),
+])
+def test_the_m2me_refuses_an_offer_not_for_it_or_not_newer(agent, supplier, changes: dict, reason: str) -> None:
+    receipt = agent.updates.on_offer(offer(supplier, **changes))
+    assert not receipt.installed and reason in receipt.reason
+    assert agent.updates.images == {} and agent.updates.pending is None
+
+
+def test_the_m2me_installs_a_newer_signed_update_and_refuses_without_a_supplier_key_or_flasher(agent, supplier) -> None:
+    updates = agent.updates
+    flasher, updates.flash_module = updates.flash_module, None
+    assert "cannot be flashed" in updates.on_offer(offer(supplier)).reason
+    updates.flash_module = flasher
+    trusted, updates.supplier = updates.supplier, None
+    assert "no supplier key was given at manufacture" in updates.on_offer(offer(supplier)).reason
+    updates.supplier = trusted
+    receipt = updates.on_offer(offer(supplier, version="R1.10"))   # 10 > 0: numbers, not text
+    assert receipt.installed and receipt.previous_version == "R1.0" and updates.versions[MODULE_FIRMWARE] == "R1.10"
+    assert updates.boot_components([]) == [] and updates.pending.version == "R1.10"
+
+
+def test_the_m2me_takes_only_a_new_pfc_of_its_supplier_over_its_own_ak(agent, supplier) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from mcim_hil.fleet.simulated import SimulatedTpmMaker, SimulatedTre
+    from mcim_hil.m2me.update import UpdateError
+    own_ak = agent.tre.keys().ak.public_key
+    other_ak = SimulatedTre(SimulatedTpmMaker.create()).keys().ak.public_key
+    impostor = pki.CertificateAuthority.create("impostor", organization="supplier")
+
+    def pfc(ca, key, platform="m2me-1") -> bytes:
+        return pki.issue_platform_credential(ca, key, platform, model="model-a", version="sha256:00").public_bytes(
+            Encoding.DER)
+    for der, reason in ((pfc(supplier, other_ak), "another key than this M2ME's AK"),
+                        (pfc(impostor, own_ak), "does not verify with the supplier's certificate"),
+                        (pfc(supplier, own_ak, "m2me-2"), "names platform m2me-2")):
+        with pytest.raises(UpdateError, match=reason):
+            agent.updates._take_pfc(der)
+    before = agent.pfc
+    renewal = agent.updates._take_pfc(pfc(supplier, own_ak))
+    assert agent.pfc != before and renewal.state == "sha256:00"
+    assert renewal.old_serial == x509.load_der_x509_certificate(before).serial_number
