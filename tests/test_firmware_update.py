@@ -315,6 +315,7 @@ def test_the_m2me_installs_a_newer_signed_update_and_refuses_without_a_supplier_
     updates = agent.updates
     flasher, updates.flash_module = updates.flash_module, None
     assert "cannot be flashed" in updates.on_offer(offer(supplier)).reason
+    assert updates.on_offer(offer(supplier, component=M2ME_AGENT, version="0.2.0")).installed  # needs no module
     updates.flash_module = flasher
     trusted, updates.supplier = updates.supplier, None
     assert "no supplier key was given at manufacture" in updates.on_offer(offer(supplier)).reason

@@ -45,6 +45,7 @@ from typing import Any, Callable
 from cryptography import x509
 
 from mcim_hil.network.attestation import (
+    AttestationError,
     Check,
     PlatformValidator,
     ReferenceValues,
@@ -361,7 +362,7 @@ class Pva(Entity):
         values = ReferenceValues(dict(reply.components), reply.model, reply.signature)
         try:
             values.verify(self._m2mes_ca.public_key())
-        except Exception:   # AttestationError: not the supplier's
+        except AttestationError:   # not the supplier's: no component has a reference value
             return ReferenceValues({}, model)
         if reply.model != model or expected_state(dict(values.components), model) != state:
             return ReferenceValues({}, model)   # not the state the PfC asserts
