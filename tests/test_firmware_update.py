@@ -203,6 +203,21 @@ def test_the_old_pfc_presented_after_the_update_is_refused_as_revoked(m2me: Sess
     assert "(superseded)" in detail and "pfc_current: the PfC presented" in detail
 
 
+@RELAYED
+def test_reference_values_that_are_not_the_state_the_pfc_asserts_are_refused_at_u7(m2me: Session) -> None:
+    s = m2me
+
+    def alter_state(s: Session) -> None:   # the supplier's record of the new state altered after it issued the PfC
+        new = x509.load_der_x509_certificate(s.m2me.pfc)
+        identity = pki.platform_identity(new)
+        values = {name: digest.hex() for name, digest in s.network.m2mes.expected_values(new).items()}
+        values[MODULE_FIRMWARE] = "00" * 32
+        s.network.m2mes.db.put("states", model=identity.model, state=identity.version, components=values)
+    outcome = run(s, UPDATE.after_step("U4", alter_state))
+    detail = failed_at(outcome, "U7")
+    assert "reference_values: component 'platform-firmware' has no reference value" in detail
+
+
 # -- a change of SHO after the update ----------------------------------------------------------------------
 
 @RELAYED
