@@ -218,6 +218,77 @@ def test_reference_values_that_are_not_the_state_the_pfc_asserts_are_refused_at_
     assert "reference_values: component 'platform-firmware' has no reference value" in detail
 
 
+@RELAYED
+def test_a_pfc_the_supplier_keeps_no_record_of_fails_pfc_current(m2me: Session) -> None:
+    s = m2me
+
+    def forget_platform(s: Session) -> None:   # the supplier lost the platform's record after the update
+        s.network.m2mes.db.delete("platforms", platform_id=s.m2me.platform_id)
+    proc = UPDATE.after_step("before", lambda s: setattr(s.network.m2mes, "push_new_pfcs", False))
+    outcome = run(s, proc.after_step("U6", forget_platform))
+    detail = failed_at(outcome, "U7")
+    assert f"pfc_current: the M2MES has no PfC for {s.m2me.platform_id}: no PfC issued for this platform" in detail
+
+
+@RELAYED
+def test_a_pva_the_revocation_missed_fetches_the_new_pfc_and_forgets_the_old_one(m2me: Session) -> None:
+    """A known limit: the PVA's AK binding was proven under the old PfC, so its challenge carried no
+    MakeCredential; the first validation with the new PfC fails at ak_bound_to_ek, the next passes."""
+    s = m2me
+
+    def pva_not_told(s: Session) -> None:   # neither the revocation notice nor the push reach this PVA
+        s.network.m2mes.notify.clear()
+        s.network.m2mes.push_new_pfcs = False
+    outcome = run(s, UPDATE.after_step("before", pva_not_told))
+    detail = failed_at(outcome, "U7")
+    assert "ak_bound_to_ek: no credential challenge answered" in detail and "pfc_current" not in detail
+    held = s.network.pva.pfc_of(s.m2me.platform_id)
+    assert held["obtained"] == "fetched" and s.network.ivf.result(s.m2me.platform_id)["superseded_reason"]
+    # having fetched the new PfC, the PVA forgot the old one's binding and status: it challenges again
+    again = s.network.sho.request_validation(s.m2me.pcid)
+    assert again.passed, again.result.summary()
+    # the old PfC presented again: the 'good' OCSP answer kept from before the update is gone
+    s.m2me.pfc = s.state["pfc_before"]
+    s.network.sho.retrieve_platform_credential(s.m2me.pcid)
+    result = s.network.sho.request_validation(s.m2me.pcid).result
+    assert not result.check("pfc_status_ocsp").passed and "revoked" in result.check("pfc_status_ocsp").detail
+    assert not result.check("pfc_current").passed
+
+
+def test_the_ivf_supersedes_only_a_result_older_than_the_update_and_only_for_its_pva() -> None:
+    from mcim_hil.network.bus import Bus
+    from mcim_hil.network.ivf import Ivf
+    from mcim_hil.network.messages import IntegrityInquiry, IntegrityResultIssue
+    from mcim_hil.network.messages_update import IntegrityResultSupersede
+    from mcim_hil.network.store import Store
+    bus = Bus(None)
+    ivf = Ivf(bus, Store(":memory:"), address="ivf.example", pva_addresses=["pva.example"], clock=lambda: 1000.0)
+
+    def issue(at: float) -> None:
+        bus.request(IntegrityResultIssue(sender="pva.example", recipient="ivf.example", platform_id="m2me-1",
+                                         passed=True, validated_components=("module-firmware",),
+                                         pcr_digest=b"\1" * 32, validated_at=at))
+
+    def supersede(sender: str, before: float, reason: str = "update") -> bool:
+        return bus.request(IntegrityResultSupersede(sender=sender, recipient="ivf.example", platform_id="m2me-1",
+                                                    before=before, reason=reason)).superseded
+
+    def inquiry():
+        return bus.request(IntegrityInquiry(sender="sho.example", recipient="ivf.example", platform_id="m2me-1",
+                                            required_components=()))
+    issue(900.0)
+    assert not supersede("sho.example", 950.0)            # only the PVA that issues results
+    assert not supersede("pva.example", 900.0)            # a result validated at or after the update stands
+    assert inquiry().available
+    assert supersede("pva.example", 950.0, "firmware update of module-firmware to 2")
+    assert not supersede("pva.example", 960.0, "another")  # the first reason stays
+    miss = inquiry()
+    assert not miss.available and miss.reason == "the integrity result was superseded (firmware update of " \
+                                                 "module-firmware to 2)"
+    issue(970.0)                                           # a fresh result from the PVA stands again
+    assert inquiry().available
+
+
 # -- a change of SHO after the update ----------------------------------------------------------------------
 
 @RELAYED
@@ -237,6 +308,8 @@ def test_a_change_of_sho_after_the_update_takes_the_full_validation_and_passes(m
     checks = {c["name"]: c for c in last["result"]["checks"]}
     assert last["passed"] and last["integrity_checked"] and checks["pfc_current"]["passed"]
     assert pki.platform_identity(x509.load_der_x509_certificate(s.m2me.pfc)).version
+    # the new state's reference values were fetched once (U7) and kept for the change (step 3)
+    assert s.network.pva.counters()["reference_values_requests"] == 2   # the model's, then the state's
     # the update's rows are kept as before.U*
     numbers = [st.number for st in s.record.steps]
     assert "before.U4" in numbers and "before.3" in numbers

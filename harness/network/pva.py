@@ -286,8 +286,8 @@ class Pva(Entity):
         return row
 
     def _pfc_current(self, pfc_der: bytes) -> Check | None:
-        """Whether the presented PfC is the platform's current one. None: nothing to compare (no PfC
-        held for the platform, and the presented one asserts no updated state)."""
+        """Whether the presented PfC is the platform's current one (asked only for a platform whose
+        PfC this PVA holds, or a PfC asserting an updated state); None when it does not parse."""
         try:
             pfc = x509.load_der_x509_certificate(pfc_der)
             identity = platform_identity(pfc)
@@ -297,8 +297,6 @@ class Pva(Entity):
         serial = str(pfc.serial_number)
         if held is not None and held["serial"] == serial:
             return Check("pfc_current", True, f"the PfC the PVA obtained in advance ({held['obtained']})")
-        if held is None and identity.version is None:
-            return None
         # a version mismatch: ask the supplier which PfC is the platform's current one
         with self._lock:
             self._counts["pfc_fetches"] += 1
@@ -359,12 +357,12 @@ class Pva(Entity):
             self._counts["reference_values_requests"] += 1
         reply = self.request(StateReferenceValuesRequest(sender=self.address, recipient=self.m2mes_address,
                                                          model=model, state=state), ReferenceValuesResponse)
-        values = ReferenceValues(dict(reply.components), reply.model, reply.signature)
+        values = ReferenceValues(dict(reply.components), model, reply.signature)
         try:
             values.verify(self._m2mes_ca.public_key())
         except AttestationError:   # not the supplier's: no component has a reference value
             return ReferenceValues({}, model)
-        if reply.model != model or expected_state(dict(values.components), model) != state:
+        if expected_state(dict(values.components), model) != state:
             return ReferenceValues({}, model)   # not the state the PfC asserts
         with self._lock:
             self._reference[key] = values
