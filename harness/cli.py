@@ -2,10 +2,11 @@
 
     mcim-hil bench check [--bench FILE]   open every device and print what it is
     mcim-hil bench up [--bench FILE]      start the emulated bench and keep it up
-    mcim-hil run [--bench FILE] [--procedure initial|initial-ivf|change-sho|pristine|renew-access-credential] [--variant preprovisioned] [--air module|relayed] [--out DIR]
+    mcim-hil run [--bench FILE] [--procedure initial|initial-ivf|change-sho|pristine|renew-access-credential|firmware-update|firmware-update-change-sho]
+                 [--variant preprovisioned] [--component NAME] [--to VERSION] [--air module|relayed] [--out DIR]
                                           run a TR 33.812 procedure on the bench, one row per seed step
     mcim-hil fleet --devices N [--real K] [--no-ivf|--ivf-only] [--configurations C] [--tampered T]
-                   [--workers W] [--scheduler ADDRESS] [--out DIR]
+                   [--updated U] [--workers W] [--scheduler ADDRESS] [--out DIR]
                                           a mass change of SHO (seed 004), with and without the IVF
 """
 
@@ -27,6 +28,8 @@ from .lab import LabError
 from .m2me.tre import describe_access_credential
 from .run import BenchUnusable, Terminated, emulator_problems, interruptible, signal_name
 
+# the M2ME's measured components, in boot order (harness/m2me/components.py)
+_COMPONENTS = ("platform-firmware", "module-firmware", "m2me-agent")
 DEBUG_ENV = "MCIM_HIL_DEBUG"   # set it to see the traceback behind a one-line error
 
 
@@ -45,15 +48,23 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run a TR 33.812 procedure on the bench")
     run.add_argument("--bench", metavar="FILE", help="bench file (default: $MCIM_HIL_BENCH or lab_config/emulated.yaml)")
     run.add_argument("--procedure", default="initial", choices=["initial", "initial-ivf", "change-sho", "change-sho-preprovisioned", "pristine",
-                              "renew-access-credential"],
+                              "renew-access-credential", "firmware-update", "firmware-update-change-sho"],
                      help="initial: seed 000 (21 steps); initial-ivf: seed 004 3rd change (14 steps, IVF); "
                           "change-sho: seed 004 4th change (initial-ivf, then 14 steps of the change of SHO); "
                           "change-sho-preprovisioned: its variant, both SHOs' MCIMs in the TRE, each under its own "
                           "sealing parent; pristine: 5.1.3.8.4.3 (initial-ivf, back to the PCID, 15 steps to the new SHO); "
-                          "renew-access-credential: the network replaces the PCID credential in the TRE")
+                          "renew-access-credential: the network replaces the PCID credential in the TRE; "
+                          "firmware-update: initial-ivf, then a signed update of one component, a new PfC (U1-U7); "
+                          "firmware-update-change-sho: that, then the change of SHO's 14 steps")
     run.add_argument("--variant", choices=["preprovisioned"], default=None,
                      help="with --procedure change-sho: preprovisioned, the variant at the end of 5.1.3.8.4.2 "
                           "(the same as --procedure change-sho-preprovisioned)")
+    run.add_argument("--component", choices=list(_COMPONENTS), default=None,
+                     help="with --procedure firmware-update(-change-sho): the component updated "
+                          "(default module-firmware)")
+    run.add_argument("--to", metavar="VERSION", default=None,
+                     help="with --procedure firmware-update(-change-sho): the version offered "
+                          "(default: the running one's next)")
     run.add_argument("--air", choices=["module", "relayed"], default=None,
                      help="module: the module attaches by itself (emulated modem); relayed: the harness relays "
                           "the AKA to the card (default: module on an emulated bench, else relayed)")
@@ -76,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.procedure != "change-sho":
             parser.error(f"--variant {args.variant} applies to --procedure change-sho only, not {args.procedure}")
         args.procedure = f"change-sho-{args.variant}"
+    updating = args.command == "run" and args.procedure.startswith("firmware-update")
+    if args.command == "run" and not updating and (args.component or args.to):
+        parser.error(f"--component/--to apply to --procedure firmware-update only, not {args.procedure}")
     what = args.command if args.command in ("run", "fleet", "faults") else f"bench {args.bench_command}"
     try:
         with interruptible():
@@ -86,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "run":
                 from .run import run_command
                 return run_command(args.bench, args.procedure, args.air, args.out, gsmtap=args.gsmtap,
-                                   reveal_session_keys=args.reveal_session_keys)
+                                   reveal_session_keys=args.reveal_session_keys,
+                                   procedure=_update_procedure(args) if updating else None)
             if args.command == "fleet":
                 return _fleet(args)
             if args.command == "faults":
@@ -119,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def _update_procedure(args: argparse.Namespace):
+    from .procedures import firmware_update
+    build = firmware_update.procedure if args.procedure == "firmware-update" else firmware_update.change_after_update
+    return build(args.component or _COMPONENTS[1], args.to)
+
+
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0].removesuffix("; stderr tail:") if lines else "(no message)"
@@ -135,6 +156,9 @@ def _add_fleet(sub) -> None:
                        help="distinct platform configurations (component sets, one model each; default 1)")
     fleet.add_argument("--tampered", type=int, default=0, metavar="T",
                        help="simulated M2MEs whose measurement differs from the IVF's result (default 0)")
+    fleet.add_argument("--updated", type=int, default=0, metavar="U",
+                       help="simulated M2MEs whose module firmware the supplier updated before the change (a new "
+                            "PfC; the IVF's result superseded: validated in full; default 0)")
     fleet.add_argument("--workers", type=int, default=None, metavar="W",
                        help="shards run in parallel (default: the CPU count)")
     fleet.add_argument("--scheduler", metavar="ADDRESS",

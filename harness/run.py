@@ -21,7 +21,7 @@ from typing import Iterator
 
 from .bench import Bench, load_bench
 from .m2me.components import MODULE_FIRMWARE, module_firmware_from
-from .procedures import PROCEDURES, run_procedure
+from .procedures import PROCEDURES, Procedure, run_procedure
 from .record import Record
 from .report import StepProgress, write_artifacts
 from .report.artifacts import REPORT_FILE
@@ -126,9 +126,11 @@ def out_problems(out_dir: Path) -> list[str]:
 
 
 def run_command(bench_file: str | None, procedure_name: str, air: str | None, out: str | None,
-                gsmtap: str | None = None, reveal_session_keys: bool = False) -> int:
+                gsmtap: str | None = None, reveal_session_keys: bool = False,
+                procedure: Procedure | None = None) -> int:
+    """``procedure``: one built with options (firmware-update's --component/--to) in place of the name's."""
     bench = load_bench(bench_file)
-    procedure = PROCEDURES[procedure_name]
+    procedure = procedure or PROCEDURES[procedure_name]
     air = air or ("module" if bench.modem and bench.modem.emulator else "relayed")
     out_dir = Path(out) if out else Path("runs") / f"{procedure.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     problems = run_problems(bench, air)

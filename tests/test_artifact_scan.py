@@ -22,7 +22,8 @@ from report_support import leaks, run_and_write
 from secrets_support import session_keys_of
 
 PROCEDURES = [("initial", "relayed"), ("initial", "module"), ("initial-ivf", "relayed"),
-              ("change-sho", "relayed"), ("pristine", "relayed"), ("renew-access-credential", "relayed")]
+              ("change-sho", "relayed"), ("pristine", "relayed"), ("renew-access-credential", "relayed"),
+              ("firmware-update-change-sho", "relayed")]
 
 
 class Made:

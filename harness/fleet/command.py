@@ -52,7 +52,7 @@ class ProgressBar:
 def fleet_command(args: Any) -> int:
     """Run the fleet the arguments ask for; bad input -> FleetError (one line, from the CLI)."""
     spec = FleetSpec(devices=args.devices, real=args.real, configurations=args.configurations,
-                     tampered=args.tampered)
+                     tampered=args.tampered, updated=getattr(args, "updated", 0))
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     if workers <= 0:
         raise FleetError(f"--workers must be at least 1, not {workers}")

@@ -22,6 +22,7 @@ ROWS: tuple[tuple[str, Any], ...] = (
     ("M2MEs changed", lambda s: s.changed),
     ("refused", lambda s: f"{s.refused} ({s.refused_tampered} of {s.tampered} tampered)"),
     ("IVF result not used (NOTE)", lambda s: s.fallbacks),
+    ("updated before (validated in full)", lambda s: f"{s.updated} ({s.updated_full})"),
     ("PVA authenticity checks", lambda s: int(s.pva_change.get("authenticity_checks", 0))),
     ("PVA integrity validations", lambda s: int(s.pva_change.get("integrity_validations", 0))),
     ("PVA OCSP requests", lambda s: int(s.pva_change.get("ocsp_requests", 0))),
@@ -99,7 +100,8 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:.2em .5em
 <p>Seed 004: the M2MEs are provisioned by the old SHO (3rd change), then all change to the new SHO
 (4th change). With the IVF the new SHO inquires the integrity result and the PVA checks authenticity
 only; without it the PVA validates authenticity and integrity of every M2ME.
-{spec.configurations} platform configuration(s), {spec.tampered} tampered M2ME(s).
+{spec.configurations} platform configuration(s), {spec.tampered} tampered M2ME(s), {spec.updated} updated
+before the change (a new module firmware and PfC: the IVF's result superseded, integrity validated in full).
 Simulated M2MEs are simulated TREs (software keys, TPM 2.0 formats) and stop at the new SHO's
 M2MSIMMobj (step 6); real benches run every step.</p>
 <pre>{html.escape(table(summaries))}</pre>

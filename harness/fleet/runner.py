@@ -33,6 +33,8 @@ class ModeSummary:
     refused_tampered: int = 0
     tampered_accepted: int = 0
     fallbacks: int = 0
+    updated: int = 0
+    updated_full: int = 0
     pva_change: dict[str, float] = field(default_factory=dict)
     pva_provisioning: dict[str, float] = field(default_factory=dict)
     change_s: float = 0.0
@@ -56,7 +58,8 @@ class ModeSummary:
         """What must not depend on how the fleet was run (pool, Dask, shard count)."""
         return {"m2mes": self.m2mes, "changed": self.changed, "refused": self.refused,
                 "refused_tampered": self.refused_tampered, "tampered_accepted": self.tampered_accepted,
-                "fallbacks": self.fallbacks, "refusals": dict(sorted(self.refusals.items())),
+                "fallbacks": self.fallbacks, "updated": self.updated, "updated_full": self.updated_full,
+                "refusals": dict(sorted(self.refusals.items())),
                 **{f"pva_{k}": self.pva_change.get(k, 0) for k in
                    ("authenticity_checks", "integrity_validations", "ocsp_requests", "reference_values_requests",
                     "ivf_issues")}}
@@ -66,8 +69,9 @@ def shard_tasks(spec: FleetSpec, shards: int, with_ivf: bool, pki: SharedPki) ->
     """The simulated M2MEs dealt round-robin into ``shards`` (never an empty shard)."""
     count = max(1, min(shards, spec.simulated))
     tampered = frozenset(spec.tampered_indexes())
-    return [ShardTask(i, tuple(range(i, spec.simulated, count)), tampered, spec.configurations, with_ivf, pki)
-            for i in range(count) if spec.simulated > i]
+    updated = frozenset(spec.updated_indexes())
+    return [ShardTask(i, tuple(range(i, spec.simulated, count)), tampered, spec.configurations, with_ivf, pki,
+                      updated) for i in range(count) if spec.simulated > i]
 
 
 def _pool_worker(task: ShardTask, updates: Any) -> ShardResult:
@@ -180,6 +184,8 @@ def merge(with_ivf: bool, results: Sequence[ShardResult], real: Sequence[dict[st
         s.refused_tampered += r.refused_tampered
         s.tampered_accepted += r.tampered_accepted
         s.fallbacks += r.fallbacks
+        s.updated += r.updated
+        s.updated_full += r.updated_full
         for key, value in r.pva_change.items():
             s.pva_change[key] = round(s.pva_change.get(key, 0) + value, 6)
         for key, value in r.pva_provisioning.items():

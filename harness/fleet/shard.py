@@ -30,7 +30,7 @@ from mcim_hil.network.factory import build_network
 from mcim_hil.network.messages import SubscriptionChangeAck, SubscriptionChangeRequest
 from mcim_hil.network.topology import NetworkOptions
 
-from .population import SharedPki, configuration, tampered
+from .population import SharedPki, configuration, tampered, update_module_firmware
 from .simulated import SimulatedTre
 
 OWNER = "owner.m2me-subscriber.example"
@@ -45,6 +45,7 @@ class ShardTask:
     configurations: int
     with_ivf: bool
     pki: SharedPki
+    updated: frozenset[int] = frozenset()   # updated before the change (population.update_module_firmware)
 
 
 @dataclass
@@ -67,6 +68,8 @@ class ShardResult:
     peak_rss_mib: float = 0.0
     base_rss_mib: float = 0.0        # the shard's process before its first M2ME (interpreter, libraries)
     refusals: dict[str, int] = field(default_factory=dict)  # first failed check -> count
+    updated: int = 0                 # M2MEs updated before the change
+    updated_full: int = 0            # of them, integrity validated in full by the PVA (IVF result superseded)
 
 
 def _rss_mib() -> float:
@@ -127,6 +130,8 @@ def _run(task: ShardTask, store: Path, progress: Callable[[str, int], None] | No
         net.sho.request_validation(m2me.pcid, issue_to_ivf=task.with_ivf)
         if index in task.tampered:
             m2me.boot(tampered(components))  # its agent replaced after the validation
+        if index in task.updated:
+            update_module_firmware(net, m2me, components)
         fleet.append((index, m2me))
         if progress and n % every == 0:
             progress("provisioning", n)
@@ -147,6 +152,9 @@ def _run(task: ShardTask, store: Path, progress: Callable[[str, int], None] | No
         outcome = net.nsho.request_validation(m2me.pcid, via_ivf=task.with_ivf)
         if outcome.fallback_reason:
             result.fallbacks += 1
+        if index in task.updated:
+            result.updated += 1
+            result.updated_full += outcome.result.integrity_checked
         if outcome.passed:
             net.nsho.build_m2msimmobj(m2me.pcid)
             result.changed += 1

@@ -60,6 +60,7 @@ from mcim_hil.network.messages import (
 
 from .air import AirInterface, Attachment
 from .tre import ACCESS_CREDENTIAL_HANDLE, PREPROVISIONED_HANDLE, Component, TreError, TrustedEnvironment
+from .update import FirmwareUpdateOffer, UpdateAgent
 
 
 # renew the initial-access credential during a change of SHO when it has less than this left
@@ -195,6 +196,7 @@ class M2me:
         # the last instruction's bus exchange, the instruction and the answer given (retransmissions)
         self._last_instruction: tuple[int, ReprovisioningInstruction, ReprovisioningAck] | None = None
         self.power_losses = 0        # TPM power losses the M2ME restarted after and went on
+        self.updates = UpdateAgent(self)                   # remote SW/FW updates (5.1.3.6.8), update.py
 
     # -- start ------------------------------------------------------------------------------
 
@@ -420,6 +422,8 @@ class M2me:
             return self._on_access_offer(msg)
         if isinstance(msg, AccessCredentialDelivery):
             return self._on_access_delivery(msg)
+        if isinstance(msg, FirmwareUpdateOffer):
+            return self.updates.on_offer(msg)
         raise Refused(self._address(), msg.kind, "the M2ME agent does not handle this message")
 
     def _on_bootstrap(self, msg: BootstrapMessage) -> BootstrapAck:

@@ -17,6 +17,7 @@ from .tre import Component
 PLATFORM_FIRMWARE = "platform-firmware"
 MODULE_FIRMWARE = "module-firmware"
 M2ME_AGENT = "m2me-agent"
+COMPONENTS = (PLATFORM_FIRMWARE, MODULE_FIRMWARE, M2ME_AGENT)   # in boot (measurement) order
 
 _DMI = Path("/sys/class/dmi/id")
 
@@ -55,3 +56,42 @@ def measured_components(modem: Any | None) -> list[Component]:
         parts.append(module_firmware(modem))
     parts.append(m2me_agent())
     return parts
+
+
+# -- what an update replaces: versions and images (5.1.3.6.8, remote update of SW/FW) ------------
+
+def installed_versions(modem: Any | None) -> dict[str, str]:
+    """The version of each component as the devices tell it: the BIOS version (DMI), the module's
+    revision (+CGMR), the agent's package version."""
+    try:
+        bios = (_DMI / "bios_version").read_text().strip() or "unknown"
+    except OSError:
+        bios = "unknown"
+    versions = {PLATFORM_FIRMWARE: bios, M2ME_AGENT: _agent_version()}
+    if modem is not None:
+        versions[MODULE_FIRMWARE] = modem.identity().revision
+    return versions
+
+
+def _agent_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("mcim-hil")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def component_image(name: str, version: str, modem: Any | None) -> bytes:
+    """The image of ``name`` at ``version`` as the supplier builds it: the bytes the M2ME's boot
+    measures once it runs (for the module: its identity at that revision, as +CGMI/+CGMM/+CGMR
+    then read)."""
+    if name == MODULE_FIRMWARE:
+        if modem is None:
+            raise ValueError("a module-firmware image needs the module's manufacturer and model")
+        ident = modem.identity()
+        return module_firmware_from(ident.manufacturer, ident.model, version).data
+    if name == PLATFORM_FIRMWARE:
+        return f"mcim-hil platform firmware\n{version}".encode()
+    if name == M2ME_AGENT:
+        return b"mcim-hil m2me agent " + version.encode() + b"\0" + m2me_agent().data
+    raise ValueError(f"unknown component {name!r} (one of {', '.join(COMPONENTS)})")

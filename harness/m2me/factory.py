@@ -63,6 +63,7 @@ def manufacture(m2me: M2me, m2mes, components: list[Component], *,
     m2me.pcid = personal.pcid
     m2me.subscriber_key = subscriber_key
     m2me.pfc = personal.pfc.public_bytes(serialization.Encoding.DER)
+    m2me.updates.trust(m2mes.certificate)   # the key that signs its SW/FW updates (update.py)
 
     shipped = {c.name: c for c in components}
     shipped.update(golden or {})

@@ -3,7 +3,9 @@
 TR 33.812 5.1.3.6.8 as changed by seed 004: the PVA issues the M2ME's integrity validation result
 (success and the list of validated components) to the IVF; a new SHO inquires it instead of
 asking the PVA to validate the integrity again (004 c4 steps 3-4). A result is kept until it
-expires; an expired or unknown platform is a miss, and the new SHO then asks the PVA.
+expires; an expired or unknown platform is a miss, and the new SHO then asks the PVA. A result
+the PVA superseded (the platform's SW/FW was updated: a new PfC, other components, 5.1.3.6.8) is a
+miss too, with the PVA's reason, until the PVA issues a fresh one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mcim_hil.network.messages import (
     IntegrityResultIssue,
     Message,
 )
+from mcim_hil.network.messages_update import IntegrityResultSupersede, IntegrityResultSupersedeAck
 from mcim_hil.network.store import Store
 
 DEFAULT_LIFETIME_S = 24 * 3600.0
@@ -37,8 +40,10 @@ class Ivf(Entity):
         self.db = store.entity("ivf")
         self.db.define("results", {"platform_id": "TEXT", "passed": "INTEGER", "validated_components": "JSON",
                                    "pcr_digest": "BLOB", "validated_at": "REAL", "expires_at": "REAL",
-                                   "issuer": "TEXT"}, "platform_id")
+                                   "issuer": "TEXT", "superseded_at": "REAL", "superseded_reason": "TEXT"},
+                       "platform_id")
         self.on(IntegrityResultIssue, self._issue)
+        self.on(IntegrityResultSupersede, self._supersede)
         self.on(IntegrityInquiry, self._inquiry)
 
     def result(self, platform_id: str) -> dict | None:
@@ -56,6 +61,16 @@ class Ivf(Entity):
         return IntegrityResultAck(sender=self.address, recipient=msg.sender, platform_id=msg.platform_id,
                                   stored=True)
 
+    def _supersede(self, msg: IntegrityResultSupersede) -> Message:
+        row = self.db.get("results", platform_id=msg.platform_id)
+        done = (msg.sender in self.pva_addresses and row is not None and row["validated_at"] < msg.before
+                and row["superseded_at"] is None)
+        if done:
+            self.db.update("results", {"platform_id": msg.platform_id}, superseded_at=self.clock(),
+                           superseded_reason=msg.reason)
+        return IntegrityResultSupersedeAck(sender=self.address, recipient=msg.sender, platform_id=msg.platform_id,
+                                           superseded=done)
+
     def _inquiry(self, msg: IntegrityInquiry) -> Message:
         def miss(reason: str) -> Message:
             return IntegrityInquiryResponse(sender=self.address, recipient=msg.sender,
@@ -64,6 +79,8 @@ class Ivf(Entity):
         row = self.db.get("results", platform_id=msg.platform_id)
         if row is None:
             return miss("no integrity result for this platform")
+        if row["superseded_reason"]:
+            return miss(f"the integrity result was superseded ({row['superseded_reason']})")
         if self.clock() >= row["expires_at"]:
             return miss("the integrity result has expired")
         components = tuple(row["validated_components"])

@@ -40,6 +40,9 @@ OID_AK_CERTIFICATE = x509.ObjectIdentifier("2.23.133.8.3")
 OID_PLATFORM_MANUFACTURER = x509.ObjectIdentifier("2.23.133.5.1.1")
 OID_PLATFORM_MODEL = x509.ObjectIdentifier("2.23.133.5.1.4")
 OID_PLATFORM_SERIAL = x509.ObjectIdentifier("2.23.133.5.1.6")
+# TCG OID registry: tcg-at-platformVersion; in a PfC, the expected system state it asserts
+# (TR 33.812 5.1.3.6.8 NOTE 2), here the SHA-256 of the reference values of that state
+OID_PLATFORM_VERSION = x509.ObjectIdentifier("2.23.133.5.1.5")
 
 KEY_KINDS = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "ed25519")
 MAX_PATH_DEPTH = 8
@@ -289,11 +292,12 @@ class PlatformIdentity:
     platform_id: str
     model: str
     manufacturer: str | None = None
+    version: str | None = None   # the expected system state asserted (tcg-at-platformVersion), if any
 
 
 def issue_platform_credential(ca: CertificateAuthority, ak_public_key: CertificatePublicKeyTypes,
                               platform_id: str, *, model: str, not_after: dt.datetime | None = None,
-                              manufacturer: str | None = None) -> x509.Certificate:
+                              manufacturer: str | None = None, version: str | None = None) -> x509.Certificate:
     """The M2MES's PfC: an X.509 certificate over the TPM attestation key, subject CN = platform id,
     a SAN directoryName carrying TCG platform serial / model (/ manufacturer), EKU tcg-kp-AIKCertificate."""
     if not platform_id or not model:
@@ -302,6 +306,8 @@ def issue_platform_credential(ca: CertificateAuthority, ak_public_key: Certifica
                   x509.NameAttribute(OID_PLATFORM_MODEL, model)]
     if manufacturer:
         attributes.insert(0, x509.NameAttribute(OID_PLATFORM_MANUFACTURER, manufacturer))
+    if version:
+        attributes.append(x509.NameAttribute(OID_PLATFORM_VERSION, version))
     subject = [x509.NameAttribute(NameOID.COMMON_NAME, platform_id)]
     organisations = ca.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     if organisations:
@@ -325,8 +331,10 @@ def platform_identity(pfc: x509.Certificate) -> PlatformIdentity:
         model = name.get_attributes_for_oid(OID_PLATFORM_MODEL)
         if serial and model:
             maker = name.get_attributes_for_oid(OID_PLATFORM_MANUFACTURER)
+            version = name.get_attributes_for_oid(OID_PLATFORM_VERSION)
             return PlatformIdentity(str(serial[0].value), str(model[0].value),
-                                    str(maker[0].value) if maker else None)
+                                    str(maker[0].value) if maker else None,
+                                    str(version[0].value) if version else None)
     raise PkiError(f"{describe_certificate(pfc)}: subjectAltName lacks platform serial and model")
 
 

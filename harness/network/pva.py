@@ -20,7 +20,14 @@ What it keeps between validations, each with the rule that keeps it correct:
   announces its revocation (SupplierNotice); signatures of CA certificates likewise;
 - OCSP responses per PfC serial: until the response's nextUpdate, or until the M2MES announces
   a revocation (SupplierNotice), whichever comes first; a revoked status is never forgotten early;
-- reference values per model, signature checked once: until the M2MES announces new ones.
+- reference values per model, signature checked once: until the M2MES announces new ones;
+  those of an updated platform's state (its PfC asserts it, 5.1.3.6.8 NOTE 2) per (model, state):
+  a state's values never change, and they are checked against the state the PfC asserts;
+- the latest PfC of an updated platform, obtained in advance (5.1.3.6.8: "the PVA must be able to
+  obtain the new PfC"): pushed by the M2MES, or fetched from it when a validation presents another
+  PfC than the one held (or one asserting a state while none is held). A presented PfC that is not
+  the platform's current one fails ``pfc_current``. Learning a new PfC supersedes the platform's
+  result at the IVF: its components changed (004 c4 s3 NOTE).
 
 ``counters()``: authenticity checks, integrity validations, OCSP and reference-values requests,
 cache hits, and the CPU seconds spent in its handlers (also in the record's meta["pva"]).
@@ -38,6 +45,7 @@ from typing import Any, Callable
 from cryptography import x509
 
 from mcim_hil.network.attestation import (
+    AttestationError,
     Check,
     PlatformValidator,
     ReferenceValues,
@@ -59,10 +67,22 @@ from mcim_hil.network.messages import (
     ValidationRequest,
     ValidationResultMessage,
 )
-from mcim_hil.network.pki import PkiError, platform_identity
+from mcim_hil.network.messages_update import (
+    IntegrityResultSupersede,
+    IntegrityResultSupersedeAck,
+    PlatformCredentialFetch,
+    PlatformCredentialFetchResponse,
+    PlatformCredentialNotice,
+    PlatformCredentialNoticeAck,
+    StateReferenceValuesRequest,
+    expected_state,
+)
+from mcim_hil.network.pki import PkiError, PlatformIdentity, platform_identity
 from mcim_hil.network.store import Store, Tables
 
 NONCE_LIFETIME_S = 120.0
+# DER of the OID tcg-at-platformVersion (2.23.133.5.1.5): a PfC holding it asserts an updated state
+_ASSERTS_STATE = bytes.fromhex("0606678105050105")
 
 
 class _ClockHistory(MutableMapping[str, tuple[int, int]]):
@@ -104,12 +124,15 @@ class Pva(Entity):
         self.m2mes_address = m2mes_address
         self.ivf_address = ivf_address
         self.clock = clock
+        self._m2mes_ca = m2mes_ca
         self.db = store.entity("pva")
         self.db.define("clock", {"platform_id": "TEXT", "reset_count": "INTEGER", "restart_count": "INTEGER",
                                  "seen_at": "REAL"}, "platform_id")
         self.db.define("validations", {"nonce": "BLOB", "platform_id": "TEXT", "requester": "TEXT",
                                        "passed": "INTEGER", "integrity_checked": "INTEGER",
                                        "result": "JSON", "validated_at": "REAL"}, "nonce")
+        self.db.define("pfcs", {"platform_id": "TEXT", "pfc": "BLOB", "serial": "TEXT", "state": "TEXT",
+                                "obtained": "TEXT", "obtained_at": "REAL"}, "platform_id")
         self.validator = PlatformValidator(list(ek_roots), m2mes_ca, self._ask_ocsp, pcr_selection, {},
                                            ek_intermediates=list(ek_intermediates),
                                            nonce_lifetime=nonce_lifetime_s,
@@ -121,9 +144,11 @@ class Pva(Entity):
         self._counts: Counter[str] = Counter()
         self._cpu_s = 0.0
         self._local = threading.local()  # CPU time spent in peers' handlers, per thread
+        self._pfc_platforms: set[str] = set()   # platforms whose PfC this PVA obtained (pfcs table)
         self.on(ChallengeRequest, self._challenge)
         self.on(ValidationRequest, self._validate)
         self.on(SupplierNotice, self._supplier_notice)
+        self.on(PlatformCredentialNotice, self._pfc_notice)
 
     def counters(self) -> dict[str, float | int]:
         """What this PVA did so far (a lab's load figures)."""
@@ -139,6 +164,8 @@ class Pva(Entity):
                 "reference_values_requests": counts.get("reference_values_requests", 0),
                 "reference_values_cache_hits": counts.get("reference_values_cache_hits", 0),
                 "ivf_issues": counts.get("ivf_issues", 0),
+                "pfc_pushes": counts.get("pfc_pushes", 0),
+                "pfc_fetches": counts.get("pfc_fetches", 0),
                 "cpu_s": round(cpu, 6)}
 
     def request(self, message: Message, *kinds: type) -> Any:
@@ -195,11 +222,16 @@ class Pva(Entity):
             self._counts["authenticity_checks"] += 1
             if msg.check_integrity:
                 self._counts["integrity_validations"] += 1
+        current = None   # the PfC obtained in advance, or fetched (5.1.3.6.8); nothing to do for most
+        if msg.m2me_identity in self._pfc_platforms or _ASSERTS_STATE in msg.pfc:
+            current = self._pfc_current(msg.pfc)
         # authenticity only (004 c4 s4): the reference values are not needed, so not fetched
         reference = self._reference_values(msg.pfc) if msg.check_integrity else None
         result = self.validator.validate(msg.evidence, msg.nonce, secret, check_integrity=msg.check_integrity,
                                          reference_values=reference)
         result = _with_request_check(result, msg)
+        if current is not None:
+            result = _with_check(result, current)
         if msg.required_components and result.integrity_checked:
             # the result vouches for what this SHO asked to have validated (004 c4 s3 NOTE)
             wanted = set(msg.required_components)
@@ -224,6 +256,63 @@ class Pva(Entity):
                     self._reference.pop(msg.model, None)
         return SupplierNoticeAck(sender=self.address, recipient=msg.sender)
 
+    # -- a platform's new PfC after a SW/FW update (5.1.3.6.8, NOTE 2) -------------------------
+    def pfc_of(self, platform_id: str) -> dict | None:
+        """The PfC this PVA holds for an updated platform (DER, serial, state, pushed or fetched)."""
+        return self.db.get("pfcs", platform_id=platform_id)
+
+    def _pfc_notice(self, msg: PlatformCredentialNotice) -> Message:
+        if msg.sender == self.m2mes_address and msg.pfc:
+            with self._lock:
+                self._counts["pfc_pushes"] += 1
+            self._learn_pfc(msg.platform_id, msg.pfc, msg.superseded_serial, msg.issued_at, msg.reason, "pushed")
+        return PlatformCredentialNoticeAck(sender=self.address, recipient=msg.sender, platform_id=msg.platform_id)
+
+    def _learn_pfc(self, platform_id: str, pfc_der: bytes, superseded: int | None, issued_at: float,
+                   reason: str, how: str) -> dict:
+        pfc = x509.load_der_x509_certificate(pfc_der)
+        state = platform_identity(pfc).version
+        row = {"platform_id": platform_id, "pfc": pfc_der, "serial": str(pfc.serial_number), "state": state,
+               "obtained": how, "obtained_at": self.clock()}
+        self.db.put("pfcs", **row)
+        self._pfc_platforms.add(platform_id)
+        if superseded is not None:
+            self.validator.forget_status(superseded)   # the old PfC's cached 'good' and binding go
+            if self.ivf_address is not None:
+                self.request(IntegrityResultSupersede(
+                    sender=self.address, recipient=self.ivf_address, platform_id=platform_id, before=issued_at,
+                    reason=f"{reason}: the components differ; PfC serial {superseded:#x} superseded by "
+                           f"{pfc.serial_number:#x}"), IntegrityResultSupersedeAck)
+        return row
+
+    def _pfc_current(self, pfc_der: bytes) -> Check | None:
+        """Whether the presented PfC is the platform's current one (asked only for a platform whose
+        PfC this PVA holds, or a PfC asserting an updated state); None when it does not parse."""
+        try:
+            pfc = x509.load_der_x509_certificate(pfc_der)
+            identity = platform_identity(pfc)
+        except (ValueError, PkiError):
+            return None  # the PfC checks say what is wrong with it
+        held = self.pfc_of(identity.platform_id)
+        serial = str(pfc.serial_number)
+        if held is not None and held["serial"] == serial:
+            return Check("pfc_current", True, f"the PfC the PVA obtained in advance ({held['obtained']})")
+        # a version mismatch: ask the supplier which PfC is the platform's current one
+        with self._lock:
+            self._counts["pfc_fetches"] += 1
+        reply = self.request(PlatformCredentialFetch(sender=self.address, recipient=self.m2mes_address,
+                                                     platform_id=identity.platform_id),
+                             PlatformCredentialFetchResponse)
+        if not reply.pfc:
+            return Check("pfc_current", False, f"the M2MES has no PfC for {identity.platform_id}: {reply.reason}")
+        fetched = self._learn_pfc(identity.platform_id, reply.pfc, reply.superseded_serial, reply.issued_at,
+                                  reply.reason, "fetched")
+        if fetched["serial"] != serial:
+            return Check("pfc_current", False, f"the PfC presented (serial {pfc.serial_number:#x}) is not the "
+                                               f"platform's current one (serial {int(fetched['serial']):#x}, "
+                                               f"fetched from the M2MES: {reply.reason})")
+        return Check("pfc_current", True, f"fetched from the M2MES on a version mismatch ({reply.reason})")
+
     # -- talking to the M2MES and the IVF -----------------------------------------------------
     def _ask_ocsp(self, request_der: bytes) -> bytes:
         reply = self.request(OcspRequest(sender=self.address, recipient=self.m2mes_address,
@@ -234,9 +323,12 @@ class Pva(Entity):
         """The reference values of the PfC's model: kept per model, else fetched from the M2MES
         and their signature checked."""
         try:
-            model: str | None = platform_identity(x509.load_der_x509_certificate(pfc_der)).model
+            identity: PlatformIdentity | None = platform_identity(x509.load_der_x509_certificate(pfc_der))
         except (ValueError, PkiError):
-            model = None  # the PfC checks will say what is wrong with it
+            identity = None  # the PfC checks will say what is wrong with it
+        model = identity.model if identity else None
+        if identity is not None and identity.version is not None:
+            return self._state_reference_values(identity.model, identity.version)
         with self._lock:
             kept = self._reference.get(model)
             if kept is not None:
@@ -251,6 +343,30 @@ class Pva(Entity):
         with self._lock:
             self._reference[model] = accepted
         return accepted
+
+    def _state_reference_values(self, model: str, state: str) -> ReferenceValues:
+        """The reference values of the state an updated platform's PfC asserts: fetched once per
+        (model, state), signed by the M2MES and hashing to that state (else none: every component
+        then fails reference_values)."""
+        key = f"{model}\0{state}"
+        with self._lock:
+            kept = self._reference.get(key)
+            if kept is not None:
+                self._counts["reference_values_cache_hits"] += 1
+                return kept
+            self._counts["reference_values_requests"] += 1
+        reply = self.request(StateReferenceValuesRequest(sender=self.address, recipient=self.m2mes_address,
+                                                         model=model, state=state), ReferenceValuesResponse)
+        values = ReferenceValues(dict(reply.components), model, reply.signature)
+        try:
+            values.verify(self._m2mes_ca.public_key())
+        except AttestationError:   # not the supplier's: no component has a reference value
+            return ReferenceValues({}, model)
+        if expected_state(dict(values.components), model) != state:
+            return ReferenceValues({}, model)   # not the state the PfC asserts
+        with self._lock:
+            self._reference[key] = values
+        return values
 
     def _issue_to_ivf(self, result: ValidationResult, validated_at: float) -> None:
         # 004 c3 s10: the PVA issues the integrity validation result to the IVF
@@ -273,6 +389,10 @@ def _with_request_check(result: ValidationResult, msg: ValidationRequest) -> Val
     check = Check("request_matches_evidence", not problems,
                   "; ".join(problems) or "request and evidence name the same platform and PfC")
     return dataclasses.replace(result, checks=[*result.checks, check], passed=result.passed and not problems)
+
+
+def _with_check(result: ValidationResult, check: Check) -> ValidationResult:
+    return dataclasses.replace(result, checks=[*result.checks, check], passed=result.passed and check.passed)
 
 
 def ek_roots_from(paths: Iterable[str]) -> list[x509.Certificate]:
