@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -177,11 +178,48 @@ class ValidationResult:
                    model=data.get("model"))
 
 
+_PASSED: dict[tuple[str, str], Check] = {}
+
+
+def _passed(name: str, detail: str) -> Check:
+    """A PASS verdict; a Check is immutable, so equal ones are shared (most details are the
+    same for every M2ME: a validation then builds no Check object). Bounded."""
+    key = (name, detail)
+    check = _PASSED.get(key)
+    if check is None:
+        check = Check(name, True, detail)
+        if len(_PASSED) < 4096:
+            _PASSED[key] = check
+    return check
+
+
 class _Fail(Exception):
     """A check's verdict is FAIL; the message is the check's detail."""
 
 
-@dataclass(frozen=True)
+class _CaFacts(pki.SignatureMemo):
+    """The signature memo of a PVA, for its CA certificates only (pinned roots, intermediates,
+    the M2MES CA): a leaf (EK certificate, PfC) that verified is in ``_verified`` until it
+    expires or is revoked, so remembering its signature too would only cost memory per M2ME."""
+
+    def __init__(self, cas: Iterable[x509.Certificate]) -> None:
+        super().__init__()
+        self._cas = frozenset(cas)
+
+    def verify(self, child: x509.Certificate, issuer: x509.Certificate) -> None:
+        if child in self._cas:
+            super().verify(child, issuer)
+        else:
+            child.verify_directly_issued_by(issuer)
+
+    def once(self, cert: x509.Certificate, tag: bytes, check: Callable[[], None]) -> None:
+        if cert in self._cas:
+            super().once(cert, tag, check)
+        else:
+            check()
+
+
+@dataclass(frozen=True, slots=True)
 class _VerifiedCertificate:
     """What a PVA keeps of an EK certificate or a PfC whose path verified: valid while ``at`` is
     inside every certificate's validity on the path; a PfC's entry goes with its revocation."""
@@ -235,7 +273,7 @@ class PlatformValidator:
         self._clock_history = clock_history if clock_history is not None else {}
         self._lock = threading.Lock()
         # certificate signatures already verified (EK CA chain, PfC): immutable, safe to remember
-        self._memo = pki.SignatureMemo() if signature_memo else None
+        self._memo = _CaFacts([*self._ek_roots, *self._ek_intermediates, m2mes_ca]) if signature_memo else None
         self._names: dict[x509.Certificate, str] = {}
         self._reference = self._accept_reference_values(reference_values, require_signed_reference_values)
         # PfC serial -> checked OCSP status, reused until its nextUpdate (RFC 6960 4.2.2.1) or
@@ -253,9 +291,9 @@ class PlatformValidator:
         # so the fact holds as long as the AK's binding does
         self._certified: set[tuple[bytes, bytes]] = set()
         # TPM public areas (EK, AK, storage key) parsed before, by their bytes: a device sends the
-        # same ones every time, and a parsed area (and the AK's key object) is a pure function of them
+        # same ones every time, and a parsed area is a pure function of them. The AK's key object
+        # is not kept: OpenSSL holds ~2 KiB per key, 8 us to rebuild (10^5 M2MEs: 200 MiB)
         self._areas: dict[bytes, TpmPublic] = {}
-        self._keys: dict[bytes, ec.EllipticCurvePublicKey | rsa.RSAPublicKey] = {}
         self.certificate_cache_hits = 0
         self.ocsp_requests = 0
         self.ocsp_cache_hits = 0
@@ -270,13 +308,7 @@ class PlatformValidator:
         return area
 
     def _key(self, data: bytes, area: TpmPublic) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
-        key = self._keys.get(data)
-        if key is None:
-            key = area.public_key()
-            if len(self._keys) > 100_000:
-                self._keys.clear()
-            self._keys[data] = key
-        return key
+        return area.public_key()
 
     def _name_of(self, certificate: x509.Certificate) -> str:
         name = self._names.get(certificate)
@@ -372,10 +404,15 @@ class PlatformValidator:
         nonce = os.urandom(32)
         now = time.monotonic()
         with self._lock:
-            if len(self._nonces) > 1024:
-                for old in [n for n, expiry in self._nonces.items() if expiry < now]:
-                    del self._nonces[old]
-            self._nonces[nonce] = now + self._nonce_lifetime
+            # issued in expiry order (one lifetime for all): the expired ones are the oldest. A
+            # mass change has 10^5 challenges out at once; a scan of them all per nonce was O(n^2)
+            nonces = self._nonces
+            while len(nonces) > 1024:  # below that, an expired nonce still says "expired"
+                oldest = next(iter(nonces))
+                if nonces[oldest] >= now:
+                    break
+                del nonces[oldest]
+            nonces[nonce] = now + self._nonce_lifetime
         return nonce
 
     def _consume_nonce(self, nonce: bytes) -> str | None:
@@ -491,7 +528,7 @@ class _Validation:
 
     def run(self, name: str) -> None:
         try:
-            self.results[name] = Check(name, True, getattr(self, name)())
+            self.results[name] = _passed(name, getattr(self, name)())
         except _Fail as exc:
             self.results[name] = Check(name, False, str(exc))
         except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm, pki.PkiError) as exc:
@@ -528,6 +565,9 @@ class _Validation:
     # parsed structures
 
     def _parse(self, what: str, make: Callable[[], Any]) -> Any:
+        value = self._parsed.get(what)
+        if value is not None and value.__class__ is not _Fail:
+            return value
         if what not in self._parsed:
             try:
                 self._parsed[what] = make()
@@ -544,10 +584,16 @@ class _Validation:
 
     @property
     def ek(self) -> TpmPublic:
+        value = self._parsed.get("EK public area")  # parsed already: the common case, no closure
+        if value is not None and value.__class__ is not _Fail:
+            return value
         return self._parse("EK public area", lambda: self.v._area(self.evidence.ek_public))
 
     @property
     def ak(self) -> TpmPublic:
+        value = self._parsed.get("AK public area")  # parsed already: the common case, no closure
+        if value is not None and value.__class__ is not _Fail:
+            return value
         return self._parse("AK public area", lambda: self.v._area(self.evidence.ak_public))
 
     @property
@@ -556,6 +602,9 @@ class _Validation:
 
     @property
     def quote(self) -> Attest:
+        value = self._parsed.get("quote")  # parsed already: the common case, no closure
+        if value is not None and value.__class__ is not _Fail:
+            return value
         return self._parse("quote", lambda: parse_attest(self.evidence.quote_attest))
 
     @property
@@ -598,7 +647,7 @@ class _Validation:
                                     eku=pki.OID_EK_CERTIFICATE, memo=self.v._memo)
         except pki.ChainError as exc:
             raise _Fail(f"EK certificate path broken at {exc}") from exc
-        detail = "EK certificate chains to " + self.v._name_of(path[-1])
+        detail = sys.intern("EK certificate chains to " + self.v._name_of(path[-1]))  # one per CA, kept per M2ME
         self._keep("ek", self.evidence.ek_certificate, path, detail)
         return detail
 
@@ -746,7 +795,7 @@ class _Validation:
                                     memo=self.v._memo)
         except pki.ChainError as exc:
             raise _Fail(f"PfC does not verify: {exc}") from exc
-        detail = "PfC issued by " + self.v._name_of(self.v._m2mes_ca)
+        detail = sys.intern("PfC issued by " + self.v._name_of(self.v._m2mes_ca))
         try:
             identity: pki.PlatformIdentity | None = self.pfc_identity
         except _Fail:
