@@ -154,6 +154,56 @@ def test_fleet_command_with_a_real_bench(tmp_path: Path, capsys: pytest.CaptureF
     assert page.count("<polyline") == 2 and "SIMULATED" in page
 
 
+def test_sigterm_stops_the_shards_and_exits_143_with_one_line(tmp_path: Path) -> None:
+    """SIGTERM while the shards run: their processes end, pending shards are cancelled, one line,
+    exit 143. The bound only tells "stopped" from "ran the fleet to its end" (minutes here)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "mcim_hil", "fleet", "--devices", "20000", "--real", "0",
+               "--workers", "2", "--out", str(tmp_path)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    assert proc.stderr is not None
+    progress = []
+    for line in proc.stderr:   # the shards report progress once they run
+        progress.append(line)
+        if "provisioning" in line and not line.rstrip().endswith(" 0/20000"):
+            break
+    children = _children(proc.pid)
+    assert children, progress
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)   # the shards too
+        proc.wait()
+        raise AssertionError("mcim-hil fleet still running 60 s after SIGTERM")
+    assert proc.returncode == 143, err
+    lines = [line for line in err.splitlines() if line.strip() and "provisioning" not in line]
+    assert lines == ["mcim-hil fleet: terminated by SIGTERM; the bench was stopped"], err
+    assert not [pid for pid in children if _alive(pid)]
+    assert not (tmp_path / "fleet.json").exists()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(p) for p in handle.read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_a_fleet_spec_refuses_what_cannot_run() -> None:
     with pytest.raises(FleetError, match="--configurations"):
         FleetSpec(devices=3, real=0, configurations=0)

@@ -155,9 +155,9 @@ class SimulatedKey:
 
     @property
     def point(self) -> bytes:
-        """X9.62 uncompressed P-256 point, read back with tpm2-pytss."""
-        unique = TPM2B_PUBLIC.unmarshal(bytes(self.public))[0].publicArea.unique.ecc
-        return b"\x04" + bytes(unique.x).rjust(32, b"\0") + bytes(unique.y).rjust(32, b"\0")
+        """X9.62 uncompressed P-256 point: the area's last field, TPMS_ECC_POINT (two 32-byte TPM2B)."""
+        unique = bytes(self.public)[-68:]
+        return b"\x04" + unique[2:34] + unique[36:68]
 
     @property
     def public_key(self) -> ec.EllipticCurvePublicKey:

@@ -153,9 +153,9 @@ _NAMES_OF: dict[int, tuple[str, ...]] = {}  # TPMA_OBJECT value -> its bits' nam
 
 @dataclass(frozen=True, slots=True)
 class TpmPublic:
-    """The fields of a TPMT_PUBLIC the PVA and the SHO look at. ``area`` is the marshalled
-    TPMT_PUBLIC (the TPM2B without its size), what the object's name hashes. Slotted, its name
-    computed once at parse: a PVA keeps 10^5 of them."""
+    """The fields of a TPMT_PUBLIC the PVA and the SHO look at, and the object's name (a hash of
+    the marshalled TPMT_PUBLIC, computed at parse). Slotted, without the marshalled area: a PVA
+    keeps 3 per M2ME, 10^5 M2MEs."""
     type: int
     name_alg: int
     attributes: int
@@ -169,7 +169,6 @@ class TpmPublic:
     x: bytes = b""                      # ECC point
     y: bytes = b""
     unique: bytes = b""                 # RSA modulus / keyedhash or symcipher unique
-    area: bytes = b""
     name: bytes = b""                   # TPM 2.0 Part 1 16: nameAlg || H_nameAlg(TPMT_PUBLIC)
 
     def has(self, attributes: int) -> bool:
@@ -206,11 +205,15 @@ def _hash_name(alg: int) -> str:
         raise TpmStructureError(f"unsupported hash algorithm {alg:#06x}") from None
 
 
+_SYMMETRIC: dict[tuple[int, int, int], tuple[int, int, int]] = {}  # equal tuples shared (few kinds)
+
+
 def _read_symmetric(r: _Reader) -> tuple[int, int, int]:
     algorithm = r.u16()
     if algorithm == TPM_ALG_NULL:
         return (TPM_ALG_NULL, 0, TPM_ALG_NULL)
-    return (algorithm, r.u16(), r.u16())
+    symmetric = (algorithm, r.u16(), r.u16())
+    return _SYMMETRIC.setdefault(symmetric, symmetric) if len(_SYMMETRIC) < 256 else symmetric
 
 
 def _read_scheme(r: _Reader) -> tuple[int, int]:
@@ -265,7 +268,7 @@ def parse_public(tpm2b_public: bytes) -> TpmPublic:
     r.end()
     name = _U16.pack(name_alg) + hashlib.new(_hash_name(name_alg), area).digest()
     return TpmPublic(kind, name_alg, attributes, auth_policy, symmetric, scheme, scheme_hash,
-                     area=area, name=name, **fields)
+                     name=name, **fields)
 
 
 def tpm_public_key(tpm2b_public: bytes) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
