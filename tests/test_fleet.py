@@ -265,6 +265,7 @@ def test_a_simulated_tre_marshals_what_tpm2_pytss_marshals(shared: SharedPki) ->
                                   TPMS_CLOCK_INFO, TPMS_PCR_SELECTION, TPMS_QUOTE_INFO, TPMS_SIGNATURE_ECC,
                                   TPMT_SIGNATURE, TPMU_ATTEST, TPMU_SIGNATURE)
     from mcim_hil.fleet import simulated
+    from mcim_hil.fleet.simulated import SimulatedKey
 
     tre = SimulatedTre(shared.maker())
     tre.boot(configuration(1)[1])
@@ -275,6 +276,17 @@ def test_a_simulated_tre_marshals_what_tpm2_pytss_marshals(shared: SharedPki) ->
         assert area.publicArea.unique.ecc.x != bytes(32)                  # its own point, not the template's
     assert keys.ak.public_key.public_numbers().x.to_bytes(32, "big") == bytes(
         TPM2B_PUBLIC.unmarshal(keys.ak.public.marshal())[0].publicArea.unique.ecc.x)
+    def key_of(public: bytes):
+        return SimulatedKey(simulated.Marshalled(public)).public_key
+    ek = tre.endorsement_key().public
+    assert ek == simulated._ecc_public(key_of(ek), simulated.EK_ATTRIBUTES, symmetric=True,
+                                       policy=simulated.EK_POLICY).marshal()
+    assert keys.ak.public.marshal() == simulated._ecc_public(keys.ak.public_key, simulated.AK_ATTRIBUTES,
+                                                             scheme=TPM2_ALG.ECDSA).marshal()
+    assert keys.storage_key.public.marshal() == simulated._ecc_public(
+        keys.storage_key.public_key, simulated.STORAGE_ATTRIBUTES, symmetric=True).marshal()
+    ek_certificate = x509.load_der_x509_certificate(tre.endorsement_key().certificate)
+    assert ek_certificate.public_key() == key_of(ek)
     ak_name = TPM2_ALG.SHA256.to_bytes(2, "big") + hashlib.sha256(keys.ak.public.marshal()[2:]).digest()
     assert keys.ak.name == ak_name
 

@@ -196,25 +196,29 @@ def _loaded(seed: bytes, label: bytes) -> ec.EllipticCurvePrivateKey:
     return key
 
 
-# The public area of each kind of key marshalled once by tpm2-pytss with a zero point; a TRE's
+# The public area of each kind of key marshalled once by tpm2-pytss (with P-256's generator); a TRE's
 # area is that with its own point (TPMS_ECC_POINT, two 32-byte TPM2B, is the area's last field)
 _TEMPLATES: dict[tuple[int, int, bool, bytes], bytes] = {}
 
 
-def _ecc_public_bytes(key: ec.EllipticCurvePublicKey, attributes: int, *, scheme: int = TPM2_ALG.NULL,
+def _ecc_public_bytes(point: bytes, attributes: int, *, scheme: int = TPM2_ALG.NULL,
                       symmetric: bool = False, policy: bytes = b"") -> bytes:
-    """``_ecc_public(...).marshal()``, from the template of its kind (tests/test_fleet.py pins
-    that the two are the same bytes)."""
+    """``_ecc_public(...).marshal()`` of the key with the 64-byte ``point`` (x || y), from the
+    template of its kind (tests/test_fleet.py pins that the two are the same bytes)."""
     kind = (int(attributes), int(scheme), symmetric, policy)
     template = _TEMPLATES.get(kind)
     if template is None:
-        zero = ec.EllipticCurvePublicNumbers(
+        generator = ec.EllipticCurvePublicNumbers(  # any valid point: its bytes are cut off
             0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296,
             0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5, ec.SECP256R1()).public_key()
-        template = _TEMPLATES[kind] = _ecc_public(zero, attributes, scheme=scheme, symmetric=symmetric,
+        template = _TEMPLATES[kind] = _ecc_public(generator, attributes, scheme=scheme, symmetric=symmetric,
                                                   policy=policy).marshal()[:-68]
+    return template + b"\x00\x20" + point[:32] + b"\x00\x20" + point[32:]
+
+
+def _xy(key: ec.EllipticCurvePublicKey) -> bytes:
     numbers = key.public_numbers()
-    return (template + b"\x00\x20" + numbers.x.to_bytes(32, "big") + b"\x00\x20" + numbers.y.to_bytes(32, "big"))
+    return numbers.x.to_bytes(32, "big") + numbers.y.to_bytes(32, "big")
 
 
 _MAGIC = int(TPM2_GENERATED.VALUE).to_bytes(4, "big")
@@ -283,22 +287,22 @@ class SimulatedTre:
     10^5): its seed, EK certificate, three marshalled public areas, its PCR and its counters."""
 
     label = SIMULATED
-    __slots__ = ("pcr", "event_log", "_number", "_seed", "_ek_certificate", "_ek_public", "_ak_public",
-                 "_storage_public", "_pcr_value", "_clock", "_reset_count")
+    __slots__ = ("pcr", "event_log", "_number", "_material", "_ek_certificate", "_pcr_value", "_clock",
+                 "_reset_count")
 
     def __init__(self, maker: SimulatedTpmMaker, pcr: int = MEASUREMENT_PCR) -> None:
         self.pcr = pcr
         self.event_log: Sequence[MeasuredComponent] = ()
         self._number = next(_SERIALS)
-        self._seed = os.urandom(32)
-        ek, ak = _derived_key(self._seed, b"EK"), _derived_key(self._seed, b"AK")
+        seed = os.urandom(32)
+        ek, ak = _derived_key(seed, b"EK"), _derived_key(seed, b"AK")
         # the storage key's private part is never used here (a simulated TRE imports no MCIM)
-        storage = _derived_key(self._seed, b"storage key").public_key()
-        self._ek_public = _ecc_public_bytes(ek.public_key(), EK_ATTRIBUTES, symmetric=True, policy=EK_POLICY)
+        storage = _derived_key(seed, b"storage key").public_key()
+        # one bytes object: the seed, then the EK's, the AK's and the storage key's points (x || y);
+        # the public areas are rebuilt from their templates when asked for (~1 us)
+        self._material = seed + _xy(ek.public_key()) + _xy(ak.public_key()) + _xy(storage)
         self._ek_certificate = maker.certify_ek(ek.public_key(), self.serial).public_bytes(
             serialization.Encoding.DER)
-        self._ak_public = _ecc_public_bytes(ak.public_key(), AK_ATTRIBUTES, scheme=TPM2_ALG.ECDSA)
-        self._storage_public = _ecc_public_bytes(storage, STORAGE_ATTRIBUTES, symmetric=True)
         self._pcr_value = b"\0" * 32
         self._clock = 0
         self._reset_count = 1
@@ -306,6 +310,22 @@ class SimulatedTre:
     @property
     def serial(self) -> str:
         return f"sim-{self._number:08d}"
+
+    @property
+    def _seed(self) -> bytes:
+        return self._material[:32]
+
+    @property
+    def _ek_public(self) -> bytes:
+        return _ecc_public_bytes(self._material[32:96], EK_ATTRIBUTES, symmetric=True, policy=EK_POLICY)
+
+    @property
+    def _ak_public(self) -> bytes:
+        return _ecc_public_bytes(self._material[96:160], AK_ATTRIBUTES, scheme=TPM2_ALG.ECDSA)
+
+    @property
+    def _storage_public(self) -> bytes:
+        return _ecc_public_bytes(self._material[160:224], STORAGE_ATTRIBUTES, symmetric=True)
 
     # -- boot -------------------------------------------------------------------------------
 

@@ -197,6 +197,11 @@ class _Fail(Exception):
     """A check's verdict is FAIL; the message is the check's detail."""
 
 
+# the cache keys' kind prefix. Keys of two TPM names are their concatenation: a name starts with its
+# nameAlg, which fixes its length (TPM 2.0 Part 1 16), so ek_name + ak_name is unambiguous
+_KINDS = {"ek": b"e", "pfc": b"p"}
+
+
 class _CaFacts(pki.SignatureMemo):
     """The signature memo of a PVA, for its CA certificates only (pinned roots, intermediates,
     the M2MES CA): a leaf (EK certificate, PfC) that verified is in ``_verified`` until it
@@ -279,17 +284,17 @@ class PlatformValidator:
         # PfC serial -> checked OCSP status, reused until its nextUpdate (RFC 6960 4.2.2.1) or
         # until the issuer announces a revocation (forget_status); a revoked status is kept
         self._ocsp_cache: dict[int, pki.CertStatus] | None = {} if ocsp_cache else None
-        # ("ek" | "pfc", SHA-256 of the DER) -> facts of a certificate whose path verified; an EK
+        # b"e" | b"p" + SHA-256 of the DER (one bytes, no tuple: 10^5 of them) -> facts of a certificate whose path verified; an EK
         # chain or a PfC is not walked again until it expires, or (a PfC) is revoked
-        self._verified: dict[tuple[str, bytes], _VerifiedCertificate] | None = {} if signature_memo else None
-        self._verified_by_serial: dict[int, tuple[str, bytes]] = {}
-        # (EK name, AK name) -> SHA-256 of the PfC that certified the AK, once ActivateCredential
+        self._verified: dict[bytes, _VerifiedCertificate] | None = {} if signature_memo else None
+        self._verified_by_serial: dict[int, bytes] = {}
+        # EK name + AK name -> SHA-256 of the PfC that certified the AK, once ActivateCredential
         # proved the AK in the EK's TPM: no new MakeCredential while that PfC stays verified
         # (until its expiry or revocation); another AK or another PfC gets a challenge again
-        self._bindings: dict[tuple[bytes, bytes], bytes] | None = {} if signature_memo else None
-        # (AK name, storage key name) certified by that AK (TPM2_Certify): the storage key is fixedTPM,
+        self._bindings: dict[bytes, bytes] | None = {} if signature_memo else None
+        # AK name + storage key name, certified by that AK (TPM2_Certify): the storage key is fixedTPM,
         # so the fact holds as long as the AK's binding does
-        self._certified: set[tuple[bytes, bytes]] = set()
+        self._certified: set[bytes] = set()
         # TPM public areas (EK, AK, storage key) parsed before, by their bytes: a device sends the
         # same ones every time, and a parsed area is a pure function of them. The AK's key object
         # is not kept: OpenSSL holds ~2 KiB per key, 8 us to rebuild (10^5 M2MEs: 200 MiB)
@@ -352,16 +357,17 @@ class PlatformValidator:
             if key is not None and self._verified is not None:
                 self._verified.pop(key, None)
             if key is not None and self._bindings:  # revocations are rare: a scan is fine
-                for binding in [b for b, pfc in self._bindings.items() if pfc == key[1]]:
+                for binding in [b for b, pfc in self._bindings.items() if pfc == key[1:]]:
                     del self._bindings[binding]
 
     def _known_certificate(self, kind: str, digest: bytes, at: Any, count: bool = True) -> _VerifiedCertificate | None:
         with self._lock:
-            found = self._verified.get((kind, digest)) if self._verified is not None else None
+            key = _KINDS[kind] + digest
+            found = self._verified.get(key) if self._verified is not None else None
             if found is None:
                 return None
             if not found.holds(at):
-                del self._verified[(kind, digest)]  # expired (or not yet valid): walk it again
+                del self._verified[key]  # expired (or not yet valid): walk it again
                 return None
             if count:
                 self.certificate_cache_hits += 1
@@ -374,9 +380,10 @@ class PlatformValidator:
             if len(self._verified) > 4_000_000:
                 self._verified.clear()
                 self._verified_by_serial.clear()
-            self._verified[(kind, digest)] = facts
+            key = _KINDS[kind] + digest
+            self._verified[key] = facts
             if kind == "pfc":
-                self._verified_by_serial[facts.serial] = (kind, digest)
+                self._verified_by_serial[facts.serial] = key
 
     def _cached_status(self, serial_number: int, now: Any) -> pki.CertStatus | None:
         with self._lock:
@@ -438,7 +445,7 @@ class PlatformValidator:
         """True when ActivateCredential already proved this AK in this EK's TPM and the PfC that
         certified the AK is still verified (not expired, not revoked): no new challenge needed."""
         try:
-            key = (self._area(ek_public).name, self._area(ak_public).name)
+            key = self._area(ek_public).name + self._area(ak_public).name
         except (ValueError, TypeError, TpmStructureError):
             return False
         with self._lock:
@@ -447,7 +454,7 @@ class PlatformValidator:
 
     def _bound_pfc(self, ek_name: bytes, ak_name: bytes) -> bytes | None:
         with self._lock:
-            return self._bindings.get((ek_name, ak_name)) if self._bindings is not None else None
+            return self._bindings.get(ek_name + ak_name) if self._bindings is not None else None
 
     def _keep_binding(self, ek_name: bytes, ak_name: bytes, pfc_digest: bytes) -> None:
         with self._lock:
@@ -456,7 +463,7 @@ class PlatformValidator:
             if len(self._bindings) > 4_000_000:
                 self._bindings.clear()
                 self._certified.clear()
-            self._bindings[(ek_name, ak_name)] = pfc_digest
+            self._bindings[ek_name + ak_name] = pfc_digest
 
     def credential_challenge(self, ek_public: bytes, ak_public: bytes) -> tuple[CredentialChallenge, bytes]:
         """``make_credential_challenge`` that also remembers which EK and AK it was made for, so
@@ -857,7 +864,7 @@ class _Validation:
 
     def storage_key_certified(self) -> str:
         key = self._parse("storage key public area", lambda: self.v._area(self.evidence.storage_key_public))
-        certified = (self.ak.name, key.name)
+        certified = self.ak.name + key.name
         # an earlier certification by this AK still holds while the AK's binding does (fixedTPM key);
         # it stands in only for a certification the M2ME left out: one that is presented is checked
         presented = bool(self.evidence.certify_attest or self.evidence.certify_signature)
