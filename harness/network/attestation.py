@@ -113,6 +113,7 @@ CHECKS = ("ek_certificate_chain", "ek_public_matches_certificate", "ak_attribute
           "event_log_replay", "reference_values", "clock", "pfc_signature", "pfc_binds_ak",
           "pfc_names_platform", "pfc_status_ocsp", "storage_key_certified")
 INTEGRITY_CHECKS = frozenset({"pcr_selection", "pcr_digest", "event_log_replay", "reference_values"})
+_AUTHENTICITY_CHECKS = tuple(name for name in CHECKS if name not in INTEGRITY_CHECKS)
 
 # --- the verdict ---------------------------------------------------------------------------
 
@@ -504,9 +505,8 @@ class PlatformValidator:
         validator's own."""
         run = _Validation(self, evidence, nonce, expected_activation_secret, self._consume_nonce(nonce),
                           reference_values or self._reference)
-        for name in CHECKS:
-            if check_integrity or name not in INTEGRITY_CHECKS:
-                run.run(name)
+        for name in CHECKS if check_integrity else _AUTHENTICITY_CHECKS:
+            run.run(name)
         return run.result(check_integrity)
 
 
@@ -527,7 +527,7 @@ class _Validation:
         self.matched: list[str] = []
         self.identity: pki.PlatformIdentity | None = None
         self._parsed: dict[str, Any] = {}
-        self._facts: dict[tuple[str, bytes], _VerifiedCertificate | None] = {}
+        self._facts: dict[tuple[str, bytes], _VerifiedCertificate | None] = {}  # (kind, DER) -> facts
         self.proven_binding = False  # ActivateCredential answered this validation's challenge
         self._digests: dict[bytes, bytes] = {}  # SHA-256 of the evidence's certificates, once each
 
@@ -631,10 +631,12 @@ class _Validation:
         return digest
 
     def _verified(self, kind: str, der: bytes) -> _VerifiedCertificate | None:
-        key = (kind, self._digest(der))
-        if key not in self._facts:
-            self._facts[key] = self.v._known_certificate(kind, key[1], self.now)
-        return self._facts[key]
+        key = (kind, der)  # several checks ask: the DER's hash is computed once, its digest once
+        try:
+            return self._facts[key]
+        except KeyError:
+            facts = self._facts[key] = self.v._known_certificate(kind, self._digest(der), self.now)
+            return facts
 
     def _keep(self, kind: str, der: bytes, path: list[x509.Certificate], detail: str,
               identity: pki.PlatformIdentity | None = None) -> None:
@@ -642,7 +644,7 @@ class _Validation:
         facts = _VerifiedCertificate(max(c.not_valid_before_utc for c in path),
                                      min(c.not_valid_after_utc for c in path), detail, _certificate_key(leaf),
                                      leaf.serial_number, identity)
-        self._facts[(kind, self._digest(der))] = facts
+        self._facts[(kind, der)] = facts
         self.v._keep_certificate(kind, self._digest(der), facts)
 
     def ek_certificate_chain(self) -> str:
