@@ -9,7 +9,9 @@ Prints:
   PVA's work per M2ME of a change (the credential challenge, then the checks) over evidence
   from SIMULATED TREs (TPM 2.0 formats, ECDSA P-256), one core, steady state (each platform
   validated once before, as after the initial provisioning: OCSP response and reference values
-  kept, certificate signatures remembered);
+  kept, certificate signatures remembered; the evidence carries a storage-key certification only
+  with a credential challenge, as the M2ME's agent sends it), the fastest of ``--rounds`` rounds;
+  beside them one ECDSA P-256 verification on this core, the floor of either kind of check;
 - the fleet (``--fleet`` M2MEs, all simulated, ``--workers`` shards) with and without the IVF:
   M2MEs/s of the change, PVA CPU s, PVA integrity validations (goal with the IVF: 0 plus the
   tampered ones), the CPU ratio (goal >= 10x), and what 10^5 / 10^6 M2MEs would take at the
