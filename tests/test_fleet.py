@@ -154,6 +154,59 @@ def test_fleet_command_with_a_real_bench(tmp_path: Path, capsys: pytest.CaptureF
     assert page.count("<polyline") == 2 and "SIMULATED" in page
 
 
+def test_sigterm_stops_the_shards_and_exits_143_with_one_line(tmp_path: Path) -> None:
+    """SIGTERM while the shards run: their processes end, pending shards are cancelled, one line,
+    exit 143. The bound only tells "stopped" from "ran the fleet to its end" (minutes here)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "mcim_hil", "fleet", "--devices", "20000", "--real", "0",
+               "--workers", "2", "--out", str(tmp_path)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    assert proc.stderr is not None
+    progress = []
+    for line in proc.stderr:   # the shards report progress once they run
+        progress.append(line)
+        if "provisioning" in line and not line.rstrip().endswith(" 0/20000"):
+            break
+    children = _children(proc.pid)
+    assert children, progress
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)   # the shards too
+        proc.wait()
+        raise AssertionError("mcim-hil fleet still running 60 s after SIGTERM")
+    assert proc.returncode == 143, err
+    lines = [line for line in err.splitlines() if line.strip() and "provisioning" not in line]
+    assert lines == ["mcim-hil fleet: terminated by SIGTERM; the bench was stopped"], err
+    assert not [pid for pid in children if _alive(pid)]
+    assert not (tmp_path / "fleet.json").exists()
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid``'s threads forked (Linux /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_a_fleet_spec_refuses_what_cannot_run() -> None:
     with pytest.raises(FleetError, match="--configurations"):
         FleetSpec(devices=3, real=0, configurations=0)
@@ -204,3 +257,72 @@ def test_a_ca_keeps_the_serials_it_issued_not_the_certificates(shared: SharedPki
                               for table in tables for x in (table.values() if isinstance(table, dict) else table))
     assert responder.status_of(pfc.serial_number).name == "GOOD"
     assert responder.status_of(pfc.serial_number + 1).name == "UNKNOWN"
+
+
+def test_a_simulated_tre_marshals_what_tpm2_pytss_marshals(shared: SharedPki) -> None:
+    """The simulated TRE packs fixed-width fields itself: byte for byte tpm2-pytss's marshal()."""
+    import hashlib
+
+    from tpm2_pytss.constants import TPM2_ALG, TPM2_GENERATED, TPM2_ST
+    from tpm2_pytss.types import (TPM2B_DIGEST, TPM2B_PUBLIC, TPML_PCR_SELECTION, TPMS_ATTEST, TPMS_CERTIFY_INFO,
+                                  TPMS_CLOCK_INFO, TPMS_PCR_SELECTION, TPMS_QUOTE_INFO, TPMS_SIGNATURE_ECC,
+                                  TPMT_SIGNATURE, TPMU_ATTEST, TPMU_SIGNATURE)
+    from mcim_hil.fleet import simulated
+    from mcim_hil.fleet.simulated import SimulatedKey
+
+    tre = SimulatedTre(shared.maker())
+    tre.boot(configuration(1)[1])
+    keys = tre.keys()
+    for public in (tre.endorsement_key().public, keys.ak.public.marshal(), keys.storage_key.public.marshal()):
+        area = TPM2B_PUBLIC.unmarshal(public)[0]
+        assert area.marshal() == public                                   # a whole, well-formed TPM2B_PUBLIC
+        assert area.publicArea.unique.ecc.x != bytes(32)                  # its own point, not the template's
+    assert keys.ak.public_key.public_numbers().x.to_bytes(32, "big") == bytes(
+        TPM2B_PUBLIC.unmarshal(keys.ak.public.marshal())[0].publicArea.unique.ecc.x)
+    def key_of(public: bytes):
+        return SimulatedKey(simulated.Marshalled(public)).public_key
+    ek = tre.endorsement_key().public
+    assert ek == simulated._ecc_public(key_of(ek), simulated.EK_ATTRIBUTES, symmetric=True,
+                                       policy=simulated.EK_POLICY).marshal()
+    assert keys.ak.public.marshal() == simulated._ecc_public(keys.ak.public_key, simulated.AK_ATTRIBUTES,
+                                                             scheme=TPM2_ALG.ECDSA).marshal()
+    assert keys.storage_key.public.marshal() == simulated._ecc_public(
+        keys.storage_key.public_key, simulated.STORAGE_ATTRIBUTES, symmetric=True).marshal()
+    ek_certificate = x509.load_der_x509_certificate(tre.endorsement_key().certificate)
+    assert ek_certificate.public_key() == key_of(ek)
+    ak_name = TPM2_ALG.SHA256.to_bytes(2, "big") + hashlib.sha256(keys.ak.public.marshal()[2:]).digest()
+    assert keys.ak.name == ak_name
+
+    nonce = bytes(range(32))
+    quote = tre.quote(nonce, [tre.pcr])
+    clock = TPMS_CLOCK_INFO(clock=tre._clock, resetCount=tre._reset_count, restartCount=0, safe=1)
+    selection = TPML_PCR_SELECTION(pcrSelections=[TPMS_PCR_SELECTION(
+        hash=TPM2_ALG.SHA256, sizeofSelect=3, pcrSelect=bytes([0, 0, 0x80]))])
+    digest = hashlib.sha256(quote.pcr_values[tre.pcr]).digest()
+    expected = TPMS_ATTEST(magic=TPM2_GENERATED.VALUE, type=TPM2_ST.ATTEST_QUOTE, qualifiedSigner=ak_name,
+                           extraData=nonce, clockInfo=clock, firmwareVersion=simulated.FIRMWARE_VERSION,
+                           attested=TPMU_ATTEST(quote=TPMS_QUOTE_INFO(pcrSelect=selection,
+                                                                      pcrDigest=TPM2B_DIGEST(digest))))
+    assert quote.attest == expected.marshal()
+    signature = TPMT_SIGNATURE.unmarshal(quote.signature)[0]
+    assert signature.marshal() == quote.signature
+    assert quote.signature == TPMT_SIGNATURE(sigAlg=TPM2_ALG.ECDSA, signature=TPMU_SIGNATURE(ecdsa=TPMS_SIGNATURE_ECC(
+        hash=TPM2_ALG.SHA256, signatureR=bytes(signature.signature.ecdsa.signatureR),
+        signatureS=bytes(signature.signature.ecdsa.signatureS)))).marshal()
+
+    certified = tre.certify_storage_key(nonce)
+    name = keys.storage_key.name
+    qualified = TPM2_ALG.SHA256.to_bytes(2, "big") + hashlib.sha256(b"\x40\x00\x00\x01" + name).digest()
+    clock = TPMS_CLOCK_INFO(clock=tre._clock, resetCount=tre._reset_count, restartCount=0, safe=1)
+    assert certified.attest == TPMS_ATTEST(
+        magic=TPM2_GENERATED.VALUE, type=TPM2_ST.ATTEST_CERTIFY, qualifiedSigner=ak_name, extraData=nonce,
+        clockInfo=clock, firmwareVersion=simulated.FIRMWARE_VERSION,
+        attested=TPMU_ATTEST(certify=TPMS_CERTIFY_INFO(name=name, qualifiedName=qualified))).marshal()
+
+
+def test_simulated_tres_each_have_their_own_keys(shared: SharedPki) -> None:
+    maker = shared.maker()
+    tres = [SimulatedTre(maker) for _ in range(3)]
+    assert len({t.endorsement_key().public for t in tres}) == 3
+    assert len({t.keys().ak.public.marshal() for t in tres}) == 3
+    assert len({t.endorsement_key().certificate for t in tres}) == 3

@@ -7,9 +7,11 @@ from __future__ import annotations
 import math
 import os
 import queue
+import signal
 import threading
+from array import array
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +80,31 @@ def _pool_worker(task: ShardTask, updates: Any) -> ShardResult:
     return run_shard(task, lambda phase, n: updates.put((task.shard, phase, n)))
 
 
+def _worker_signals() -> None:
+    """In a shard's process: SIGTERM ends it quietly (the parent's handler, inherited by fork,
+    would raise in the middle of a shard), SIGINT is for the parent (Ctrl-C reaches the whole
+    process group; the parent stops the shards)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_pool(pool: ProcessPoolExecutor, futures: Sequence[Future[Any]]) -> None:
+    """Cancel the shards not started and end the running ones now (SIGTERM, then SIGKILL)
+    rather than wait for them: a stopped fleet has no result to wait for."""
+    for future in futures:
+        future.cancel()
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public handle before 3.14
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=2.0)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=2.0)
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 def run_local(tasks: Sequence[ShardTask], workers: int, progress: Progress | None = None) -> list[ShardResult]:
     """The shards on a local process pool, one process per shard."""
     import multiprocessing
@@ -108,9 +135,17 @@ def run_local(tasks: Sequence[ShardTask], workers: int, progress: Progress | Non
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
+        pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(tasks))), mp_context=context,
+                                   initializer=_worker_signals)
+        futures: list[Future[ShardResult]] = []
         try:
-            with ProcessPoolExecutor(max_workers=max(1, min(workers, len(tasks))), mp_context=context) as pool:
-                results = list(pool.map(_pool_worker, tasks, [updates] * len(tasks)))
+            futures = [pool.submit(_pool_worker, task, updates) for task in tasks]
+            results = [future.result() for future in futures]
+        except BaseException:   # SIGTERM / Ctrl-C (Terminated, KeyboardInterrupt) or a failed shard
+            _stop_pool(pool, futures)
+            raise
+        else:
+            pool.shutdown(wait=True)
         finally:
             stop.set()
             watcher.join()
@@ -139,11 +174,15 @@ def run_dask(tasks: Sequence[ShardTask], client: Any, progress: Progress | None 
                                                                   f"{'ivf' if t.with_ivf else 'noivf'}-{os.getpid()}"
                                                                   for t in tasks])
     results: dict[int, ShardResult] = {}
-    for future in as_completed(futures, loop=client.loop):
-        result = future.result()
-        results[result.shard] = result
-        if progress:
-            progress("shards done", sum(r.m2mes for r in results.values()), total)
+    try:
+        for future in as_completed(futures, loop=client.loop):
+            result = future.result()
+            results[result.shard] = result
+            if progress:
+                progress("shards done", sum(r.m2mes for r in results.values()), total)
+    except BaseException:   # SIGTERM / Ctrl-C or a failed shard: the cluster drops the others
+        client.cancel(futures, force=True)
+        raise
     return [results[t.shard] for t in tasks]
 
 
@@ -177,7 +216,7 @@ def merge(with_ivf: bool, results: Sequence[ShardResult], real: Sequence[dict[st
           executor: str) -> ModeSummary:
     s = ModeSummary(with_ivf, m2mes=spec.devices, simulated=spec.simulated, real=spec.real,
                     tampered=spec.tampered, shards=len(results), executor=executor, real_benches=list(real))
-    latencies: list[float] = []
+    latencies = array("d")  # 8 bytes per M2ME
     for r in results:
         s.changed += r.changed
         s.refused += r.refused

@@ -19,8 +19,9 @@ from __future__ import annotations
 import resource
 import tempfile
 import time
+from array import array
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +61,7 @@ class ShardResult:
     fallbacks: int = 0               # IVF result not used (004 c4 s3 NOTE)
     pva_provisioning: dict[str, float] = field(default_factory=dict)
     pva_change: dict[str, float] = field(default_factory=dict)
-    latencies_s: list[float] = field(default_factory=list)
+    latencies_s: Sequence[float] = field(default_factory=lambda: array("d"))  # 8 bytes per M2ME
     load: list[tuple[float, float]] = field(default_factory=list)  # (s into the change, PVA CPU s so far)
     provisioning_s: float = 0.0
     change_s: float = 0.0
@@ -114,7 +115,7 @@ def _run(task: ShardTask, store: Path, progress: Callable[[str, int], None] | No
 
     # -- provisioning by the old SHO (004 c3 s8-s10) --------------------------------------------
     t0 = time.perf_counter()
-    fleet: list[tuple[int, M2me]] = []
+    fleet: list[M2me] = []  # in task.indexes order
     for n, index in enumerate(task.indexes):
         model, components = models[index % task.configurations]
         tre = SimulatedTre(maker)
@@ -132,7 +133,7 @@ def _run(task: ShardTask, store: Path, progress: Callable[[str, int], None] | No
             m2me.boot(tampered(components))  # its agent replaced after the validation
         if index in task.updated:
             update_module_firmware(net, m2me, components)
-        fleet.append((index, m2me))
+        fleet.append(m2me)
         if progress and n % every == 0:
             progress("provisioning", n)
     result.provisioning_s = time.perf_counter() - t0
@@ -143,7 +144,8 @@ def _run(task: ShardTask, store: Path, progress: Callable[[str, int], None] | No
     sample_every = max(1, len(fleet) // SAMPLES)
     result.change_started = time.time()
     t0 = time.perf_counter()
-    for n, (index, m2me) in enumerate(fleet):
+    latencies = array("d")
+    for n, (index, m2me) in enumerate(zip(task.indexes, fleet)):
         started = time.perf_counter()
         ack = net.bus.request(SubscriptionChangeRequest(sender=OWNER, recipient=net.nsho.address, pcid=m2me.pcid,
                                                         platform_id=m2me.platform_id, m2me_address=m2me.address,
@@ -165,12 +167,13 @@ def _run(task: ShardTask, store: Path, progress: Callable[[str, int], None] | No
             result.refused_tampered += index in task.tampered
             first = outcome.result.failed[0].name if outcome.result.failed else "components missing"
             result.refusals[first] = result.refusals.get(first, 0) + 1
-        result.latencies_s.append(time.perf_counter() - started)
+        latencies.append(time.perf_counter() - started)
         if n % sample_every == 0 or n == len(fleet) - 1:
             result.load.append((round(time.perf_counter() - t0, 4), net.pva.counters()["cpu_s"] - before["cpu_s"]))
         if progress and n % every == 0:
             progress("change", n)
     result.change_s = time.perf_counter() - t0
+    result.latencies_s = latencies
     result.pva_change = _diff(net.pva.counters(), before)
     result.peak_rss_mib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, _rss_mib())
     net.close()

@@ -12,7 +12,6 @@ with the AK name computed here.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import os
@@ -84,6 +83,7 @@ _ATTRIBUTE_NAMES = {FIXED_TPM: "fixedTPM", ST_CLEAR: "stClear", FIXED_PARENT: "f
 HASH_NAMES = {TPM_ALG_SHA1: "sha1", TPM_ALG_SHA256: "sha256", TPM_ALG_SHA384: "sha384",
               TPM_ALG_SHA512: "sha512"}
 _HASHES = {TPM_ALG_SHA256: hashes.SHA256(), TPM_ALG_SHA384: hashes.SHA384(), TPM_ALG_SHA512: hashes.SHA512()}
+_ECDSA = {alg: ec.ECDSA(h) for alg, h in _HASHES.items()}  # immutable: built once, not per signature
 _CURVES = {TPM_ECC_NIST_P256: (ec.SECP256R1(), 32), TPM_ECC_NIST_P384: (ec.SECP384R1(), 48),
            TPM_ECC_NIST_P521: (ec.SECP521R1(), 66)}
 # TPMT_ECC_SCHEME / TPMT_RSA_SCHEME details: most carry one hashAlg, ECDAA adds a count, RSAES nothing.
@@ -148,10 +148,14 @@ class _Reader:
             raise TpmStructureError(f"{self.what}: {len(self.data) - self.pos} trailing bytes")
 
 
-@dataclass(frozen=True)
+_NAMES_OF: dict[int, tuple[str, ...]] = {}  # TPMA_OBJECT value -> its bits' names
+
+
+@dataclass(frozen=True, slots=True)
 class TpmPublic:
-    """The fields of a TPMT_PUBLIC the PVA and the SHO look at. ``area`` is the marshalled
-    TPMT_PUBLIC (the TPM2B without its size), what the object's name hashes."""
+    """The fields of a TPMT_PUBLIC the PVA and the SHO look at, and the object's name (a hash of
+    the marshalled TPMT_PUBLIC, computed at parse). Slotted, without the marshalled area: a PVA
+    keeps 3 per M2ME, 10^5 M2MEs."""
     type: int
     name_alg: int
     attributes: int
@@ -165,18 +169,18 @@ class TpmPublic:
     x: bytes = b""                      # ECC point
     y: bytes = b""
     unique: bytes = b""                 # RSA modulus / keyedhash or symcipher unique
-    area: bytes = b""
-
-    @functools.cached_property
-    def name(self) -> bytes:
-        """TPM 2.0 Part 1 16: nameAlg || H_nameAlg(TPMT_PUBLIC)."""
-        return _U16.pack(self.name_alg) + hashlib.new(_hash_name(self.name_alg), self.area).digest()
+    name: bytes = b""                   # TPM 2.0 Part 1 16: nameAlg || H_nameAlg(TPMT_PUBLIC)
 
     def has(self, attributes: int) -> bool:
         return self.attributes & attributes == attributes
 
     def attribute_names(self) -> list[str]:
-        return [name for bit, name in _ATTRIBUTE_NAMES.items() if self.attributes & bit]
+        names = _NAMES_OF.get(self.attributes)
+        if names is None:
+            names = tuple(name for bit, name in _ATTRIBUTE_NAMES.items() if self.attributes & bit)
+            if len(_NAMES_OF) < 1024:
+                _NAMES_OF[self.attributes] = names
+        return list(names)
 
     def public_key(self) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
         """The key as a cryptography object (ECC or RSA only)."""
@@ -201,11 +205,15 @@ def _hash_name(alg: int) -> str:
         raise TpmStructureError(f"unsupported hash algorithm {alg:#06x}") from None
 
 
+_SYMMETRIC: dict[tuple[int, int, int], tuple[int, int, int]] = {}  # equal tuples shared (few kinds)
+
+
 def _read_symmetric(r: _Reader) -> tuple[int, int, int]:
     algorithm = r.u16()
     if algorithm == TPM_ALG_NULL:
         return (TPM_ALG_NULL, 0, TPM_ALG_NULL)
-    return (algorithm, r.u16(), r.u16())
+    symmetric = (algorithm, r.u16(), r.u16())
+    return _SYMMETRIC.setdefault(symmetric, symmetric) if len(_SYMMETRIC) < 256 else symmetric
 
 
 def _read_scheme(r: _Reader) -> tuple[int, int]:
@@ -258,9 +266,9 @@ def parse_public(tpm2b_public: bytes) -> TpmPublic:
     else:
         raise TpmStructureError(f"TPMT_PUBLIC: unsupported object type {kind:#06x}")
     r.end()
-    _hash_name(name_alg)
+    name = _U16.pack(name_alg) + hashlib.new(_hash_name(name_alg), area).digest()
     return TpmPublic(kind, name_alg, attributes, auth_policy, symmetric, scheme, scheme_hash,
-                     area=area, **fields)
+                     name=name, **fields)
 
 
 def tpm_public_key(tpm2b_public: bytes) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
@@ -317,7 +325,71 @@ class Attest:
     certified_qualified_name: bytes = b""                                    # certify
 
 
+_ATTEST_HEAD = struct.Struct(">IHH")    # magic, type, qualifiedSigner.size
+_ONE_BANK = struct.Struct(">IHB")       # TPML_PCR_SELECTION count, hash, sizeofSelect
+_BITMAPS: dict[bytes, frozenset[int]] = {}
+
+
+def _bitmap_pcrs(bitmap: bytes) -> frozenset[int]:
+    pcrs = _BITMAPS.get(bitmap)
+    if pcrs is None:
+        pcrs = frozenset(8 * i + bit for i, byte in enumerate(bitmap) for bit in range(8) if byte >> bit & 1)
+        if len(_BITMAPS) < 1024:
+            _BITMAPS[bitmap] = pcrs
+    return pcrs
+
+
 def parse_attest(data: bytes) -> Attest:
+    """Parse a marshalled TPMS_ATTEST (Part 2 10.12.12) strictly: a quote or a certification."""
+    data = bytes(data)
+    try:  # the shapes TPMs send, in one pass; anything else is read field by field below
+        attest = _parse_attest_common(data)
+    except struct.error:
+        attest = None
+    return attest if attest is not None else _parse_attest_by_field(data)
+
+
+def _parse_attest_common(data: bytes) -> Attest | None:
+    """A quote over one PCR bank or a certification; None for any other shape or any size that
+    does not add up (the field-by-field reader then says what is wrong). Offsets only grow, so
+    a TPM2B running past the end leaves ``p`` past the end and fails the final length test."""
+    magic, kind, size = _ATTEST_HEAD.unpack_from(data, 0)
+    p = 8 + size
+    signer = data[8:p]
+    size = _U16.unpack_from(data, p)[0]
+    extra = data[p + 2:p + 2 + size]
+    p += 2 + size
+    clock, reset, restart, safe, firmware = _CLOCK.unpack_from(data, p)
+    p += _CLOCK.size
+    if kind == TPM_ST_ATTEST_QUOTE:
+        count, alg, select = _ONE_BANK.unpack_from(data, p)
+        if count != 1:
+            return None
+        p += 7
+        bitmap = data[p:p + select]
+        p += select
+        size = _U16.unpack_from(data, p)[0]
+        digest = data[p + 2:p + 2 + size]
+        p += 2 + size
+        if p != len(data):
+            return None
+        return Attest(magic, kind, signer, extra, clock, reset, restart, safe, firmware,
+                      pcr_selection={alg: _bitmap_pcrs(bitmap)}, pcr_digest=digest)
+    if kind == TPM_ST_ATTEST_CERTIFY:
+        size = _U16.unpack_from(data, p)[0]
+        certified = data[p + 2:p + 2 + size]
+        p += 2 + size
+        size = _U16.unpack_from(data, p)[0]
+        qualified = data[p + 2:p + 2 + size]
+        p += 2 + size
+        if p != len(data):
+            return None
+        return Attest(magic, kind, signer, extra, clock, reset, restart, safe, firmware,
+                      certified_name=certified, certified_qualified_name=qualified)
+    return None
+
+
+def _parse_attest_by_field(data: bytes) -> Attest:
     r = _Reader(data, "TPMS_ATTEST")
     magic, kind = r.u32(), r.u16()
     signer, extra = r.tpm2b(), r.tpm2b()
@@ -350,7 +422,7 @@ def verify_tpm_signature(public: TpmPublic, signature: bytes, data: bytes,
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise InvalidSignature("ECDSA signature from a non-ECC key")
         der = encode_dss_signature(int.from_bytes(r_, "big"), int.from_bytes(s_, "big"))
-        key.verify(der, data, ec.ECDSA(_HASHES[hash_alg]))
+        key.verify(der, data, _ECDSA[hash_alg])
     elif sig_alg in (TPM_ALG_RSASSA, TPM_ALG_RSAPSS):
         sig = r.tpm2b()
         r.end()
