@@ -43,9 +43,11 @@ def _evidence(tre: SimulatedTre, validator: PlatformValidator, pfc: bytes, platf
     timed.append(time.process_time() - t0)
     proof = tre.activate_credential(challenge.credential_blob, challenge.encrypted_secret) if challenge else b""
     quote, certified = tre.quote(nonce, [tre.pcr]), tre.certify_storage_key(nonce)
+    authority = tre.certify_unseal_authority(nonce)
     return Evidence(platform_id, ek.certificate or b"", ek.public, keys.ak.public.marshal(), proof, quote.attest,
                     quote.signature, quote.pcr_values, [Measurement(m.name, m.pcr, m.digest) for m in tre.event_log],
-                    pfc, keys.storage_key.public.marshal(), certified.attest, certified.signature), nonce, secret
+                    pfc, keys.storage_key.public.marshal(), certified.attest, certified.signature,
+                    tre.unseal_authority_public(), authority.attest, authority.signature), nonce, secret
 
 
 def pva_rates(n: int) -> tuple[float, float]:

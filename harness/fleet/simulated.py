@@ -1,7 +1,8 @@
 """A SIMULATED TRE: software keys in place of a TPM, for fleets larger than a lab has TPMs.
 
 It implements the TRE interface the TPM-backed one does (harness/m2me/tre.py:
-boot, pcr_selection, keys, endorsement_key, activate_credential, quote, certify_storage_key), so
+boot, pcr_selection, keys, endorsement_key, activate_credential, quote, certify_storage_key,
+unseal_authority_public, certify_unseal_authority), so
 the M2ME agent, the SHO, the PVA and the IVF run unchanged on it. Its answers are TPM 2.0
 formats, marshalled with tpm2-pytss: TPM2B_PUBLIC areas (ECC P-256 EK, restricted ECDSA AK,
 restricted decryption storage key), TPMS_ATTEST quotes and certifications signed as
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -107,6 +109,18 @@ EK_ATTRIBUTES = _FIXED | TPMA_OBJECT.ADMINWITHPOLICY | TPMA_OBJECT.RESTRICTED | 
 AK_ATTRIBUTES = _FIXED | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT
 STORAGE_ATTRIBUTES = (_FIXED | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.NODA | TPMA_OBJECT.RESTRICTED
                       | TPMA_OBJECT.DECRYPT)
+# the TRE's unseal authority, as the TPM driver's create_auth_object makes it (an HMAC key)
+AUTHORITY_ATTRIBUTES = _FIXED | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.NODA | TPMA_OBJECT.SIGN_ENCRYPT
+
+
+def _authority_public(unique: bytes) -> TPM2B_PUBLIC:
+    public = TPM2B_PUBLIC(publicArea=TPMT_PUBLIC(type=TPM2_ALG.KEYEDHASH, nameAlg=TPM2_ALG.SHA256,
+                                                 objectAttributes=AUTHORITY_ATTRIBUTES))
+    scheme = public.publicArea.parameters.keyedHashDetail.scheme
+    scheme.scheme = TPM2_ALG.HMAC
+    scheme.details.hmac.hashAlg = TPM2_ALG.SHA256
+    public.publicArea.unique.keyedHash = unique
+    return public
 
 
 class SimulatedTpmMaker:
@@ -221,6 +235,8 @@ class SimulatedTre:
             SimulatedKey(Marshalled(ak_public.marshal()), _name(ak_public), _point(ak.public_key())),
             SimulatedKey(Marshalled(storage_public.marshal()), _name(storage_public), _point(storage)))
         self._ek_public = Marshalled(ek_public.marshal())
+        # the unseal authority (issue 9): a child of the storage key with a random name
+        self._authority = Marshalled(_authority_public(os.urandom(32)).marshal())
         self._pcrs: dict[int, bytes] = {}
         self._clock = 0
         self._reset_count = 1
@@ -321,6 +337,20 @@ class SimulatedTre:
         qualified = TPM2_ALG.SHA256.to_bytes(2, "big") + hashlib.sha256(b"\x40\x00\x00\x01" + key.name).digest()
         attest = self._attest(TPM2_ST.ATTEST_CERTIFY, nonce, TPMU_ATTEST(
             certify=TPMS_CERTIFY_INFO(name=key.name, qualifiedName=qualified)))
+        return SimulatedCertification(attest, self._sign(attest))
+
+    def unseal_authority_public(self) -> bytes:
+        return bytes(self._authority)
+
+    def certify_unseal_authority(self, nonce: bytes) -> SimulatedCertification:
+        """TPM2_Certify of the unseal authority by the AK: its qualified name is that of a child of
+        the storage key (TPM 2.0 Part 1, 16)."""
+        storage = self._keys.storage_key
+        name = TPM2_ALG.SHA256.to_bytes(2, "big") + hashlib.sha256(self._authority[2:]).digest()
+        parent = TPM2_ALG.SHA256.to_bytes(2, "big") + hashlib.sha256(b"\x40\x00\x00\x01" + storage.name).digest()
+        qualified = TPM2_ALG.SHA256.to_bytes(2, "big") + hashlib.sha256(parent + name).digest()
+        attest = self._attest(TPM2_ST.ATTEST_CERTIFY, nonce, TPMU_ATTEST(
+            certify=TPMS_CERTIFY_INFO(name=name, qualifiedName=qualified)))
         return SimulatedCertification(attest, self._sign(attest))
 
     # -- no sealed MCIM here -------------------------------------------------------------------
