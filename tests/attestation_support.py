@@ -110,14 +110,15 @@ class M2meAgent:
             quote_signature=quote.signature, pcr_values=dict(quote.pcr_values),
             measurements=list(self.measurements), pfc=self.pfc, storage_key_public=self.storage_key.public.marshal(),
             certify_attest=certification.attest, certify_signature=certification.signature,
-            **self._authority_evidence(certify_nonce if certify_nonce else nonce))
+            **self._authority_evidence(nonce))
 
-    def requote(self, evidence: attestation.Evidence, nonce: bytes, *, certify_nonce: bytes | None = None
-                ) -> attestation.Evidence:
-        """Same evidence, new quote and certification (no new credential activation)."""
+    def requote(self, evidence: attestation.Evidence, nonce: bytes, *, certify_nonce: bytes | None = None,
+                authority_nonce: bytes | None = None) -> attestation.Evidence:
+        """Same evidence, new quote and certifications (no new credential activation). The unseal
+        authority's certification is over ``authority_nonce``, else ``certify_nonce``, else ``nonce``."""
         quote = self.tpm.quote(self.ak, nonce, PCRS)
         certification = self.tpm.certify(self.storage_key, self.ak, certify_nonce if certify_nonce else nonce)
         return dataclasses.replace(evidence, quote_attest=quote.attest, quote_signature=quote.signature,
                                    pcr_values=dict(quote.pcr_values), certify_attest=certification.attest,
                                    certify_signature=certification.signature,
-                                   **self._authority_evidence(certify_nonce if certify_nonce else nonce))
+                                   **self._authority_evidence(authority_nonce or certify_nonce or nonce))

@@ -872,7 +872,9 @@ class _Validation:
         if not self.evidence.authority_public:
             raise _Fail("no unseal authority: nothing would bind the unseal to the TRE agent")
         authority = self.authority
-        certified = (self.ak.name, authority.name)
+        # tagged apart from the storage keys' records: a certified storage key (a primary) must never
+        # stand in for an authority that was not certified as one
+        certified = (b"unseal authority", self.ak.name, authority.name)
         presented = bool(self.evidence.authority_certify_attest or self.evidence.authority_certify_signature)
         known = not presented and self.passed("ak_bound_to_ek", "storage_key_certified") \
             and certified in self.v._certified
@@ -891,7 +893,9 @@ class _Validation:
                 raise _Fail("authority certification extraData is not the nonce of this validation")
             if attest.certified_name != authority.name:
                 raise _Fail("authority certification is about another object than the unseal authority")
-            if attest.certified_qualified_name != child_qualified_name(self.storage_key, authority):
+            # judged against a certified storage key only (a failed one fails the validation already)
+            if self.passed("storage_key_certified") \
+                    and attest.certified_qualified_name != child_qualified_name(self.storage_key, authority):
                 raise _Fail("the unseal authority is not a child of the certified storage key")
         if not authority.has(AUTHORITY_REQUIRED) or authority.name_alg != TPM_ALG_SHA256:
             raise _Fail("unseal authority is not a TPM-made fixedTPM object used by its authValue "
