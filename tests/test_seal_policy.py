@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mcim_hil.bench import load_bench
+from mcim_hil.bench import BenchFileError, load_bench
 from mcim_hil.m2me.tre import ACCESS_CREDENTIAL_HANDLE, MCIM_HANDLE
 from mcim_hil.procedures import PROCEDURES, run_procedure
 from mcim_hil.record import Record
@@ -124,3 +124,59 @@ def test_a_local_process_cannot_unseal_the_pcid_credential(tmp_path: Path) -> No
     assert not leaked, f"tpm2_unseal gave {len(leaked)} bytes of the PCID credential"
     for how, attempt in attempts.items():
         assert attempt.returncode != 0 and "policy" in attempt.stderr.lower(), (how, attempt.stderr)
+
+
+# -- tpm.seal_pcrs: the PCRs the PVA quotes and the MCIM is sealed to ------------------------------
+
+def _bench_with_tpm_key(tmp_path: Path, line: str, tpm_section: str = "  emulator: swtpm\n") -> Path:
+    lab = Path(__file__).resolve().parent.parent / "lab_config"
+    text = (lab / "emulated.yaml").read_text().replace("emulated-secrets/", f"{lab}/emulated-secrets/")
+    text = text.replace("tpm:\n  emulator: swtpm\n", "tpm:\n" + tpm_section + line)
+    path = tmp_path / "bench.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_seal_pcrs_is_a_bench_file_key_checked_at_load(tmp_path: Path) -> None:
+    assert load_bench(_bench_with_tpm_key(tmp_path, "")).tpm.seal_pcrs == (23,)           # swtpm
+    hardware = _bench_with_tpm_key(tmp_path, "", '  tcti: "device:/dev/tpmrm0"\n')
+    assert load_bench(hardware, probe=False).tpm.seal_pcrs == (0, 1, 2, 3, 4, 5, 6, 7, 23)
+    assert load_bench(_bench_with_tpm_key(tmp_path, "  seal_pcrs: [23, 7, 0]\n")).tpm.seal_pcrs == (0, 7, 23)
+    for value, reason in (("[0, 23, 23]", "PCR 23 named twice"),
+                          ("[23, 24]", "expected a list of PCR indices 0..23"),
+                          ("[23, true]", "expected a list of PCR indices 0..23"),
+                          ("[]", "expected a list of PCR indices 0..23"),
+                          ("23", "expected list, got int"),
+                          ("[0, 7]", "must include PCR 23")):
+        path = _bench_with_tpm_key(tmp_path, f"  seal_pcrs: {value}\n")
+        with pytest.raises(BenchFileError) as refused:
+            load_bench(path)
+        assert str(refused.value).startswith(f"{path}: tpm.seal_pcrs: ")   # one line: file and key
+        assert reason in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_the_cli_names_the_file_and_key_of_bad_seal_pcrs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mcim_hil.cli import main
+    path = _bench_with_tpm_key(tmp_path, "  seal_pcrs: [23, 99]\n")
+    assert main(["bench", "check", "--bench", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and "tpm.seal_pcrs" in err[0] and "Traceback" not in err[0]
+
+
+def test_the_mcim_is_sealed_to_every_pcr_the_pva_validated(tmp_path: Path) -> None:
+    """seal_pcrs 0-7 + 23 (a hardware TPM's default) on swtpm: the PVA quotes them all, the SHO seals
+    to them all, and a changed boot PCR (extendable by anyone, resettable by no one) keeps the MCIM
+    sealed even for the TRE."""
+    from mcim_hil.drivers.errors import TpmError
+    bench = load_bench(_bench_with_tpm_key(tmp_path, "  seal_pcrs: [0, 1, 2, 3, 4, 5, 6, 7, 23]\n"))
+    with Session(bench, SessionOptions(air="relayed"), Record()) as session:
+        outcome = run_procedure(PROCEDURES["initial"], session, session.record)
+        assert outcome.passed, [(r.number, r.detail) for r in outcome.rows if r.verdict != "passed"]
+        selection = bench.tpm.seal_pcrs
+        assert tuple(session.network.pva.pcr_selection) == selection
+        validation = session.network.sho.db.get("validations", pcid=session.m2me.pcid)
+        assert sorted(int(p) for p in validation["pcr_values"]) == list(selection)
+        assert session.tre.unseal_mcim(selection)
+        session.tre.tpm.pcr_extend(0, bytes(32))         # another boot than the validated one
+        with pytest.raises(TpmError, match="TPM2_Unseal.*POLICY"):
+            session.tre.unseal_mcim(selection)
