@@ -574,7 +574,8 @@ class _Validation:
 
     @property
     def authority(self) -> TpmPublic:
-        return self._parse("unseal authority public area", lambda: self.v._area(self.evidence.authority_public))
+        # parsed each time, not kept in the validator's area cache: sized for EK, AK and storage key
+        return self._parse("unseal authority public area", lambda: parse_public(self.evidence.authority_public))
 
     @property
     def pfc(self) -> x509.Certificate:
