@@ -43,11 +43,13 @@ def _evidence(tre: SimulatedTre, validator: PlatformValidator, pfc: bytes, platf
     timed.append(time.process_time() - t0)
     proof = tre.activate_credential(challenge.credential_blob, challenge.encrypted_secret) if challenge else b""
     quote, certified = tre.quote(nonce, [tre.pcr]), tre.certify_storage_key(nonce)
-    authority = tre.certify_unseal_authority(nonce)
+    # as the M2ME agent: the authority's certification only with a challenge (the PVA keeps it after)
+    authority = tre.certify_unseal_authority(nonce) if challenge else None
     return Evidence(platform_id, ek.certificate or b"", ek.public, keys.ak.public.marshal(), proof, quote.attest,
                     quote.signature, quote.pcr_values, [Measurement(m.name, m.pcr, m.digest) for m in tre.event_log],
                     pfc, keys.storage_key.public.marshal(), certified.attest, certified.signature,
-                    tre.unseal_authority_public(), authority.attest, authority.signature), nonce, secret
+                    tre.unseal_authority_public(), authority.attest if authority else b"",
+                    authority.signature if authority else b""), nonce, secret
 
 
 def pva_rates(n: int) -> tuple[float, float]:
