@@ -180,3 +180,23 @@ def test_the_mcim_is_sealed_to_every_pcr_the_pva_validated(tmp_path: Path) -> No
         session.tre.tpm.pcr_extend(0, bytes(32))         # another boot than the validated one
         with pytest.raises(TpmError, match="TPM2_Unseal.*POLICY"):
             session.tre.unseal_mcim(selection)
+
+
+def test_a_tpm_that_keeps_its_state_re_manufactures_cleanly_run_after_run(tmp_path: Path) -> None:
+    """tpm.state_dir (as a hardware TPM): the second run's TRE cannot know the first run's authority
+    value; manufacture makes a new authority, evicts what was sealed to the old one, and the run
+    provisions again."""
+    from mcim_hil.m2me.tre import UNSEAL_AUTHORITY_HANDLE
+    state = tmp_path / "tpm-state"
+    bench = load_bench(_bench_with_tpm_key(tmp_path, f"  state_dir: {state}\n"))
+    names = []
+    for run in (1, 2):
+        with Session(bench, SessionOptions(air="relayed"), Record()) as session:
+            if run == 2:   # the first run's MCIM was evicted at manufacture: nothing sealed to the old authority
+                assert MCIM_HANDLE not in session.devices.tpm.list_persistent()
+            names.append(session.tre.unseal_authority_name())
+            outcome = run_procedure(PROCEDURES["initial"], session, session.record)
+            assert outcome.passed, (run, [(r.number, r.detail) for r in outcome.rows if r.verdict != "passed"])
+            assert {MCIM_HANDLE, ACCESS_CREDENTIAL_HANDLE, UNSEAL_AUTHORITY_HANDLE} <= set(
+                session.devices.tpm.list_persistent())
+    assert names[0] != names[1]
