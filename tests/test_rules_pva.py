@@ -186,6 +186,11 @@ def test_an_authority_certification_with_a_broken_signature_or_a_quote_is_refuse
                                  authority_certify_signature=fresh.quote_signature)
     assert _authority_refused(a, forged, nonce) == \
         "authority certification is not a TPM-generated TPM2_Certify attestation"
+    nonce = a.validator.new_nonce()
+    fresh = a.agent.requote(a.evidence, nonce)
+    forged = dataclasses.replace(fresh, authority_certify_attest=b"\x00\x00\x00\x00" + fresh.authority_certify_attest[4:])
+    assert _authority_refused(a, forged, nonce) == \
+        "authority certification is not a TPM-generated TPM2_Certify attestation"
 
 
 def test_a_primary_as_the_authority_is_refused(attested: Attested) -> None:
@@ -234,6 +239,50 @@ def test_an_authority_left_uncertified_stands_only_if_this_ak_certified_it_befor
     other = dataclasses.replace(bare, authority_public=a.agent.storage_key.public.marshal())
     detail = a.validator.validate(other, nonce, b"").check("unseal_authority_certified").detail
     assert detail == "no certification of the unseal authority, and none by this AK is on record"
+
+
+def test_a_half_stripped_authority_certification_is_checked_not_replaced_by_the_record(attested: Attested) -> None:
+    a = attested   # the fixture's validation put this AK's certification of the authority on record
+    for stripped in ({"authority_certify_signature": b""}, {"authority_certify_attest": b""}):
+        nonce = a.validator.new_nonce()
+        forged = dataclasses.replace(a.agent.requote(a.evidence, nonce), **stripped)
+        detail = _authority_refused(a, forged, nonce)
+        assert detail != "AK certified this unseal authority before (its binding still holds)", stripped
+
+
+def test_the_authority_record_stands_in_only_while_the_aks_binding_holds(attested: Attested) -> None:
+    a = attested
+    nonce = a.validator.new_nonce()
+    bare = dataclasses.replace(a.agent.requote(a.evidence, nonce), authority_certify_attest=b"",
+                               authority_certify_signature=b"")
+    result = a.validator.validate(bare, nonce, b"not the credential's secret")   # the binding fails now
+    assert not result.check("ak_bound_to_ek").passed
+    assert result.check("unseal_authority_certified").detail == \
+        "no certification of the unseal authority, and none by this AK is on record"
+
+
+def test_an_authority_is_put_on_record_only_by_a_validation_that_proved_the_aks_binding(attested: Attested) -> None:
+    from mcim_hil.m2me.tre import UNSEAL_AUTHORITY_HANDLE, create_unseal_authority
+    a = attested
+    tpm = a.agent.tpm
+    tpm.flush(a.agent.ek)   # three object slots: the storage key, the AK, the new object
+    other = create_unseal_authority(tpm, a.agent.storage_key, handle=UNSEAL_AUTHORITY_HANDLE - 1)
+    try:
+        public = tpm.read_public(other.handle).marshal()
+        nonce = a.validator.new_nonce()
+        certification = tpm.certify(other, a.agent.ak, nonce)
+        certified = dataclasses.replace(a.agent.requote(a.evidence, nonce), authority_public=public,
+                                        authority_certify_attest=certification.attest,
+                                        authority_certify_signature=certification.signature)
+        result = a.validator.validate(certified, nonce, b"not the credential's secret")
+        assert not result.check("ak_bound_to_ek").passed and result.check("unseal_authority_certified").passed
+        nonce = a.validator.new_nonce()
+        bare = dataclasses.replace(a.agent.requote(a.evidence, nonce), authority_public=public,
+                                   authority_certify_attest=b"", authority_certify_signature=b"")
+        assert _authority_refused(a, bare, nonce, b"") == \
+            "no certification of the unseal authority, and none by this AK is on record"
+    finally:
+        tpm.evict(other.handle)
 
 
 def test_the_platforms_boot_pcrs_are_bound_as_quoted_and_other_pcrs_must_replay(m2mes: M2mes) -> None:

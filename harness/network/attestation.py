@@ -898,7 +898,7 @@ class _Validation:
             if self.passed("storage_key_certified") \
                     and attest.certified_qualified_name != child_qualified_name(self.storage_key, authority):
                 raise _Fail("the unseal authority is not a child of the certified storage key")
-        if not authority.has(AUTHORITY_REQUIRED) or authority.name_alg != TPM_ALG_SHA256:
+        if not authority.has(AUTHORITY_REQUIRED):
             raise _Fail("unseal authority is not a TPM-made fixedTPM object used by its authValue "
                         f"(attributes {', '.join(authority.attribute_names())})")
         if known:
