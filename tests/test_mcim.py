@@ -148,8 +148,9 @@ def test_policy_depends_on_every_pcr_value_and_on_the_unseal_authority() -> None
     assert policy_digest(PCRS, pcr_values(), AUTHORITY[:-1] + b"\xff") != base
     with pytest.raises(McimError, match="do not match the selection"):
         policy_digest(PCRS, {8: bytes(32)}, AUTHORITY)
-    with pytest.raises(McimError, match="unseal authority"):
-        policy_digest(PCRS, pcr_values(), b"")
+    for not_a_name in (b"", b"\x40\x00\x00\x01", b"\x00\x0c" + bytes(32), AUTHORITY + b"\0"):  # owner: the old hole
+        with pytest.raises(McimError, match="unseal authority"):
+            policy_digest(PCRS, pcr_values(), not_a_name)
 
 
 def test_wrap_opens_with_the_parent_private_key_only() -> None:

@@ -239,7 +239,8 @@ def _pcr_selection_struct(pcr_selection: Sequence[int]):  # -> TPML_PCR_SELECTIO
 def policy_secret_update(digest: bytes, authority_name: bytes) -> bytes:
     """TPM2_PolicySecret(authority, no policyRef) on ``digest`` (TPM 2.0 Part 3, 23.4, PolicyUpdate:
     the command code and the authorising entity's name, then a second hash over the empty policyRef)."""
-    if len(authority_name) != NAME_BYTES and len(authority_name) != 4:  # an object's name, or a hierarchy's handle
+    # an object's SHA-256 name only: a hierarchy's (its 4-byte handle) would be the owner policy again
+    if len(authority_name) != NAME_BYTES or authority_name[:2] != b"\x00\x0b":
         raise McimError("the unseal authority's name is not a SHA-256 TPM name")
     digest = hashlib.sha256(digest + struct.pack(">I", TPM_CC_POLICY_SECRET) + authority_name).digest()
     return hashlib.sha256(digest).digest()
