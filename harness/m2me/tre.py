@@ -25,6 +25,7 @@ from typing import Iterator, Sequence
 from mcim_hil.drivers.errors import TpmError
 from mcim_hil.drivers.tpm import Ak, AuthObject, Certification, StorageKey, Tpm, object_name
 from mcim_hil.network.access_credential import AccessCredential, access_policy_digest
+from mcim_hil.network.evidence import tpm_name
 
 # PC Client PTP: PCR 23 is "application support", resettable and extendable at locality 0.
 # The M2ME's boot measurements go there, so a bench TPM that does not reboot between runs
@@ -104,6 +105,7 @@ class TrustedEnvironment:
         self.event_log: list[MeasuredComponent] = []
         self._keys: PlatformKeys | None = None
         self._authority_value: bytes | None = None   # memory only: never logged, never persisted
+        self._authority_public: bytes = b""          # its public area, read once when made
 
     def __repr__(self) -> str:  # never the authority's value
         return f"TrustedEnvironment({self.tpm!r}, pcr={self.pcr})"
@@ -193,6 +195,7 @@ class TrustedEnvironment:
                 if stale in held:
                     self.tpm.evict(stale)
             authority = create_unseal_authority(self.tpm, srk)
+        self._authority_public = self.tpm.read_public(UNSEAL_AUTHORITY_HANDLE).marshal()
         self._authority_value = authority.auth_value
         return self.unseal_authority_name()
 
@@ -205,11 +208,11 @@ class TrustedEnvironment:
         """The authority object's public area (marshalled TPM2B_PUBLIC): its name goes in the
         policy of everything sealed for this TRE."""
         self._authority()
-        return self.tpm.read_public(UNSEAL_AUTHORITY_HANDLE).marshal()
+        return self._authority_public
 
     def unseal_authority_name(self) -> bytes:
         self._authority()
-        return object_name(self.tpm.read_public(UNSEAL_AUTHORITY_HANDLE))
+        return tpm_name(self._authority_public)
 
     def certify_unseal_authority(self, nonce: bytes) -> Certification:
         """TPM2_Certify of the authority object by the AK over ``nonce`` (its own authorisation
