@@ -236,3 +236,34 @@ def test_step_3_counts_the_avs_the_icf_generated(m2me: Session) -> None:
     outcome = run_procedure(PROCEDURES["initial"], s, s.record)
     assert outcome.passed
     assert outcome.rows[2].number == 3 and outcome.rows[2].detail.endswith("generated 1 AV")
+
+
+def test_the_network_wraps_a_credential_only_for_a_storage_key_and_an_unseal_authority() -> None:
+    """seal_for_tre (the DPF): a restricted decryption parent, whole; an unseal authority to name."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from tpm2_pytss.types import TPM2B_PUBLIC, TPMT_SYM_DEF_OBJECT, TPMU_SYM_KEY_BITS, TPMU_SYM_MODE
+    from tpm2_pytss.constants import TPM2_ALG
+
+    from mcim_hil.network.access_credential import AccessCredential, seal_for_tre
+    from mcim_hil.network.attestation import parse_public, tpm_name
+    from mcim_hil.network.mcim import McimError
+
+    def public(attributes: int) -> bytes:
+        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        aes = TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.AES, keyBits=TPMU_SYM_KEY_BITS(aes=128),
+                                  mode=TPMU_SYM_MODE(aes=TPM2_ALG.CFB))
+        return TPM2B_PUBLIC.from_pem(pem, objectAttributes=attributes, symmetric=aes).marshal()
+
+    credential = AccessCredential("001020000000001", bytes(16), bytes(16), b"\x80\x00", 2e9)
+    parent = public(TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT)
+    authority = public(TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.SIGN_ENCRYPT)   # any public area has a name
+    sealed = seal_for_tre(credential, parent, authority)
+    assert parse_public(sealed.public).auth_policy == sealed.policy_digest == access_policy_digest(tpm_name(authority))
+    assert sealed.storage_key_name == tpm_name(parent)
+    with pytest.raises(McimError, match="no unseal authority"):
+        seal_for_tre(credential, parent, b"")
+    for bad in (parent + b"\0", public(TPMA_OBJECT.DECRYPT), public(TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT)):
+        with pytest.raises(McimError, match="restricted decryption key"):
+            seal_for_tre(credential, bad, authority)
