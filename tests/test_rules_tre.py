@@ -18,7 +18,9 @@ from mcim_hil.drivers.errors import TpmError
 from mcim_hil.drivers.tpm import Tpm, object_name
 from mcim_hil.emulators.swtpm import Swtpm
 from mcim_hil.m2me.tre import (
+    ACCESS_CREDENTIAL_HANDLE,
     MCIM_HANDLE,
+    PREPROVISIONED_HANDLE,
     MEASUREMENT_PCR,
     Component,
     TreError,
@@ -101,6 +103,8 @@ def test_the_mcim_unseals_through_this_tres_authority_only(tre: TrustedEnvironme
         install(tre, sealed_for(tre, b"k" * 32, authority_name=b"\x00\x0b" + bytes(32)))
     assert not tre.has_mcim()
     install(tre, sealed_for(tre, b"k" * 32))
+    for handle in (PREPROVISIONED_HANDLE, ACCESS_CREDENTIAL_HANDLE):   # stand-ins sealed to the old authority
+        tre.tpm.persist(tre.keys().ak, handle)
     old = tre.unseal_authority_name()
     again = TrustedEnvironment(tre.tpm)   # the next run on a TPM that kept its state
     with pytest.raises(TreError, match="no unseal authority"):
@@ -108,6 +112,8 @@ def test_the_mcim_unseals_through_this_tres_authority_only(tre: TrustedEnvironme
     tre.release()
     assert again.make_unseal_authority() != old
     assert not again.has_mcim()
+    held = again.tpm.list_persistent()
+    assert PREPROVISIONED_HANDLE not in held and ACCESS_CREDENTIAL_HANDLE not in held
     again.release()
 
 
