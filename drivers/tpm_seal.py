@@ -95,8 +95,8 @@ class _Sealing:
             # response parameter encryption: outData comes back encrypted under the session key
             self._ctx.trsess_set_attributes(session, TPMA_SESSION.ENCRYPT | TPMA_SESSION.CONTINUESESSION)
         try:
-            keep = [handle] + ([salt] if salt is not None else [])
-            self._unseal_policy(op, session, pcrs, bank, secret, keep)
+            # the salt did its work at StartAuthSession: only the sealed object must stay loaded
+            self._unseal_policy(op, session, pcrs, bank, secret, [handle])
             data = self._call(op, "TPM2_Unseal", self._ctx.unseal, handle, session1=session)
         finally:
             self._flush_quietly(op, session)

@@ -347,6 +347,10 @@ def test_an_auth_object_is_tpm_made_and_its_value_authorises_certify_and_policy_
     storage = tpm.create_storage_key()
     value = os.urandom(32)
     try:
+        for wrong_size in (b"", bytes(33)):   # an authValue is 1..32 bytes (the SHA-256 digest size)
+            with pytest.raises(ValueError, match="1..32 bytes"):
+                tpm.create_auth_object(storage, wrong_size)
+        assert tpm.create_auth_object(storage, b"\x01")
         made = [tpm.create_auth_object(storage, value) for _ in range(2)]
         publics = [TPM2B_PUBLIC.unmarshal(public)[0] for _, public in made]
         assert object_name(publics[0]) != object_name(publics[1])
