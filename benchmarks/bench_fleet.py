@@ -45,13 +45,16 @@ def _evidence(tre: SimulatedTre, validator: PlatformValidator, pfc: bytes, platf
     timed.append(time.process_time() - t0)
     proof = tre.activate_credential(challenge.credential_blob, challenge.encrypted_secret) if challenge else b""
     quote = tre.quote(nonce, [tre.pcr])
-    # as the M2ME's agent does (m2me/agent.py evidence): a certification of the storage key only
-    # with a credential challenge; without one the PVA holds this bound AK's earlier certification
+    # as the M2ME's agent does (m2me/agent.py evidence): the storage key's and the unseal authority's
+    # certifications only with a credential challenge; without one the PVA holds this bound AK's earlier ones
     certified = tre.certify_storage_key(nonce) if challenge else None
+    authority = tre.certify_unseal_authority(nonce) if challenge else None
     return Evidence(platform_id, ek.certificate or b"", ek.public, keys.ak.public.marshal(), proof, quote.attest,
                     quote.signature, quote.pcr_values, [Measurement(m.name, m.pcr, m.digest) for m in tre.event_log],
                     pfc, keys.storage_key.public.marshal(), certified.attest if certified else b"",
-                    certified.signature if certified else b""), nonce, secret
+                    certified.signature if certified else b"",
+                    tre.unseal_authority_public(), authority.attest if authority else b"",
+                    authority.signature if authority else b""), nonce, secret
 
 
 def pva_rates(n: int, rounds: int = 3) -> tuple[float, float]:

@@ -106,6 +106,34 @@ class TpmResource:
     state_dir: Path | None = None    # swtpm: keep the TPM identity between runs
     ek_ca: tuple[Path, ...] = ()     # the EK manufacturer CA certificates the PVA pins (PEM or DER)
     timeout: float = 30.0            # longest one driver operation waits for the TPM (s)
+    # the PCRs the PVA quotes and the MCIM is sealed to (issue 9): a simulator's boot PCRs hold
+    # nothing, a hardware TPM's 0-7 hold the platform's boot (PC Client PFP SRTM)
+    seal_pcrs: tuple[int, ...] = (23,)
+
+
+SIMULATOR_SEAL_PCRS = (23,)                            # the M2ME's measurement PCR (PC Client: resettable)
+HARDWARE_SEAL_PCRS = (0, 1, 2, 3, 4, 5, 6, 7, 23)     # + the platform's boot PCRs
+MEASUREMENT_PCR = 23                                   # where the M2ME measures its components (m2me/tre.py)
+
+
+def _seal_pcrs(s: "_Section", simulator: bool) -> tuple[int, ...]:
+    """tpm.seal_pcrs: PCR indices 0..23, no duplicates, the measurement PCR among them."""
+    default = SIMULATOR_SEAL_PCRS if simulator else HARDWARE_SEAL_PCRS
+    value = s.get("seal_pcrs", (list,), None)
+    if value is None:
+        return default
+    where = s.key("seal_pcrs")
+    if not value or not all(isinstance(p, int) and not isinstance(p, bool) and 0 <= p <= 23 for p in value):
+        s.problems.append(f"{where}: expected a list of PCR indices 0..23, got {_short.repr(value)}")
+        return default
+    if len(set(value)) != len(value):
+        twice = sorted({p for p in value if value.count(p) > 1})
+        s.problems.append(f"{where}: PCR {', '.join(map(str, twice))} named twice")
+        return default
+    if MEASUREMENT_PCR not in value:
+        s.problems.append(f"{where}: must include PCR {MEASUREMENT_PCR}, where the M2ME measures its components")
+        return default
+    return tuple(sorted(value))
 
 
 @dataclass(frozen=True)
@@ -356,9 +384,10 @@ def load_bench(path: str | os.PathLike[str] | None = None, *, probe: bool = True
         if not all(isinstance(x, str) for x in ek_ca):
             problems.append("tpm.ek_ca: expected a list of certificate file paths")
             ek_ca = []
+        simulator = emulator is not None or (tcti or "").split(":", 1)[0] in ("swtpm", "mssim")
         tpm = TpmResource(tcti=tcti, emulator=emulator, state_dir=_path(s.get("state_dir", (str,)), base),
                           ek_ca=tuple(p for p in (_path(x, base) for x in ek_ca) if p is not None),
-                          timeout=_positive(s, "timeout", 30.0))
+                          timeout=_positive(s, "timeout", 30.0), seal_pcrs=_seal_pcrs(s, simulator))
         s.finish()
     if "uicc" in top.data:
         s = _Section(top.get("uicc", (dict,), {}), "uicc", problems)

@@ -66,7 +66,8 @@ def build_bench_network(bench: Bench, record: Record, store: str | Path, *,
     options = dict(overrides or {})
     for key, value in bench.topology.network_options().items():
         options.setdefault(key, value)
-    options.setdefault("pcr_selection", (MEASUREMENT_PCR,))
+    # issue 9: the PVA quotes, and the SHO seals to, the bench's tpm.seal_pcrs
+    options.setdefault("pcr_selection", bench.tpm.seal_pcrs if bench.tpm is not None else (MEASUREMENT_PCR,))
     return build_network(NetworkOptions.from_mapping(options, source=str(bench.path)), store, record,
                          ek_roots=roots)
 

@@ -14,8 +14,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mcim_hil.drivers.tpm import Ak, Ek, StorageKey, Tpm
+from mcim_hil.drivers.tpm import Ak, AuthObject, Ek, StorageKey, Tpm
 from mcim_hil.emulators.swtpm import Swtpm
+from mcim_hil.m2me.tre import create_unseal_authority
 from mcim_hil.network import attestation, pki
 
 PCRS = (8, 9, 10)
@@ -68,6 +69,7 @@ class M2meAgent:
     ek: Ek
     ak: Ak
     storage_key: StorageKey
+    authority: AuthObject | None = None   # the TRE's unseal authority (issue 9)
     pfc: bytes = b""
     measurements: list[attestation.Measurement] = field(default_factory=list)
 
@@ -76,8 +78,17 @@ class M2meAgent:
              ) -> M2meAgent:
         """Measure each component into its PCR (a just-reset TPM), then make EK, AK, storage key."""
         measurements = [attestation.Measurement(name, pcr, tpm.measure(pcr, data)) for name, pcr, data in components]
-        return cls(tpm, platform_id, tpm.ek(), tpm.create_ak(), tpm.create_storage_key(),
+        storage_key = tpm.create_storage_key()
+        authority = create_unseal_authority(tpm, storage_key)   # before the EK and AK: 3 object slots
+        return cls(tpm, platform_id, tpm.ek(), tpm.create_ak(), storage_key, authority,
                    measurements=measurements)
+
+    def _authority_evidence(self, nonce: bytes) -> dict[str, bytes]:
+        assert self.authority is not None
+        certification = self.tpm.certify(self.authority, self.ak, nonce)
+        return {"authority_public": self.tpm.read_public(self.authority.handle).marshal(),
+                "authority_certify_attest": certification.attest,
+                "authority_certify_signature": certification.signature}
 
     @property
     def ek_public(self) -> bytes:
@@ -98,13 +109,16 @@ class M2meAgent:
             ak_public=self.ak_public, activation_proof=proof, quote_attest=quote.attest,
             quote_signature=quote.signature, pcr_values=dict(quote.pcr_values),
             measurements=list(self.measurements), pfc=self.pfc, storage_key_public=self.storage_key.public.marshal(),
-            certify_attest=certification.attest, certify_signature=certification.signature)
+            certify_attest=certification.attest, certify_signature=certification.signature,
+            **self._authority_evidence(nonce))
 
-    def requote(self, evidence: attestation.Evidence, nonce: bytes, *, certify_nonce: bytes | None = None
-                ) -> attestation.Evidence:
-        """Same evidence, new quote and certification (no new credential activation)."""
+    def requote(self, evidence: attestation.Evidence, nonce: bytes, *, certify_nonce: bytes | None = None,
+                authority_nonce: bytes | None = None) -> attestation.Evidence:
+        """Same evidence, new quote and certifications (no new credential activation). The unseal
+        authority's certification is over ``authority_nonce``, else ``certify_nonce``, else ``nonce``."""
         quote = self.tpm.quote(self.ak, nonce, PCRS)
         certification = self.tpm.certify(self.storage_key, self.ak, certify_nonce if certify_nonce else nonce)
         return dataclasses.replace(evidence, quote_attest=quote.attest, quote_signature=quote.signature,
                                    pcr_values=dict(quote.pcr_values), certify_attest=certification.attest,
-                                   certify_signature=certification.signature)
+                                   certify_signature=certification.signature,
+                                   **self._authority_evidence(authority_nonce or certify_nonce or nonce))

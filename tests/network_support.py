@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mcim_hil.aka.milenage import Milenage
 from mcim_hil.drivers.tpm import Tpm
+from mcim_hil.m2me.tre import create_unseal_authority
 from mcim_hil.network import m2msimmobj
 from mcim_hil.network.attestation import CredentialChallenge, Evidence, Measurement
 from mcim_hil.network.bus import Bus
@@ -119,8 +120,10 @@ class TpmM2me:
         self.ek_public = ek.public.marshal()
         self.ek_certificate = ek.certificate.public_bytes(serialization.Encoding.DER)
         self.tpm.flush(ek.handle)  # a raw swtpm has 3 object slots: AK, storage key, one more
-        self.ak = self.tpm.create_ak()
         self.storage_key = self.tpm.create_storage_key()
+        # the TRE's unseal authority (issue 9): the sealed MCIM's policy names it in PolicySecret
+        self.authority = create_unseal_authority(self.tpm, self.storage_key)
+        self.ak = self.tpm.create_ak()
 
     @property
     def ak_public(self) -> bytes:
@@ -157,7 +160,7 @@ class TpmM2me:
                                          sealed.encryption_key)
         handle = self.tpm.load(self.storage_key, private, sealed.public)
         try:
-            key = self.tpm.unseal(handle, sealed.pcr_selection)
+            key = self.tpm.unseal(handle, sealed.pcr_selection, secret=self.authority)
         finally:
             self.tpm.flush(handle)
         self.mcim = open_mcim(self.pending.mcim_envelope, key, sealed.name)
@@ -221,10 +224,13 @@ class TpmM2me:
                 self.tpm.flush(ek.handle)
         quote = self.tpm.quote(self.ak, msg.nonce, msg.pcr_selection)
         certification = self.tpm.certify(self.storage_key, self.ak, msg.nonce)
+        authority = self.tpm.certify(self.authority, self.ak, msg.nonce)
         return Evidence(platform_id=self.platform_id, ek_certificate=self.ek_certificate, ek_public=self.ek_public,
                         ak_public=self.ak_public, activation_proof=proof, quote_attest=quote.attest,
                         quote_signature=quote.signature, pcr_values=dict(quote.pcr_values),
                         measurements=list(self.measurements), pfc=self.pfc,
                         storage_key_public=self.storage_key.public.marshal(),
-                        certify_attest=certification.attest, certify_signature=certification.signature)
+                        certify_attest=certification.attest, certify_signature=certification.signature,
+                        authority_public=self.tpm.read_public(self.authority.handle).marshal(),
+                        authority_certify_attest=authority.attest, authority_certify_signature=authority.signature)
 

@@ -2,7 +2,7 @@
 as hex in both cases, and holds none.
 
 The secrets are taken where they are made, not from the record: the network's credentials (CCIF,
-SHOs), the credential the TRE is manufactured with, every MCIM the SHOs seal and the fresh key each is sealed under (a spy that calls the real
+SHOs), the credential the TRE is manufactured with, the TRE's unseal authority value, every MCIM the SHOs seal and the fresh key each is sealed under (a spy that calls the real
 sealing function), every initial-access credential the DPF seals for the TRE, ADM1 and PIN1 of the
 bench, and the session keys (RES, CK, IK, Kc) recomputed with Milenage for every AKA of the run.
 """
@@ -44,6 +44,7 @@ def made(monkeypatch: pytest.MonkeyPatch) -> Made:
     real_seal_for_tpm, real_seal_mcim, real_seal_for_tre = \
         mcim_module.seal_for_tpm, sho_module.seal_mcim, dpf_module.seal_for_tre
     real_manufacture = tre_module.TrustedEnvironment.seal_access_credential
+    real_authority = tre_module.create_unseal_authority
 
     def seal_for_tpm(secret: bytes, *args: Any, **kwargs: Any) -> Any:
         made.add("MCIM key", key=secret)
@@ -61,7 +62,13 @@ def made(monkeypatch: pytest.MonkeyPatch) -> Made:
         made.add("manufactured credential", K=credential.k, OPc=credential.opc)
         return real_manufacture(tre, credential, *args, **kwargs)
 
+    def create_unseal_authority(*args: Any, **kwargs: Any) -> Any:
+        authority = real_authority(*args, **kwargs)
+        made.add("TRE unseal authority", value=authority.auth_value)   # its authValue (issue 9)
+        return authority
+
     monkeypatch.setattr(tre_module.TrustedEnvironment, "seal_access_credential", manufacture)
+    monkeypatch.setattr(tre_module, "create_unseal_authority", create_unseal_authority)
     monkeypatch.setattr(mcim_module, "seal_for_tpm", seal_for_tpm)
     monkeypatch.setattr(sho_module, "seal_mcim", seal_mcim)
     monkeypatch.setattr(dpf_module, "seal_for_tre", seal_for_tre)
@@ -75,6 +82,7 @@ def test_no_artifact_of_any_procedure_holds_any_secret(tmp_path: Path, made: Mad
     assert run.outcome.passed, [(r.number, r.detail) for r in run.outcome.rows if r.verdict != "passed"]
     run.secrets.update(made.secrets)
     assert any(name.startswith("MCIM key") for name in run.secrets)
+    assert any(name.startswith("TRE unseal authority") for name in run.secrets)
     assert {"PCID K", "PCID OPc", "ADM1", "PIN1"} <= set(run.secrets)
     keys = session_keys_of(run)
     attaches = sum(1 for m in run.run_json_messages() if m["kind"] == "AuthenticationRequest")

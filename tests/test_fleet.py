@@ -37,12 +37,14 @@ def evidence_of(tre: SimulatedTre, validator: PlatformValidator, ca: pki.Certifi
     nonce = validator.new_nonce()
     proof = tre.activate_credential(challenge.credential_blob, challenge.encrypted_secret)
     quote, certified = tre.quote(nonce, [tre.pcr]), tre.certify_storage_key(nonce)
+    authority = tre.certify_unseal_authority(nonce)
     pfc = pki.issue_platform_credential(ca, keys.ak.public_key, "sim-m2me-x", model=configuration(0)[0])
     from cryptography.hazmat.primitives.serialization import Encoding
     return Evidence("sim-m2me-x", ek.certificate or b"", ek.public, keys.ak.public.marshal(), proof,
                     quote.attest, quote.signature, quote.pcr_values,
                     [Measurement(m.name, m.pcr, m.digest) for m in log], pfc.public_bytes(Encoding.DER),
-                    keys.storage_key.public.marshal(), certified.attest, certified.signature), nonce, secret
+                    keys.storage_key.public.marshal(), certified.attest, certified.signature,
+                    tre.unseal_authority_public(), authority.attest, authority.signature), nonce, secret
 
 
 def test_a_simulated_tre_passes_every_check_of_the_pva_and_a_forgery_fails(shared: SharedPki) -> None:

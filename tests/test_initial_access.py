@@ -1,6 +1,7 @@
 """The initial network access credential (PCID, K, OPc, lifetime) lives in the TRE from
 manufacture on (TR 33.812 5.1.3.8.4.3, last paragraphs): sealed by the TPM under its own policy
-at its own persistent handle, apart from any MCIM; the card is written from it."""
+(PolicySecret on the TRE's unseal authority: any PCR state, this TRE only) at its own persistent
+handle, apart from any MCIM; the card is written from it."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from tpm2_pytss.constants import TPMA_OBJECT
 from mcim_hil.cli import _describe
 from mcim_hil.drivers.errors import TpmError
 from mcim_hil.drivers.sja2 import Sja2
-from mcim_hil.m2me.tre import ACCESS_CREDENTIAL_HANDLE, MCIM_HANDLE
-from mcim_hil.network.access_credential import owner_policy_digest
+from mcim_hil.drivers.tpm import object_name
+from mcim_hil.m2me.tre import ACCESS_CREDENTIAL_HANDLE, MCIM_HANDLE, UNSEAL_AUTHORITY_HANDLE, create_unseal_authority
+from mcim_hil.network.access_credential import access_policy_digest
 from mcim_hil.network.messages import AccessCredentialReplacementOffer
 from mcim_hil.procedures import PROCEDURES, run_procedure
 from mcim_hil.session import Session
@@ -28,13 +30,15 @@ def test_manufacture_seals_the_pcid_credential_in_the_tre_apart_from_any_mcim(m2
     tpm = s.devices.tpm
     assert ACCESS_CREDENTIAL_HANDLE in tpm.list_persistent() and MCIM_HANDLE not in tpm.list_persistent()
     public = tpm.read_public(ACCESS_CREDENTIAL_HANDLE).publicArea
-    # its own policy (owner secret + Unseal), no password use, fixed to this TPM
-    assert bytes(public.authPolicy) == tpm.owner_unseal_policy()
+    # its own policy (the TRE's unseal authority + Unseal, any PCR state), no password use, fixed to this TPM
+    assert bytes(public.authPolicy) == access_policy_digest(s.tre.unseal_authority_name())
     assert not public.objectAttributes & TPMA_OBJECT.USERWITHAUTH
     assert public.objectAttributes & TPMA_OBJECT.FIXEDTPM
-    # the MCIM's policy (PCR state) does not open it: the TPM refuses
+    # neither a PCR policy nor a policy without the authority's value opens it: the TPM refuses
     with pytest.raises(TpmError):
         tpm.unseal_persistent(ACCESS_CREDENTIAL_HANDLE, s.tre.pcr_selection, salt=s.tre.keys().storage_key)
+    with pytest.raises(TpmError):
+        tpm.unseal_persistent(ACCESS_CREDENTIAL_HANDLE, (), salt=s.tre.keys().storage_key)
     credential = s.tre.access_credential()
     keys = Sja2(s.devices.uicc).read_keys(adm1=s.bench.uicc.adm1.resolve_key()).usim
     assert credential.pcid == s.m2me.pcid == s.m2me.identity_on_card()
@@ -49,9 +53,11 @@ def test_bench_check_says_where_the_credential_lives(m2me: Session) -> None:
     m2me.tre.release()   # as in bench check: no session keys loaded (swtpm has 3 object slots)
     rows = dict(_describe("tpm", m2me.devices, None))
     line = rows["initial-access credential"]
-    assert f"persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x}" in line and m2me.m2me.pcid in line
-    assert "730 days left" in line or "729 days left" in line
-    assert credential.k.hex() not in line and credential.opc.hex() not in line
+    # bench check holds no authority value: it says where the credential lives and to what it is
+    # sealed, and that only the TRE agent that manufactured it reads it (issue 9)
+    assert f"persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x}" in line
+    assert f"sealed to the TRE's unseal authority 0x{UNSEAL_AUTHORITY_HANDLE:08x}" in line
+    assert credential.k.hex() not in line and credential.opc.hex() not in line and credential.pcid not in line
 
 
 @RELAYED
@@ -77,7 +83,12 @@ def move_clocks(s: Session, to: float) -> None:
 
 
 def test_the_networks_access_policy_is_the_one_the_tpm_computes(tpm) -> None:
-    assert owner_policy_digest() == tpm.owner_unseal_policy()
+    authority = create_unseal_authority(tpm, tpm.create_storage_key())
+    try:
+        name = object_name(tpm.read_public(authority.handle))
+        assert access_policy_digest(name) == tpm.trial_unseal_policy(secret=authority)
+    finally:
+        tpm.evict(authority.handle)
 
 
 @RELAYED
@@ -225,3 +236,34 @@ def test_step_3_counts_the_avs_the_icf_generated(m2me: Session) -> None:
     outcome = run_procedure(PROCEDURES["initial"], s, s.record)
     assert outcome.passed
     assert outcome.rows[2].number == 3 and outcome.rows[2].detail.endswith("generated 1 AV")
+
+
+def test_the_network_wraps_a_credential_only_for_a_storage_key_and_an_unseal_authority() -> None:
+    """seal_for_tre (the DPF): a restricted decryption parent, whole; an unseal authority to name."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from tpm2_pytss.types import TPM2B_PUBLIC, TPMT_SYM_DEF_OBJECT, TPMU_SYM_KEY_BITS, TPMU_SYM_MODE
+    from tpm2_pytss.constants import TPM2_ALG
+
+    from mcim_hil.network.access_credential import AccessCredential, seal_for_tre
+    from mcim_hil.network.attestation import parse_public, tpm_name
+    from mcim_hil.network.mcim import McimError
+
+    def public(attributes: int) -> bytes:
+        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        aes = TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.AES, keyBits=TPMU_SYM_KEY_BITS(aes=128),
+                                  mode=TPMU_SYM_MODE(aes=TPM2_ALG.CFB))
+        return TPM2B_PUBLIC.from_pem(pem, objectAttributes=attributes, symmetric=aes).marshal()
+
+    credential = AccessCredential("001020000000001", bytes(16), bytes(16), b"\x80\x00", 2e9)
+    parent = public(TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT)
+    authority = public(TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.SIGN_ENCRYPT)   # any public area has a name
+    sealed = seal_for_tre(credential, parent, authority)
+    assert parse_public(sealed.public).auth_policy == sealed.policy_digest == access_policy_digest(tpm_name(authority))
+    assert sealed.storage_key_name == tpm_name(parent)
+    with pytest.raises(McimError, match="no unseal authority"):
+        seal_for_tre(credential, parent, b"")
+    for bad in (parent + b"\0", public(TPMA_OBJECT.DECRYPT), public(TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT)):
+        with pytest.raises(McimError, match="restricted decryption key"):
+            seal_for_tre(credential, bad, authority)

@@ -11,17 +11,12 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_CC, TPM2_SE, TPMA_OBJECT
-from tpm2_pytss.ESAPI import ESAPI
-from tpm2_pytss.TCTILdr import TCTILdr
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_OBJECT
 from tpm2_pytss.types import (
-    TPM2B_DIGEST,
     TPM2B_ENCRYPTED_SECRET,
     TPM2B_PRIVATE,
     TPM2B_PUBLIC,
     TPM2B_SENSITIVE,
-    TPML_PCR_SELECTION,
-    TPMT_SYM_DEF,
     TPMT_SYM_DEF_OBJECT,
     TPMU_SYM_KEY_BITS,
     TPMU_SYM_MODE,
@@ -29,8 +24,9 @@ from tpm2_pytss.types import (
 from tpm2_pytss.utils import unwrap
 
 from mcim_hil.drivers.errors import TpmError
-from mcim_hil.drivers.tpm import Tpm
+from mcim_hil.drivers.tpm import AuthObject, StorageKey, Tpm, object_name
 from mcim_hil.emulators.swtpm import Swtpm
+from mcim_hil.m2me.tre import create_unseal_authority
 from mcim_hil.network import attestation
 from mcim_hil.network.mcim import (
     Mcim,
@@ -44,6 +40,7 @@ from mcim_hil.network.mcim import (
 )
 
 PCRS = (8, 9, 10)
+AUTHORITY = b"\x00\x0b" + bytes(range(32))   # a TPM name (SHA-256): the TRE's unseal authority
 K = bytes.fromhex("465b5ce8b199b49faa5f0a2ee238a6bc")    # TS 35.208 test set 1
 OPC = bytes.fromhex("cd63cb71954a9f4e48a5994e37a02baf")
 
@@ -129,31 +126,36 @@ def pcr_values(seed: bytes = b"") -> dict[int, bytes]:
 
 def test_sealed_object_has_the_attributes_import_and_policy_need() -> None:
     parent, _ = software_storage_key()
-    sealed = seal_for_tpm(b"s" * 32, parent.marshal(), PCRS, pcr_values())
+    sealed = seal_for_tpm(b"s" * 32, parent.marshal(), PCRS, pcr_values(), authority_name=AUTHORITY)
     area = attestation.parse_public(sealed.public)
     assert area.type == attestation.TPM_ALG_KEYEDHASH
     assert not area.attributes & (attestation.FIXED_TPM | attestation.FIXED_PARENT)  # Import refuses them
     assert not area.attributes & attestation.USER_WITH_AUTH  # only the policy authorises Unseal
     assert not area.attributes & (attestation.SIGN_ENCRYPT | attestation.DECRYPT)  # a sealed data object
-    assert area.auth_policy == sealed.policy_digest == policy_digest(PCRS, pcr_values())
+    assert area.auth_policy == sealed.policy_digest == policy_digest(PCRS, pcr_values(), AUTHORITY)
     assert sealed.storage_key_name == attestation.tpm_name(parent.marshal())
     assert sealed.pcr_selection == PCRS and sealed.encryption_key == b""
     assert sealed.name == area.name
 
 
-def test_policy_depends_on_every_pcr_value() -> None:
-    base = policy_digest(PCRS, pcr_values())
+def test_policy_depends_on_every_pcr_value_and_on_the_unseal_authority() -> None:
+    base = policy_digest(PCRS, pcr_values(), AUTHORITY)
     for pcr in PCRS:
         changed = dict(pcr_values())
         changed[pcr] = bytes(32)
-        assert policy_digest(PCRS, changed) != base
+        assert policy_digest(PCRS, changed, AUTHORITY) != base
+    # another object (e.g. one an attacker made with an authValue of its choosing) is another policy
+    assert policy_digest(PCRS, pcr_values(), AUTHORITY[:-1] + b"\xff") != base
     with pytest.raises(McimError, match="do not match the selection"):
-        policy_digest(PCRS, {8: bytes(32)})
+        policy_digest(PCRS, {8: bytes(32)}, AUTHORITY)
+    for not_a_name in (b"", b"\x40\x00\x00\x01", b"\x00\x0c" + bytes(32), AUTHORITY + b"\0"):  # owner: the old hole
+        with pytest.raises(McimError, match="unseal authority"):
+            policy_digest(PCRS, pcr_values(), not_a_name)
 
 
 def test_wrap_opens_with_the_parent_private_key_only() -> None:
     parent, parent_private = software_storage_key()
-    sealed = seal_for_tpm(b"the envelope key", parent.marshal(), PCRS, pcr_values())
+    sealed = seal_for_tpm(b"the envelope key", parent.marshal(), PCRS, pcr_values(), authority_name=AUTHORITY)
     public, _ = TPM2B_PUBLIC.unmarshal(sealed.public)
     duplicate, _ = TPM2B_PRIVATE.unmarshal(sealed.duplicate)
     seed, _ = TPM2B_ENCRYPTED_SECRET.unmarshal(sealed.seed)
@@ -167,17 +169,17 @@ def test_wrap_opens_with_the_parent_private_key_only() -> None:
 def test_seal_refuses_bad_inputs() -> None:
     parent, _ = software_storage_key()
     with pytest.raises(McimError, match="1..128"):
-        seal_for_tpm(b"x" * 129, parent.marshal(), PCRS, pcr_values())
+        seal_for_tpm(b"x" * 129, parent.marshal(), PCRS, pcr_values(), authority_name=AUTHORITY)
     signing = TPM2B_PUBLIC.parse("ecc256:ecdsa-sha256", objectAttributes=TPMA_OBJECT.SIGN_ENCRYPT)
     with pytest.raises(McimError, match="restricted decryption"):
-        seal_for_tpm(b"x", signing.marshal(), PCRS, pcr_values())
+        seal_for_tpm(b"x", signing.marshal(), PCRS, pcr_values(), authority_name=AUTHORITY)
     with pytest.raises(McimError, match="trailing"):
-        seal_for_tpm(b"x", parent.marshal() + b"\0", PCRS, pcr_values())
+        seal_for_tpm(b"x", parent.marshal() + b"\0", PCRS, pcr_values(), authority_name=AUTHORITY)
 
 
 def test_sealed_object_repr_is_not_secret() -> None:
     parent, _ = software_storage_key()
-    sealed, envelope = seal_mcim(a_mcim(), parent.marshal(), PCRS, pcr_values())
+    sealed, envelope = seal_mcim(a_mcim(), parent.marshal(), PCRS, pcr_values(), authority_name=AUTHORITY)
     assert repr(sealed).startswith("SealedObject(name=000b")
     assert isinstance(sealed, SealedObject) and len(envelope) > 100
 
@@ -202,44 +204,43 @@ def measure(tpm: Tpm) -> None:
         tpm.measure(pcr, f"component in PCR {pcr}".encode())
 
 
-def trial_policy_digest(tcti: str, pcrs: tuple[int, ...]) -> bytes:
-    """What the TPM computes for PolicyPCR(current values) + PolicyCommandCode(Unseal)."""
-    name, _, conf = tcti.partition(":")
-    tcti_ctx = TCTILdr(name, conf)
-    esapi = ESAPI(tcti_ctx)
-    try:
-        session = esapi.start_auth_session(ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.TRIAL,
-                                           TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL), TPM2_ALG.SHA256)
-        esapi.policy_pcr(session, TPM2B_DIGEST(), TPML_PCR_SELECTION.parse("sha256:" + ",".join(map(str, pcrs))))
-        esapi.policy_command_code(session, TPM2_CC.Unseal)
-        digest = bytes(esapi.policy_get_digest(session))
-        esapi.flush_context(session)
-        return digest
-    finally:
-        esapi.close()
-        tcti_ctx.close()
-
-
 def test_software_policy_equals_the_tpm_trial_session(swtpm: Swtpm) -> None:
     with Tpm.open(swtpm.tcti) as tpm:
         measure(tpm)
         values = tpm.pcr_read(PCRS)
-    assert policy_digest(PCRS, values) == trial_policy_digest(swtpm.tcti, PCRS)
+        authority = create_unseal_authority(tpm, tpm.create_storage_key())
+        name = object_name(tpm.read_public(authority.handle))
+        # PolicyPCR(current values) + PolicySecret(authority) + PolicyCommandCode(Unseal), by the TPM
+        assert policy_digest(PCRS, values, name) == tpm.trial_unseal_policy(PCRS, secret=authority)
+
+
+def sealed_for_this_tpm(tpm: Tpm, secret: bytes, state: dict[int, bytes] | None = None
+                        ) -> tuple[SealedObject, ESYS_TR, AuthObject, StorageKey]:
+    """A secret sealed as the SHO seals it, imported and loaded under the TPM's storage key."""
+    storage_key = tpm.create_storage_key()
+    authority = create_unseal_authority(tpm, storage_key)
+    sealed = seal_for_tpm(secret, storage_key.public.marshal(), PCRS, state or tpm.pcr_read(PCRS),
+                          authority_name=object_name(tpm.read_public(authority.handle)))
+    handle = tpm.load(storage_key, tpm.import_sealed(storage_key, sealed.public, sealed.duplicate, sealed.seed),
+                      sealed.public)
+    return sealed, handle, authority, storage_key
 
 
 def test_sealed_mcim_imports_and_unseals_in_the_validated_state(swtpm: Swtpm) -> None:
     with Tpm.open(swtpm.tcti) as tpm:
         measure(tpm)
         storage_key = tpm.create_storage_key()
-        sealed, envelope = seal_mcim(a_mcim(), storage_key.public.marshal(), PCRS, tpm.pcr_read(PCRS))
+        authority = create_unseal_authority(tpm, storage_key)
+        sealed, envelope = seal_mcim(a_mcim(), storage_key.public.marshal(), PCRS, tpm.pcr_read(PCRS),
+                                     authority_name=object_name(tpm.read_public(authority.handle)))
         private = tpm.import_sealed(storage_key, sealed.public, sealed.duplicate, sealed.seed)
         handle = tpm.load(storage_key, private, sealed.public)
         try:
-            key = tpm.unseal(handle, PCRS)
+            key = tpm.unseal(handle, PCRS, secret=authority)
             assert open_mcim(envelope, key, sealed.name) == a_mcim()
             tpm.measure(10, b"something ran after validation")
             with pytest.raises(TpmError, match="TPM2_Unseal|POLICY"):
-                tpm.unseal(handle, PCRS)
+                tpm.unseal(handle, PCRS, secret=authority)
         finally:
             tpm.flush(handle)
 
@@ -247,15 +248,36 @@ def test_sealed_mcim_imports_and_unseals_in_the_validated_state(swtpm: Swtpm) ->
 def test_sealed_for_another_state_does_not_unseal(swtpm: Swtpm) -> None:
     with Tpm.open(swtpm.tcti) as tpm:
         measure(tpm)
-        storage_key = tpm.create_storage_key()
         validated = tpm.pcr_read(PCRS)
         validated[9] = bytes(32)  # the PVA saw another firmware
-        sealed = seal_for_tpm(b"k" * 32, storage_key.public.marshal(), PCRS, validated)
-        handle = tpm.load(storage_key, tpm.import_sealed(storage_key, sealed.public, sealed.duplicate, sealed.seed),
-                          sealed.public)
+        _, handle, authority, _ = sealed_for_this_tpm(tpm, b"k" * 32, validated)
         try:
             with pytest.raises(TpmError):
+                tpm.unseal(handle, PCRS, secret=authority)
+        finally:
+            tpm.flush(handle)
+
+
+def test_in_the_sealed_state_only_the_authoritys_value_unseals(swtpm: Swtpm) -> None:
+    """Issue 9: the right PCRs are not enough. Without PolicySecret, with a wrong authValue, or
+    with PolicySecret on an object of one's own (made with an authValue of one's choosing), the
+    TPM refuses; only the TRE's authority and its value open the sealed object."""
+    with Tpm.open(swtpm.tcti) as tpm:
+        measure(tpm)
+        _, handle, authority, storage_key = sealed_for_this_tpm(tpm, b"k" * 32)
+        try:
+            with pytest.raises(TpmError, match="POLICY"):
                 tpm.unseal(handle, PCRS)
+            with pytest.raises(TpmError, match="TPM2_PolicySecret.*AUTH"):
+                tpm.unseal(handle, PCRS, secret=AuthObject(authority.handle, b"a guess".ljust(32, b"\0")))
+            # the attacker's own object, with an authValue it chose: PolicySecret passes, the policy does not
+            mine = create_unseal_authority(tpm, storage_key, handle=authority.handle + 0x10)
+            try:
+                with pytest.raises(TpmError, match="POLICY"):
+                    tpm.unseal(handle, PCRS, secret=mine)
+            finally:
+                tpm.evict(mine.handle)
+            assert tpm.unseal(handle, PCRS, secret=authority) == b"k" * 32
         finally:
             tpm.flush(handle)
 
@@ -264,7 +286,7 @@ def test_wrapped_for_another_tpm_fails_import(swtpm: Swtpm, other_swtpm: Swtpm) 
     with Tpm.open(swtpm.tcti) as tpm:
         measure(tpm)
         target = tpm.create_storage_key()
-        sealed = seal_for_tpm(b"k" * 32, target.public.marshal(), PCRS, tpm.pcr_read(PCRS))
+        sealed = seal_for_tpm(b"k" * 32, target.public.marshal(), PCRS, tpm.pcr_read(PCRS), authority_name=AUTHORITY)
     with Tpm.open(other_swtpm.tcti) as other:
         storage_key = other.create_storage_key()
         assert storage_key.name != target.name
@@ -295,7 +317,9 @@ def test_validated_platform_gets_its_mcim_through_an_m2msimmobj(swtpm: Swtpm) ->
 
         # SHO
         assert result.storage_key_public is not None
-        sealed, envelope = seal_mcim(a_mcim(), result.storage_key_public, validator.pcr_selection, result.pcr_values)
+        assert result.unseal_authority_name == object_name(tpm.read_public(agent.authority.handle))
+        sealed, envelope = seal_mcim(a_mcim(), result.storage_key_public, validator.pcr_selection, result.pcr_values,
+                                     authority_name=result.unseal_authority_name)
         xml = m2msimmobj.build(sealed, mcim_envelope=envelope, metadata={"IMSI": a_mcim().imsi}, signer=sho_key)
         assert K not in xml and OPC not in xml and K.hex().encode() not in xml
 
@@ -305,7 +329,7 @@ def test_validated_platform_gets_its_mcim_through_an_m2msimmobj(swtpm: Swtpm) ->
         private = tpm.import_sealed(agent.storage_key, obj.sealed.public, obj.sealed.duplicate, obj.sealed.seed)
         handle = tpm.load(agent.storage_key, private, obj.sealed.public)
         try:
-            key = tpm.unseal(handle, obj.sealed.pcr_selection)
+            key = tpm.unseal(handle, obj.sealed.pcr_selection, secret=agent.authority)
         finally:
             tpm.flush(handle)
     assert open_mcim(obj.mcim_envelope, key, obj.sealed.name) == a_mcim()

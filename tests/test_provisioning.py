@@ -193,7 +193,8 @@ def test_m2msimmobj_wrapped_for_another_tpm_fails_import_at_step_19(m2me: Sessio
         mcim = Mcim(imsi=imsi, k=row["k"], opc=row["opc"], home_plmn=sho.home_plmn,
                     not_after=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1))
         pcrs = s.devices.tpm.pcr_read(list(current.sealed.pcr_selection))
-        sealed, envelope = seal_mcim(mcim, other_public, sorted(pcrs), pcrs)
+        authority = sho.db.get("validations", pcid=s.m2me.pcid)["unseal_authority_name"]
+        sealed, envelope = seal_mcim(mcim, other_public, sorted(pcrs), pcrs, authority_name=authority)
         forged = m2msimmobj.build(sealed, mcim_envelope=envelope, metadata=dict(current.metadata),
                                   signer=sho._signing_key)
         sho.db.update("subscribers", {"imsi": imsi}, m2msimmobj=forged)

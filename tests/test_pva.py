@@ -174,9 +174,11 @@ def test_a_kept_ek_chain_is_walked_again_once_the_certificate_expired() -> None:
         nonce = validator.new_nonce()
         proof = tre.activate_credential(challenge.credential_blob, challenge.encrypted_secret)
         quote, certified = tre.quote(nonce, [tre.pcr]), tre.certify_storage_key(nonce)
+        authority = tre.certify_unseal_authority(nonce)
         evidence = Evidence("sim-1", ek.certificate, ek.public, keys.ak.public.marshal(), proof, quote.attest,
                             quote.signature, quote.pcr_values, [Measurement(m.name, m.pcr, m.digest) for m in log],
-                            pfc, keys.storage_key.public.marshal(), certified.attest, certified.signature)
+                            pfc, keys.storage_key.public.marshal(), certified.attest, certified.signature,
+                            tre.unseal_authority_public(), authority.attest, authority.signature)
         return validator.validate(evidence, nonce, secret)
 
     assert validate().passed and validate().passed
@@ -219,9 +221,11 @@ def _binding_lab(pfc_lifetime_s: float | None = None):
             proof = tre.activate_credential(challenge.credential_blob, challenge.encrypted_secret)
         nonce = validator.new_nonce()
         quote, certified = tre.quote(nonce, [tre.pcr]), tre.certify_storage_key(nonce)
+        authority = tre.certify_unseal_authority(nonce)
         evidence = Evidence(name, ek.certificate, ek.public, keys.ak.public.marshal(), proof, quote.attest,
                             quote.signature, quote.pcr_values, [Measurement(m.name, m.pcr, m.digest) for m in log],
-                            pfc, keys.storage_key.public.marshal(), certified.attest, certified.signature)
+                            pfc, keys.storage_key.public.marshal(), certified.attest, certified.signature,
+                            tre.unseal_authority_public(), authority.attest, authority.signature)
         return validator.validate(evidence, nonce, secret, check_integrity=check_integrity)
 
     return validator, responder, platform, validate

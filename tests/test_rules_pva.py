@@ -80,7 +80,8 @@ def attested(m2mes: M2mes) -> Iterator[Attested]:
 def test_certification_over_an_old_nonce_is_refused(attested: Attested) -> None:
     a = attested
     nonce = a.validator.new_nonce()
-    stale = a.agent.requote(a.evidence, nonce, certify_nonce=a.nonce)  # fresh quote, old certification
+    stale = a.agent.requote(a.evidence, nonce, certify_nonce=a.nonce,  # fresh quote, old certification
+                            authority_nonce=nonce)
     assert a.refused_by(stale, nonce) == "certification extraData is not the nonce of this validation"
 
 
@@ -119,6 +120,199 @@ def test_a_quote_passed_off_as_a_certification_is_refused(attested: Attested) ->
     fresh = a.agent.requote(a.evidence, nonce)
     forged = dataclasses.replace(fresh, certify_attest=fresh.quote_attest, certify_signature=fresh.quote_signature)
     assert a.refused_by(forged, nonce) == "certification is not a TPM-generated TPM2_Certify attestation"
+
+
+# --- the TRE's unseal authority (issue 9): the object the MCIM's PolicySecret names ------------
+
+def _authority_refused(a: Attested, evidence: Evidence, nonce: bytes, secret: bytes | None = None) -> str:
+    """Validate ``evidence``; it must fail unseal_authority_certified only. Returns that check's detail."""
+    result = a.validator.validate(evidence, nonce, a.secret if secret is None else secret)
+    assert [c.name for c in result.checks if not c.passed] == ["unseal_authority_certified"], result.summary()
+    assert result.unseal_authority_name is None
+    return result.check("unseal_authority_certified").detail
+
+
+def test_the_validated_authority_is_named_in_the_result(attested: Attested) -> None:
+    a = attested
+    evidence, nonce, secret = a.fresh()
+    result = a.validator.validate(evidence, nonce, secret)
+    assert result.passed and result.unseal_authority_name == pki_name(evidence.authority_public)
+    assert result.check("unseal_authority_certified").detail.startswith("AK certified the TRE's unseal authority")
+
+
+def pki_name(public: bytes) -> bytes:
+    from mcim_hil.network.attestation import tpm_name
+    return tpm_name(public)
+
+
+def test_evidence_without_an_unseal_authority_is_refused(attested: Attested) -> None:
+    a = attested
+    nonce = a.validator.new_nonce()
+    forged = dataclasses.replace(a.agent.requote(a.evidence, nonce), authority_public=b"",
+                                 authority_certify_attest=b"", authority_certify_signature=b"")
+    assert _authority_refused(a, forged, nonce).startswith("no unseal authority")
+
+
+def test_an_authority_certification_over_an_old_nonce_is_refused(attested: Attested) -> None:
+    a = attested
+    nonce = a.validator.new_nonce()
+    old = a.agent.tpm.certify(a.agent.authority, a.agent.ak, a.nonce)
+    forged = dataclasses.replace(a.agent.requote(a.evidence, nonce), authority_certify_attest=old.attest,
+                                 authority_certify_signature=old.signature)
+    assert _authority_refused(a, forged, nonce) == "authority certification extraData is not the nonce of this validation"
+
+
+def test_an_authority_certification_of_another_object_is_refused(attested: Attested) -> None:
+    a = attested
+    nonce = a.validator.new_nonce()
+    fresh = a.agent.requote(a.evidence, nonce)
+    forged = dataclasses.replace(fresh, authority_certify_attest=fresh.certify_attest,
+                                 authority_certify_signature=fresh.certify_signature)   # the storage key's
+    assert _authority_refused(a, forged, nonce) == \
+        "authority certification is about another object than the unseal authority"
+
+
+def test_an_authority_certification_with_a_broken_signature_or_a_quote_is_refused(attested: Attested) -> None:
+    a = attested
+    nonce = a.validator.new_nonce()
+    fresh = a.agent.requote(a.evidence, nonce)
+    signature = bytearray(fresh.authority_certify_signature)
+    signature[-1] ^= 1
+    forged = dataclasses.replace(fresh, authority_certify_signature=bytes(signature))
+    assert _authority_refused(a, forged, nonce) == "authority certification signature does not verify with the AK"
+    nonce = a.validator.new_nonce()
+    fresh = a.agent.requote(a.evidence, nonce)
+    forged = dataclasses.replace(fresh, authority_certify_attest=fresh.quote_attest,
+                                 authority_certify_signature=fresh.quote_signature)
+    assert _authority_refused(a, forged, nonce) == \
+        "authority certification is not a TPM-generated TPM2_Certify attestation"
+    nonce = a.validator.new_nonce()
+    fresh = a.agent.requote(a.evidence, nonce)
+    forged = dataclasses.replace(fresh, authority_certify_attest=b"\x00\x00\x00\x00" + fresh.authority_certify_attest[4:])
+    assert _authority_refused(a, forged, nonce) == \
+        "authority certification is not a TPM-generated TPM2_Certify attestation"
+
+
+def test_a_primary_as_the_authority_is_refused(attested: Attested) -> None:
+    """A primary's name depends on its template only: anyone can create it again with an authValue
+    of their own and satisfy PolicySecret. The storage key (a primary, userWithAuth, fixedTPM...)
+    passed off as the authority is no child of the storage key: its qualified name says so."""
+    a = attested
+    nonce = a.validator.new_nonce()
+    fresh = a.agent.requote(a.evidence, nonce)
+    forged = dataclasses.replace(fresh, authority_public=fresh.storage_key_public,
+                                 authority_certify_attest=fresh.certify_attest,
+                                 authority_certify_signature=fresh.certify_signature)
+    assert _authority_refused(a, forged, nonce) == "the unseal authority is not a child of the certified storage key"
+
+
+def test_an_authority_not_used_by_its_auth_value_is_refused(attested: Attested) -> None:
+    """A child of the storage key, but a sealed data object (no userWithAuth, data from outside)."""
+    a = attested
+    tpm = a.agent.tpm
+    tpm.flush(a.agent.ek)   # three object slots: the storage key, the AK, the object certified
+    private, public = tpm.create_sealed(a.agent.storage_key, b"not an authority", bytes(32))
+    loaded = tpm.load(a.agent.storage_key, private, public)
+    try:
+        nonce = a.validator.new_nonce()
+        certification = tpm.certify(loaded, a.agent.ak, nonce)
+    finally:
+        tpm.flush(loaded)
+    forged = dataclasses.replace(a.agent.requote(a.evidence, nonce), authority_public=public,
+                                 authority_certify_attest=certification.attest,
+                                 authority_certify_signature=certification.signature)
+    assert _authority_refused(a, forged, nonce).startswith(
+        "unseal authority is not a TPM-made fixedTPM object used by its authValue")
+
+
+def test_an_authority_left_uncertified_stands_only_if_this_ak_certified_it_before(attested: Attested) -> None:
+    a = attested   # the fixture's validation proved the binding and certified this authority
+    nonce = a.validator.new_nonce()
+    bare = dataclasses.replace(a.agent.requote(a.evidence, nonce), authority_certify_attest=b"",
+                               authority_certify_signature=b"", certify_attest=b"", certify_signature=b"")
+    result = a.validator.validate(bare, nonce, b"")   # no challenge: the binding is known
+    assert result.passed, result.summary()
+    assert result.check("unseal_authority_certified").detail == \
+        "AK certified this unseal authority before (its binding still holds)"
+    # another object, never certified, cannot ride on that record
+    nonce = a.validator.new_nonce()
+    other = dataclasses.replace(bare, authority_public=a.agent.storage_key.public.marshal())
+    detail = a.validator.validate(other, nonce, b"").check("unseal_authority_certified").detail
+    assert detail == "no certification of the unseal authority, and none by this AK is on record"
+
+
+def test_a_half_stripped_authority_certification_is_checked_not_replaced_by_the_record(attested: Attested) -> None:
+    a = attested   # the fixture's validation put this AK's certification of the authority on record
+    for stripped in ({"authority_certify_signature": b""}, {"authority_certify_attest": b""}):
+        nonce = a.validator.new_nonce()
+        forged = dataclasses.replace(a.agent.requote(a.evidence, nonce), **stripped)
+        detail = _authority_refused(a, forged, nonce)
+        assert detail != "AK certified this unseal authority before (its binding still holds)", stripped
+
+
+def test_the_authority_record_stands_in_only_while_the_aks_binding_holds(attested: Attested) -> None:
+    a = attested
+    nonce = a.validator.new_nonce()
+    bare = dataclasses.replace(a.agent.requote(a.evidence, nonce), authority_certify_attest=b"",
+                               authority_certify_signature=b"")
+    result = a.validator.validate(bare, nonce, b"not the credential's secret")   # the binding fails now
+    assert not result.check("ak_bound_to_ek").passed
+    assert result.check("unseal_authority_certified").detail == \
+        "no certification of the unseal authority, and none by this AK is on record"
+
+
+def test_an_authority_is_put_on_record_only_by_a_validation_that_proved_the_aks_binding(attested: Attested) -> None:
+    from mcim_hil.m2me.tre import UNSEAL_AUTHORITY_HANDLE, create_unseal_authority
+    a = attested
+    tpm = a.agent.tpm
+    tpm.flush(a.agent.ek)   # three object slots: the storage key, the AK, the new object
+    other = create_unseal_authority(tpm, a.agent.storage_key, handle=UNSEAL_AUTHORITY_HANDLE - 1)
+    try:
+        public = tpm.read_public(other.handle).marshal()
+        nonce = a.validator.new_nonce()
+        certification = tpm.certify(other, a.agent.ak, nonce)
+        certified = dataclasses.replace(a.agent.requote(a.evidence, nonce), authority_public=public,
+                                        authority_certify_attest=certification.attest,
+                                        authority_certify_signature=certification.signature)
+        result = a.validator.validate(certified, nonce, b"not the credential's secret")
+        assert not result.check("ak_bound_to_ek").passed and result.check("unseal_authority_certified").passed
+        nonce = a.validator.new_nonce()
+        bare = dataclasses.replace(a.agent.requote(a.evidence, nonce), authority_public=public,
+                                   authority_certify_attest=b"", authority_certify_signature=b"")
+        assert _authority_refused(a, bare, nonce, b"") == \
+            "no certification of the unseal authority, and none by this AK is on record"
+    finally:
+        tpm.evict(other.handle)
+
+
+def test_the_platforms_boot_pcrs_are_bound_as_quoted_and_other_pcrs_must_replay(m2mes: M2mes) -> None:
+    """tpm.seal_pcrs on a hardware TPM: PCRs 0-7 hold the firmware's boot measurements, which the
+    M2ME's log does not hold. They are quoted and sealed to as they are; PCR 11, outside the boot
+    range and named by no event, must still replay to its initial value."""
+    from mcim_hil.network.attestation import PlatformValidator
+    with Swtpm(shared_identity=True) as swtpm, Tpm.open(swtpm.tcti) as tpm:
+        tpm.pcr_extend(0, hashlib.sha256(b"platform firmware").digest())   # what a BIOS measured
+        agent = M2meAgent.boot(tpm, PLATFORM)
+        agent.pfc = der(m2mes.platform_credential(agent.ak_public, PLATFORM))
+        for selection in ((0, 8, 9, 10), (8, 9, 10, 11), (0, 8, 9, 10, 11)):
+            validator = PlatformValidator(ek_roots_of(swtpm), m2mes.ca.certificate, m2mes.responder.respond,
+                                          selection, m2mes.reference)
+            challenge, secret = validator.credential_challenge(agent.ek_public, agent.ak_public)
+            nonce = validator.new_nonce()
+            result = validator.validate(agent.evidence(challenge, nonce, pcrs=selection), nonce, secret)
+            replay = result.check("event_log_replay")
+            assert replay.passed and result.passed, result.summary()
+            if 0 in selection:
+                assert replay.detail.endswith("boot PCRs 0 bound as quoted")
+                assert result.pcr_values[0] == tpm.pcr_read([0])[0]   # what the SHO seals to
+        tpm.pcr_extend(11, hashlib.sha256(b"an unlogged component").digest())
+        validator = PlatformValidator(ek_roots_of(swtpm), m2mes.ca.certificate, m2mes.responder.respond,
+                                      (0, 8, 9, 10, 11), m2mes.reference)
+        challenge, secret = validator.credential_challenge(agent.ek_public, agent.ak_public)
+        nonce = validator.new_nonce()
+        replay = validator.validate(agent.evidence(challenge, nonce, pcrs=(0, 8, 9, 10, 11)), nonce,
+                                    secret).check("event_log_replay")
+        assert (replay.passed, replay.detail) == (False, "replaying the event log does not give the reported PCR 11")
 
 
 # --- the EK and AK public areas (what the TPM says the keys are) ------------------------------
@@ -454,7 +648,7 @@ def test_the_clock_history_moves_only_forward_and_only_on_trusted_evidence(attes
 def test_authenticity_only_validation_still_runs_and_fails_the_authenticity_checks(attested: Attested) -> None:
     a = attested
     nonce = a.validator.new_nonce()
-    stale = a.agent.requote(a.evidence, nonce, certify_nonce=a.nonce)
+    stale = a.agent.requote(a.evidence, nonce, certify_nonce=a.nonce, authority_nonce=nonce)
     result = a.validator.validate(stale, nonce, a.secret, check_integrity=False)
     assert not result.passed and not result.integrity_checked
     assert [c.name for c in result.checks if not c.passed] == ["storage_key_certified"]

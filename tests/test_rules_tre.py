@@ -1,6 +1,7 @@
 """The TRE's rules on a real TPM (swtpm through the driver), without a bench: measurements start
-from a reset PCR, the sealed MCIM is persisted only after it unsealed in the current state,
-nothing stays in the TPM when that fails, a new MCIM replaces the old one, discard is honest.
+from a reset PCR, the sealed MCIM is persisted only after it unsealed in the current state and
+through the TRE's own unseal authority, nothing stays in the TPM when that fails, a new MCIM
+replaces the old one, discard is honest, and no secret crosses the TPM's bus in clear.
 """
 
 from __future__ import annotations
@@ -14,9 +15,19 @@ from collections.abc import Iterator
 import pytest
 
 from mcim_hil.drivers.errors import TpmError
-from mcim_hil.drivers.tpm import Tpm
+from mcim_hil.drivers.tpm import Tpm, object_name
 from mcim_hil.emulators.swtpm import Swtpm
-from mcim_hil.m2me.tre import MCIM_HANDLE, MEASUREMENT_PCR, Component, TrustedEnvironment
+from mcim_hil.m2me.tre import (
+    ACCESS_CREDENTIAL_HANDLE,
+    MCIM_HANDLE,
+    PREPROVISIONED_HANDLE,
+    MEASUREMENT_PCR,
+    Component,
+    TreError,
+    TrustedEnvironment,
+    create_unseal_authority,
+)
+from mcim_hil.network.access_credential import AccessCredential
 from mcim_hil.network.mcim import SealedObject, seal_for_tpm
 
 COMPONENTS = [Component("bootloader", b"boot 1.0"), Component("m2me-agent", b"agent 0.3")]
@@ -26,6 +37,7 @@ COMPONENTS = [Component("bootloader", b"boot 1.0"), Component("m2me-agent", b"ag
 def tre() -> Iterator[TrustedEnvironment]:
     with Swtpm(shared_identity=True) as swtpm, Tpm.open(swtpm.tcti) as tpm:
         environment = TrustedEnvironment(tpm)
+        environment.make_unseal_authority()   # what manufacture does first
         try:
             yield environment
         finally:
@@ -39,9 +51,11 @@ def expected_pcr(components: list[Component]) -> bytes:
     return value
 
 
-def sealed_for(tre: TrustedEnvironment, secret: bytes, pcr_value: bytes | None = None) -> SealedObject:
+def sealed_for(tre: TrustedEnvironment, secret: bytes, pcr_value: bytes | None = None,
+               authority_name: bytes | None = None) -> SealedObject:
     state = {MEASUREMENT_PCR: pcr_value} if pcr_value else tre.tpm.pcr_read(tre.pcr_selection)
-    return seal_for_tpm(secret, tre.keys().storage_key.public.marshal(), tre.pcr_selection, state)
+    return seal_for_tpm(secret, tre.keys().storage_key.public.marshal(), tre.pcr_selection, state,
+                        authority_name=authority_name or tre.unseal_authority_name())
 
 
 def install(tre: TrustedEnvironment, sealed: SealedObject) -> bytes:
@@ -80,6 +94,29 @@ def test_nothing_stays_in_the_tpm_when_the_state_is_not_the_sealed_one(tre: Trus
 
 # issue 9: re-provisioning over an MCIM at 0x81000A11 used to fail with TPM_RC_OBJECT_MEMORY
 # (3 object slots on swtpm); the driver now makes room for a command naming a persistent object.
+def test_the_mcim_unseals_through_this_tres_authority_only(tre: TrustedEnvironment) -> None:
+    """Issue 9: sealed to another authority (the one an earlier manufacture made, or anyone's),
+    it does not install; a re-manufactured TRE (new authority, the old value gone with its
+    process) evicts what was sealed to the old one."""
+    tre.boot(COMPONENTS)
+    with pytest.raises(TpmError, match="TPM2_Unseal.*POLICY"):
+        install(tre, sealed_for(tre, b"k" * 32, authority_name=b"\x00\x0b" + bytes(32)))
+    assert not tre.has_mcim()
+    install(tre, sealed_for(tre, b"k" * 32))
+    for handle in (PREPROVISIONED_HANDLE, ACCESS_CREDENTIAL_HANDLE):   # stand-ins sealed to the old authority
+        tre.tpm.persist(tre.keys().ak, handle)
+    old = tre.unseal_authority_name()
+    again = TrustedEnvironment(tre.tpm)   # the next run on a TPM that kept its state
+    with pytest.raises(TreError, match="no unseal authority"):
+        again.unseal_mcim(again.pcr_selection)
+    tre.release()
+    assert again.make_unseal_authority() != old
+    assert not again.has_mcim()
+    held = again.tpm.list_persistent()
+    assert PREPROVISIONED_HANDLE not in held and ACCESS_CREDENTIAL_HANDLE not in held
+    again.release()
+
+
 def test_a_new_mcim_replaces_the_old_one(tre: TrustedEnvironment) -> None:
     tre.boot(COMPONENTS)
     install(tre, sealed_for(tre, b"old" * 8))
@@ -104,6 +141,7 @@ class BusSniffer:
 
     def __init__(self, swtpm: Swtpm) -> None:
         self.responses = bytearray()
+        self.requests = bytearray()
         self._sockets: list[socket.socket] = []
         for _ in range(50):
             first = socket.socket()
@@ -134,14 +172,14 @@ class BusSniffer:
                 return
             server = socket.create_connection(("127.0.0.1", upstream))
             self._sockets += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, keep), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, server, keep, self.requests), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, keep, self.responses), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, keep: bool) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, keep: bool, into: bytearray) -> None:
         try:
             while data := source.recv(65536):
                 if keep:
-                    self.responses += data
+                    into += data
                 sink.sendall(data)
             sink.shutdown(socket.SHUT_WR)  # pass the end on: the control channel reads to EOF
         except OSError:
@@ -161,18 +199,40 @@ def test_the_unsealed_secret_crosses_the_tpm_bus_only_encrypted(salted: bool) ->
             with Tpm.open(sniffer.tcti) as tpm:
                 tre = TrustedEnvironment(tpm)
                 tre.boot(COMPONENTS)
-                sealed = sealed_for(tre, secret)
                 srk = tre.keys().storage_key
+                authority = create_unseal_authority(tpm, srk)
+                sealed = sealed_for(tre, secret, authority_name=object_name(tpm.read_public(authority.handle)))
                 private = tpm.import_sealed(srk, sealed.public, sealed.duplicate, sealed.seed)
                 handle = tpm.load(srk, private, sealed.public)
                 try:
-                    assert tpm.unseal(handle, tre.pcr_selection, salt=srk if salted else None) == secret
+                    assert tpm.unseal(handle, tre.pcr_selection, salt=srk if salted else None,
+                                      secret=authority) == secret
                 finally:
                     tpm.flush(handle)
                     tre.release()
         finally:
             sniffer.close()
     assert (secret in sniffer.responses) is not salted
+    # the authority's value: encrypted into TPM2_Create, then only HMACs (PolicySecret)
+    assert authority.auth_value not in sniffer.requests + sniffer.responses
+
+
+def test_manufacture_sends_the_access_credential_and_the_authority_value_encrypted() -> None:
+    credential = AccessCredential("001020000000001", os.urandom(16), os.urandom(16), b"\x80\x00", 2e9)
+    with Swtpm(shared_identity=True) as swtpm:
+        sniffer = BusSniffer(swtpm)
+        try:
+            with Tpm.open(sniffer.tcti) as tpm:
+                tre = TrustedEnvironment(tpm)
+                tre.seal_access_credential(credential)
+                assert tre.access_credential() == credential
+                value = tre._authority_value
+                tre.release()
+        finally:
+            sniffer.close()
+    wire = sniffer.requests + sniffer.responses
+    assert value and value not in wire
+    assert credential.k not in wire and credential.opc not in wire
 
 
 # --- the TPM driver's handle rules and the SHO's sealing rules ---------------------------------------
@@ -213,11 +273,14 @@ def test_the_sho_seals_1_to_128_bytes_to_a_restricted_decryption_parent_only() -
 
     good = parent(TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT)
     state = {MEASUREMENT_PCR: bytes(32)}
-    assert seal_for_tpm(b"k" * 128, good, [MEASUREMENT_PCR], state).public
+    authority = b"\x00\x0b" + bytes(32)
+    assert seal_for_tpm(b"k" * 128, good, [MEASUREMENT_PCR], state, authority_name=authority).public
     with pytest.raises(McimError, match="1..128 bytes"):
-        seal_for_tpm(b"", good, [MEASUREMENT_PCR], state)
+        seal_for_tpm(b"", good, [MEASUREMENT_PCR], state, authority_name=authority)
     for attributes in (TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT, TPMA_OBJECT.DECRYPT):
         with pytest.raises(McimError, match="is not a restricted decryption key"):
-            seal_for_tpm(b"k", parent(attributes), [MEASUREMENT_PCR], state)
+            seal_for_tpm(b"k", parent(attributes), [MEASUREMENT_PCR], state, authority_name=authority)
     with pytest.raises(McimError, match="^PCR values must be SHA-256 digests$"):
-        policy_digest([MEASUREMENT_PCR], {MEASUREMENT_PCR: bytes(20)})
+        policy_digest([MEASUREMENT_PCR], {MEASUREMENT_PCR: bytes(20)}, authority)
+    with pytest.raises(McimError, match="unseal authority"):   # a truncated name binds to nothing
+        seal_for_tpm(b"k", good, [MEASUREMENT_PCR], state, authority_name=authority[:20])

@@ -20,6 +20,7 @@ from tpm2_pytss.constants import TPM2_ALG, TPM2_CC, TPM2_ST, TPMA_OBJECT
 from tpm2_pytss.types import (
     TPM2B_SENSITIVE,
     TPML_PCR_SELECTION,
+    TPM2B_PUBLIC,
     TPMS_ATTEST,
     TPMT_SIGNATURE,
     TPMT_SYM_DEF_OBJECT,
@@ -30,7 +31,7 @@ from tpm2_pytss.utils import make_credential, wrap
 
 from mcim_hil.drivers.errors import DeviceNotFound, SafetyRefused, TpmError
 from mcim_hil.drivers.hook import CommandEvent, CommandHook
-from mcim_hil.drivers.tpm import Ak, Tpm, rc_name
+from mcim_hil.drivers.tpm import Ak, AuthObject, Tpm, object_name, rc_name
 from mcim_hil.emulators.swtpm import Swtpm
 
 EKU_EK_CERTIFICATE = x509.ObjectIdentifier("2.23.133.8.1")  # TCG EK Credential Profile 3.2.16
@@ -336,6 +337,46 @@ def test_imported_secret_unseals_under_the_sealed_pcrs_only(
             tpm.flush(sealed)
     finally:
         tpm.flush(storage)
+
+
+def test_an_auth_object_is_tpm_made_and_its_value_authorises_certify_and_policy_secret(
+        tpm: Tpm, ak: Ak, events: list[CommandEvent]) -> None:
+    """create_auth_object: the TPM picks the sensitive data, so two objects with the same value
+    have different names; its value (sent only in HMAC sessions) authorises TPM2_Certify and
+    PolicySecret, a wrong one is refused; no hook event shows it."""
+    storage = tpm.create_storage_key()
+    value = os.urandom(32)
+    try:
+        for wrong_size in (b"", bytes(33)):   # an authValue is 1..32 bytes (the SHA-256 digest size)
+            with pytest.raises(ValueError, match="1..32 bytes"):
+                tpm.create_auth_object(storage, wrong_size)
+        assert tpm.create_auth_object(storage, b"\x01")
+        made = [tpm.create_auth_object(storage, value) for _ in range(2)]
+        publics = [TPM2B_PUBLIC.unmarshal(public)[0] for _, public in made]
+        assert object_name(publics[0]) != object_name(publics[1])
+        attributes = publics[0].publicArea.objectAttributes
+        for bit in (TPMA_OBJECT.FIXEDTPM, TPMA_OBJECT.FIXEDPARENT, TPMA_OBJECT.SENSITIVEDATAORIGIN,
+                    TPMA_OBJECT.USERWITHAUTH, TPMA_OBJECT.NODA):
+            assert attributes & bit
+        loaded = tpm.load(storage, *made[0])
+        tpm.persist(loaded, 0x81000A98)
+        tpm.flush(loaded)
+    finally:
+        tpm.flush(storage)
+    try:
+        right, wrong = AuthObject(0x81000A98, value), AuthObject(0x81000A98, bytes(32))
+        assert value.hex() not in repr(right)
+        certification = tpm.certify(right, ak, b"nonce-0123456789")
+        attest, _ = TPMS_ATTEST.unmarshal(certification.attest)
+        assert bytes(attest.attested.certify.name) == object_name(publics[0])
+        with pytest.raises(TpmError, match="TPM2_Certify.*AUTH"):
+            tpm.certify(wrong, ak, b"nonce-0123456789")
+        assert tpm.trial_unseal_policy(secret=right) != tpm.trial_unseal_policy()
+        with pytest.raises(TpmError, match="TPM2_PolicySecret.*AUTH"):
+            tpm.trial_unseal_policy(secret=wrong)
+        assert all(e.secret for e in events if {"TPM2_PolicySecret", "TPM2_Create"} & set(e.command.split("+")))
+    finally:
+        tpm.evict(0x81000A98)
 
 
 def test_import_refuses_a_blob_wrapped_for_another_parent(tpm: Tpm) -> None:

@@ -1,7 +1,8 @@
 """A SIMULATED TRE: software keys in place of a TPM, for fleets larger than a lab has TPMs.
 
 It implements the TRE interface the TPM-backed one does (harness/m2me/tre.py:
-boot, pcr_selection, keys, endorsement_key, activate_credential, quote, certify_storage_key), so
+boot, pcr_selection, keys, endorsement_key, activate_credential, quote, certify_storage_key,
+unseal_authority_public, certify_unseal_authority), so
 the M2ME agent, the SHO, the PVA and the IVF run unchanged on it. Its answers are TPM 2.0
 formats: TPM2B_PUBLIC areas (ECC P-256 EK, restricted ECDSA AK, restricted decryption storage
 key), TPMS_ATTEST quotes and certifications signed as TPMT_SIGNATURE (ECDSA P-256, SHA-256), and
@@ -107,6 +108,18 @@ EK_ATTRIBUTES = _FIXED | TPMA_OBJECT.ADMINWITHPOLICY | TPMA_OBJECT.RESTRICTED | 
 AK_ATTRIBUTES = _FIXED | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT
 STORAGE_ATTRIBUTES = (_FIXED | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.NODA | TPMA_OBJECT.RESTRICTED
                       | TPMA_OBJECT.DECRYPT)
+# the TRE's unseal authority, as the TPM driver's create_auth_object makes it (an HMAC key)
+AUTHORITY_ATTRIBUTES = _FIXED | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.NODA | TPMA_OBJECT.SIGN_ENCRYPT
+
+
+def _authority_public(unique: bytes) -> TPM2B_PUBLIC:
+    public = TPM2B_PUBLIC(publicArea=TPMT_PUBLIC(type=TPM2_ALG.KEYEDHASH, nameAlg=TPM2_ALG.SHA256,
+                                                 objectAttributes=AUTHORITY_ATTRIBUTES))
+    scheme = public.publicArea.parameters.keyedHashDetail.scheme
+    scheme.scheme = TPM2_ALG.HMAC
+    scheme.details.hmac.hashAlg = TPM2_ALG.SHA256
+    public.publicArea.unique.keyedHash = unique
+    return public
 
 
 class SimulatedTpmMaker:
@@ -327,6 +340,13 @@ class SimulatedTre:
     def _storage_public(self) -> bytes:
         return _ecc_public_bytes(self._material[160:224], STORAGE_ATTRIBUTES, symmetric=True)
 
+    @property
+    def _authority(self) -> bytes:
+        # the unseal authority (issue 9): a child of the storage key whose name is random (its
+        # unique field derived from this TRE's random seed), rebuilt when asked for
+        unique = hmac.new(self._seed, b"unseal authority", hashlib.sha256).digest()
+        return bytes(_authority_public(unique).marshal())
+
     # -- boot -------------------------------------------------------------------------------
 
     def boot(self, components: Sequence[Component]) -> list[MeasuredComponent]:
@@ -413,6 +433,20 @@ class SimulatedTre:
         """TPM2_Certify (Part 3 18.2) of the storage key by the AK."""
         name = _name_of_marshalled(self._storage_public)
         qualified = TPM2_ALG.SHA256.to_bytes(2, "big") + hashlib.sha256(b"\x40\x00\x00\x01" + name).digest()
+        attest = self._attest(TPM2_ST.ATTEST_CERTIFY, nonce,
+                              TPMS_CERTIFY_INFO(name=name, qualifiedName=qualified).marshal())
+        return SimulatedCertification(attest, self._sign(attest))
+
+    def unseal_authority_public(self) -> bytes:
+        return self._authority
+
+    def certify_unseal_authority(self, nonce: bytes) -> SimulatedCertification:
+        """TPM2_Certify of the unseal authority by the AK: its qualified name is that of a child of
+        the storage key (TPM 2.0 Part 1, 16)."""
+        name = _name_of_marshalled(self._authority)
+        storage = _name_of_marshalled(self._storage_public)
+        parent = TPM2_ALG.SHA256.to_bytes(2, "big") + hashlib.sha256(b"\x40\x00\x00\x01" + storage).digest()
+        qualified = TPM2_ALG.SHA256.to_bytes(2, "big") + hashlib.sha256(parent + name).digest()
         attest = self._attest(TPM2_ST.ATTEST_CERTIFY, nonce,
                               TPMS_CERTIFY_INFO(name=name, qualifiedName=qualified).marshal())
         return SimulatedCertification(attest, self._sign(attest))

@@ -464,15 +464,20 @@ class M2me:
         keys = self.tre.keys()
         quote = self.tre.quote(nonce, pcrs)
         certify_attest = certify_signature = b""   # the PVA also holds this AK's certification of it
+        authority_attest = authority_signature = b""
         if credential_challenge:
             certification = self.tre.certify_storage_key(nonce)
             certify_attest, certify_signature = certification.attest, certification.signature
+            certification = self.tre.certify_unseal_authority(nonce)
+            authority_attest, authority_signature = certification.attest, certification.signature
         return Evidence(platform_id=self.platform_id, ek_certificate=ek.certificate or b"", ek_public=ek.public,
                         ak_public=keys.ak.public.marshal(), activation_proof=proof,
                         quote_attest=quote.attest, quote_signature=quote.signature,
                         pcr_values=dict(quote.pcr_values), measurements=list(self.measurements), pfc=self.pfc,
                         storage_key_public=keys.storage_key.public.marshal(),
-                        certify_attest=certify_attest, certify_signature=certify_signature)
+                        certify_attest=certify_attest, certify_signature=certify_signature,
+                        authority_public=self.tre.unseal_authority_public(),
+                        authority_certify_attest=authority_attest, authority_certify_signature=authority_signature)
 
     # -- 004 c4 (5.1.3.8.4.2): change of SHO over the old SHO's connectivity -------------------------
 
@@ -550,15 +555,18 @@ class M2me:
 
     def _on_access_offer(self, msg: AccessCredentialReplacementOffer) -> AccessCredentialReplacementAccept:
         """Network-initiated replacement: only from the DPF the DRF bootstrapped this M2ME to."""
-        def answer(accepted: bool, reason: str | None = None, key: bytes = b"") -> AccessCredentialReplacementAccept:
+        def answer(accepted: bool, reason: str | None = None, key: bytes = b"",
+                   authority: bytes = b"") -> AccessCredentialReplacementAccept:
             return AccessCredentialReplacementAccept(sender=self._address(), recipient=msg.sender, pcid=msg.pcid,
-                                                     accepted=accepted, storage_key_public=key, reason=reason)
+                                                     accepted=accepted, storage_key_public=key,
+                                                     authority_public=authority, reason=reason)
         if self.bootstrap is None or msg.sender != self.bootstrap.dpf_address:
             return answer(False, f"{msg.sender} is not this M2ME's DPF")
         if msg.pcid != self.pcid:
             return answer(False, f"offer for another M2ME (PCID {msg.pcid})")
         self._access_offer = msg.sender
-        return answer(True, key=self.tre.keys().storage_key.public.marshal())
+        return answer(True, key=self.tre.keys().storage_key.public.marshal(),
+                      authority=self.tre.unseal_authority_public())
 
     def _on_access_delivery(self, msg: AccessCredentialDelivery) -> AccessCredentialInstalled:
         def answer(success: bool, detail: str) -> AccessCredentialInstalled:
@@ -629,7 +637,8 @@ class M2me:
         old = self.access_lifetime_left()
         srk = self.tre.keys().storage_key
         reply = self.bus.request(AccessCredentialRenewalRequest(sender=self._address(), recipient=boot.dpf_address,
-                                                                pcid=self.pcid, storage_key_public=srk.public.marshal()))
+                                                                pcid=self.pcid, storage_key_public=srk.public.marshal(),
+                                                                authority_public=self.tre.unseal_authority_public()))
         if not isinstance(reply, AccessCredentialDelivery) or reply.pcid != self.pcid:
             raise Refused(boot.dpf_address, "access credential renewal", getattr(reply, "reason", None), reply)
         try:

@@ -2,23 +2,30 @@
 
 Platform credential keys (EK, AK bound to it), measurement of the M2ME's components into a
 PCR, quotes for the PVA, and the sealed MCIM: imported under a storage key the AK certified,
-persisted, and unsealed only in the validated PCR state.
+persisted, and unsealed only in the validated PCR state and only by this TRE.
 
 The AK and the storage key are primaries from fixed templates: the same keys on every start of
-the same TPM, so nothing of them has to be persisted. Only the sealed MCIM object is.
+the same TPM, so nothing of them has to be persisted. The sealed objects are, and so is the
+TRE's unseal authority: an ordinary object the TPM created under the storage key at manufacture
+(random sensitive data: no one can make an object of that name again, as anyone can a primary),
+whose authValue, 32 random bytes, lives in this object's memory only. Every sealed object's
+policy holds PolicySecret(authority): a local process that resets and replays the PCRs still
+lacks the authValue. A new TrustedEnvironment (a new run on a bench whose TPM keeps its state)
+holds no authValue: manufacture makes a new authority and evicts what was sealed to the old one.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 from mcim_hil.drivers.errors import TpmError
-from mcim_hil.drivers.tpm import Ak, StorageKey, Tpm
-from mcim_hil.network.access_credential import AccessCredential
+from mcim_hil.drivers.tpm import Ak, AuthObject, Certification, StorageKey, Tpm, object_name
+from mcim_hil.network.access_credential import AccessCredential, access_policy_digest
+from mcim_hil.network.evidence import tpm_name
 
 # PC Client PTP: PCR 23 is "application support", resettable and extendable at locality 0.
 # The M2ME's boot measurements go there, so a bench TPM that does not reboot between runs
@@ -31,6 +38,26 @@ MCIM_HANDLE = 0x81000A11
 ACCESS_CREDENTIAL_HANDLE = 0x81000A10
 # a second SHO's pre-provisioned MCIM (5.1.3.8.4.2 variant), under that SHO's own sealing parent
 PREPROVISIONED_HANDLE = 0x81000A12
+# the TRE's unseal authority: every sealed object above names it in PolicySecret
+UNSEAL_AUTHORITY_HANDLE = 0x81000A0F
+AUTHORITY_VALUE_BYTES = 32   # TPM 2.0 Part 1, 19.6.4: an authValue at most the nameAlg's digest size
+
+
+def create_unseal_authority(tpm: Tpm, storage_key: StorageKey,
+                            handle: int = UNSEAL_AUTHORITY_HANDLE) -> AuthObject:
+    """A new unseal authority: 32 random bytes as authValue, the object created by the TPM under
+    ``storage_key`` and persisted at ``handle`` in place of any there. Needs one free object slot.
+    The returned AuthObject holds the value: keep it in memory only."""
+    value = os.urandom(AUTHORITY_VALUE_BYTES)
+    private, public = tpm.create_auth_object(storage_key, value)
+    if handle in tpm.list_persistent():
+        tpm.evict(handle)
+    loaded = tpm.load(storage_key, private, public)
+    try:
+        tpm.persist(loaded, handle)
+    finally:
+        tpm.flush(loaded)
+    return AuthObject(handle, value)
 
 
 @dataclass(frozen=True)
@@ -77,6 +104,11 @@ class TrustedEnvironment:
         self.mcim_handle = mcim_handle
         self.event_log: list[MeasuredComponent] = []
         self._keys: PlatformKeys | None = None
+        self._authority_value: bytes | None = None   # memory only: never logged, never persisted
+        self._authority_public: bytes = b""          # its public area, read once when made
+
+    def __repr__(self) -> str:  # never the authority's value
+        return f"TrustedEnvironment({self.tpm!r}, pcr={self.pcr})"
 
     # -- boot -------------------------------------------------------------------------------
 
@@ -146,9 +178,47 @@ class TrustedEnvironment:
     def quote(self, nonce: bytes, pcrs: Sequence[int]):
         return self.tpm.quote(self.keys().ak, nonce, pcrs)
 
-    def certify_storage_key(self, nonce: bytes):
+    def certify_storage_key(self, nonce: bytes) -> Certification:
         keys = self.keys()
         return self.tpm.certify(keys.storage_key, keys.ak, nonce)
+
+    # -- the unseal authority -----------------------------------------------------------------
+
+    def make_unseal_authority(self) -> bytes:
+        """Manufacture: a fresh authValue and a new authority object (create_unseal_authority).
+        Objects sealed to an earlier authority (an earlier run's, whose value died with its
+        process) can never unseal again: they are evicted, so the re-manufactured TRE starts
+        pristine. Returns the authority's name."""
+        with self._storage_key_alone() as srk:
+            held = self.tpm.list_persistent()
+            for stale in (MCIM_HANDLE, PREPROVISIONED_HANDLE, ACCESS_CREDENTIAL_HANDLE):
+                if stale in held:
+                    self.tpm.evict(stale)
+            authority = create_unseal_authority(self.tpm, srk)
+        self._authority_public = self.tpm.read_public(UNSEAL_AUTHORITY_HANDLE).marshal()
+        self._authority_value = authority.auth_value
+        return self.unseal_authority_name()
+
+    def _authority(self) -> AuthObject:
+        if self._authority_value is None:
+            raise TreError(f"{self.tpm.tcti}: this TRE holds no unseal authority (not manufactured in this run)")
+        return AuthObject(UNSEAL_AUTHORITY_HANDLE, self._authority_value)
+
+    def unseal_authority_public(self) -> bytes:
+        """The authority object's public area (marshalled TPM2B_PUBLIC): its name goes in the
+        policy of everything sealed for this TRE."""
+        self._authority()
+        return self._authority_public
+
+    def unseal_authority_name(self) -> bytes:
+        self._authority()
+        return tpm_name(self._authority_public)
+
+    def certify_unseal_authority(self, nonce: bytes) -> Certification:
+        """TPM2_Certify of the authority object by the AK over ``nonce`` (its own authorisation
+        in an HMAC session): its qualified name shows it is a child of the certified storage key."""
+        keys = self.keys()
+        return self.tpm.certify(self._authority(), keys.ak, nonce)
 
     # -- the sealed MCIM --------------------------------------------------------------------
 
@@ -160,11 +230,12 @@ class TrustedEnvironment:
         """Import the wrapped object under the storage key, unseal it in the current PCR state,
         and only then persist it; returns the unsealed secret. Nothing stays in the TPM when
         any part fails."""
+        authority = self._authority()
         srk = self.keys().storage_key
         private = self.tpm.import_sealed(srk, public, duplicate, seed, encryption_key)
         handle = self.tpm.load(srk, private, public)
         try:
-            secret = self.tpm.unseal(handle, pcrs, salt=srk)
+            secret = self.tpm.unseal(handle, pcrs, salt=srk, secret=authority)
             if self.has_mcim():
                 self.tpm.evict(self.mcim_handle)
             self.tpm.persist(handle, self.mcim_handle)
@@ -173,8 +244,9 @@ class TrustedEnvironment:
         return secret
 
     def unseal_mcim(self, pcrs: Sequence[int]) -> bytes:
-        """The persisted MCIM secret, in the sealed PCR state only."""
-        return self.tpm.unseal_persistent(self.mcim_handle, pcrs, salt=self.keys().storage_key)
+        """The persisted MCIM secret, in the sealed PCR state only, by this TRE only."""
+        authority = self._authority()
+        return self.tpm.unseal_persistent(self.mcim_handle, pcrs, salt=self.keys().storage_key, secret=authority)
 
     def discard_mcim(self) -> bool:
         """Evict the sealed MCIM; True when there was one."""
@@ -189,11 +261,13 @@ class TrustedEnvironment:
         return ACCESS_CREDENTIAL_HANDLE in self.tpm.list_persistent()
 
     def seal_access_credential(self, credential: AccessCredential) -> int:
-        """Manufacture: the TPM seals the credential under the storage key with its own policy
-        (PolicySecret(owner) + PolicyCommandCode(Unseal): any PCR state, so the M2ME can always
-        go back to it) and persists it at ACCESS_CREDENTIAL_HANDLE. Returns the handle."""
+        """Manufacture: a new unseal authority first (make_unseal_authority), then the TPM seals the
+        credential under the storage key with the policy PolicySecret(authority) +
+        PolicyCommandCode(Unseal): this TRE only, in any PCR state, so the M2ME can always go back
+        to it. Persisted at ACCESS_CREDENTIAL_HANDLE. Returns the handle."""
+        policy = access_policy_digest(self.make_unseal_authority())
         with self._storage_key_alone() as srk:
-            private, public = self.tpm.create_sealed(srk, credential.to_bytes(), self.tpm.owner_unseal_policy())
+            private, public = self.tpm.create_sealed(srk, credential.to_bytes(), policy)
             self._persist_access_object(srk, private, public)
         return ACCESS_CREDENTIAL_HANDLE
 
@@ -222,7 +296,9 @@ class TrustedEnvironment:
         if not self.has_access_credential():
             raise TreError(f"{self.tpm.tcti}: no initial-access credential at persistent "
                            f"0x{ACCESS_CREDENTIAL_HANDLE:08x} (not manufactured)")
-        data = self.tpm.unseal_persistent_owner(ACCESS_CREDENTIAL_HANDLE, salt=self.keys().storage_key)
+        authority = self._authority()
+        data = self.tpm.unseal_persistent(ACCESS_CREDENTIAL_HANDLE, (), salt=self.keys().storage_key,
+                                          secret=authority)
         try:
             return AccessCredential.from_bytes(data)
         except ValueError as exc:
@@ -276,7 +352,7 @@ class TrustedEnvironment:
             private = self.tpm.import_sealed(parent, public, duplicate, seed, encryption_key)
             loaded = self.tpm.load(parent, private, public)
             try:
-                secret = self.tpm.unseal(loaded, pcrs, salt=parent)
+                secret = self.tpm.unseal(loaded, pcrs, salt=parent, secret=self._authority())
                 if handle in self.tpm.list_persistent():
                     self.tpm.evict(handle)
                 self.tpm.persist(loaded, handle)
@@ -287,19 +363,24 @@ class TrustedEnvironment:
     def unseal_under(self, label: bytes, handle: int, pcrs: Sequence[int]) -> bytes:
         """The secret persisted at ``handle``, in the sealed PCR state (session salted with its parent)."""
         with self._sealing_parent(label) as parent:
-            return self.tpm.unseal_persistent(handle, pcrs, salt=parent)
+            return self.tpm.unseal_persistent(handle, pcrs, salt=parent, secret=self._authority())
 
 
-def describe_access_credential(tpm: Tpm, now: float | None = None) -> str:
-    """Where the initial-access credential lives and how long it still serves (bench check):
-    the PCID and the lifetime only, never its keys."""
-    if ACCESS_CREDENTIAL_HANDLE not in tpm.list_persistent():
+def describe_access_credential(tpm: Tpm) -> str:
+    """Where the initial-access credential lives (bench check). Its PCID and lifetime are sealed
+    with its keys: only the TRE agent of the run that manufactured it can unseal them."""
+    held = tpm.list_persistent()
+    if ACCESS_CREDENTIAL_HANDLE not in held:
         return f"none at persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x} (M2ME not manufactured)"
-    srk = tpm.create_storage_key()   # the salt only: one object slot of swtpm's three
-    try:
-        credential = AccessCredential.from_bytes(tpm.unseal_persistent_owner(ACCESS_CREDENTIAL_HANDLE, salt=srk))
-    finally:
-        tpm.flush(srk)
-    left = credential.lifetime_left(time.time() if now is None else now)
-    state = f"{left / 86400:.0f} days left" if left > 0 else f"EXPIRED {-left / 86400:.0f} days ago"
-    return f"persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x}, sealed (owner policy), PCID {credential.pcid}, {state}"
+    if UNSEAL_AUTHORITY_HANDLE not in held:
+        return (f"persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x}, but no unseal authority at "
+                f"0x{UNSEAL_AUTHORITY_HANDLE:08x}: it can never unseal (manufacture again)")
+    authority = object_name(tpm.read_public(UNSEAL_AUTHORITY_HANDLE))
+    sealed = tpm.read_public(ACCESS_CREDENTIAL_HANDLE)   # kept: its fields point into it
+    policy = bytes(sealed.publicArea.authPolicy)
+    if policy != access_policy_digest(authority):
+        return (f"persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x}, sealed to another unseal authority than "
+                f"0x{UNSEAL_AUTHORITY_HANDLE:08x}'s: it can never unseal (manufacture again)")
+    return (f"persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x}, sealed to the TRE's unseal authority "
+            f"0x{UNSEAL_AUTHORITY_HANDLE:08x} (PolicySecret, any PCR state); PCID and lifetime: "
+            "the TRE agent of the run that manufactured it reads them")

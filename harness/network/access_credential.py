@@ -1,8 +1,11 @@
 """The initial network access credential as the network delivers a renewed one to a TRE
 (TR 33.812 5.1.3.8.4.3, last paragraphs: "delivered as a MCIM to the M2ME ... stored, and used
 exclusively in the TRE"): its record format, and a sealed object wrapped for the TRE's storage
-key under the TRE's access-credential policy, PolicySecret(owner) + PolicyCommandCode(Unseal),
-so that TPM2_Import accepts it only in that TPM and only the owner can unseal it.
+key under the TRE's access-credential policy, PolicySecret(the TRE's unseal authority) +
+PolicyCommandCode(Unseal), so that TPM2_Import accepts it only in that TPM and only the TRE agent
+(who alone holds the authority's authValue) can unseal it, in any PCR state: the M2ME must
+always be able to fall back to it. (PolicySecret(owner) with the empty owner auth of a bench
+TPM let any local process unseal it.)
 """
 
 from __future__ import annotations
@@ -11,13 +14,15 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 
-from .mcim import MAX_SYM_DATA, McimError, SealedObject, _name_of
-
-# TPM 2.0 Part 2, 6.5.2 and 7.4: command codes and the owner hierarchy's handle (= its name)
-TPM_CC_POLICY_SECRET = 0x00000151
-TPM_CC_POLICY_COMMAND_CODE = 0x0000016C
-TPM_CC_UNSEAL = 0x0000015E
-TPM_RH_OWNER = 0x40000001
+from .mcim import (
+    MAX_SYM_DATA,
+    TPM_CC_POLICY_COMMAND_CODE,
+    TPM_CC_UNSEAL,
+    McimError,
+    SealedObject,
+    _name_of,
+    policy_secret_update,
+)
 
 RECORD_FORMAT = ">B15s16s16s2sd"   # version, PCID (ASCII, space-padded), K, OPc, AMF, not_after
 RECORD_VERSION = 1
@@ -48,17 +53,19 @@ class AccessCredential:
         return cls(pcid.decode().strip(), k, opc, amf, not_after)
 
 
-def owner_policy_digest() -> bytes:
-    """PolicySecret(TPM_RH_OWNER, no policyRef) then PolicyCommandCode(Unseal), from a zero
-    digest (TPM 2.0 Part 3, 23.4 PolicyUpdate and 23.11)."""
-    owner_name = struct.pack(">I", TPM_RH_OWNER)
-    digest = hashlib.sha256(bytes(32) + struct.pack(">I", TPM_CC_POLICY_SECRET) + owner_name).digest()
-    digest = hashlib.sha256(digest).digest()   # PolicyUpdate's second hash, over the empty policyRef
+def access_policy_digest(authority_name: bytes) -> bytes:
+    """PolicySecret(the TRE's unseal authority, no policyRef) then PolicyCommandCode(Unseal), from
+    a zero digest (TPM 2.0 Part 3, 23.4 PolicyUpdate and 23.11): no PolicyPCR, any PCR state."""
+    digest = policy_secret_update(bytes(32), authority_name)
     return hashlib.sha256(digest + struct.pack(">II", TPM_CC_POLICY_COMMAND_CODE, TPM_CC_UNSEAL)).digest()
 
 
-def seal_for_tre(credential: AccessCredential, storage_key_public: bytes) -> SealedObject:
-    """Wrap the credential record for the TPM holding ``storage_key_public`` (TPM2_Import)."""
+def seal_for_tre(credential: AccessCredential, storage_key_public: bytes, authority_public: bytes) -> SealedObject:
+    """Wrap the credential record for the TPM holding ``storage_key_public`` (TPM2_Import), under
+    the policy of the TRE's unseal authority ``authority_public`` (its marshalled TPM2B_PUBLIC)."""
+    if not authority_public:
+        raise McimError("no unseal authority given: the credential would not be bound to the TRE")
+    authority_name = _name_of(bytes(authority_public))
     from tpm2_pytss.constants import TPMA_OBJECT
     from tpm2_pytss.types import TPM2B_PUBLIC, TPM2B_SENSITIVE
     from tpm2_pytss.utils import wrap
@@ -75,8 +82,9 @@ def seal_for_tre(credential: AccessCredential, storage_key_public: bytes) -> Sea
         raise McimError("not the public area of a restricted decryption key: it cannot be a parent")
     sensitive, public = TPM2B_SENSITIVE.keyedhash_from_secret(record, objectAttributes=TPMA_OBJECT.ADMINWITHPOLICY
                                                               | TPMA_OBJECT.NODA)
-    public.publicArea.authPolicy = owner_policy_digest()
+    policy = access_policy_digest(authority_name)
+    public.publicArea.authPolicy = policy
     encryption_key, duplicate, seed = wrap(parent.publicArea, public, sensitive)
     return SealedObject(public=public.marshal(), duplicate=duplicate.marshal(), seed=seed.marshal(),
                         encryption_key=bytes(encryption_key), storage_key_name=_name_of(bytes(storage_key_public)),
-                        policy_digest=owner_policy_digest())
+                        policy_digest=policy)

@@ -101,7 +101,10 @@ from mcim_hil.network.evidence import (  # noqa: F401  (re-exported: the wire fo
 
 from mcim_hil.network.attestation_checks import (  # noqa: F401  (re-exported: the checks and their verdict)
     AK_REQUIRED,
+    AUTHORITY_REQUIRED,
     CHECKS,
+    PLATFORM_BOOT_PCRS,
+    TPM_RH_OWNER,
     EK_REQUIRED,
     INTEGRITY_CHECKS,
     STORAGE_KEY_REQUIRED,
@@ -117,6 +120,7 @@ from mcim_hil.network.attestation_checks import (  # noqa: F401  (re-exported: t
     _signature_hash,
     _Validation,
     _VerifiedCertificate,
+    child_qualified_name,
 )
 
 

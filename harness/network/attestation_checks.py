@@ -39,6 +39,7 @@ from mcim_hil.network.evidence import (
     TPM_GENERATED_VALUE,
     TPM_ST_ATTEST_CERTIFY,
     TPM_ST_ATTEST_QUOTE,
+    USER_WITH_AUTH,
     _ATTRIBUTE_NAMES,
     _CURVES,
     _U16,
@@ -50,6 +51,7 @@ from mcim_hil.network.evidence import (
     _hash_name,
     extend,
     parse_attest,
+    parse_public,
     pcr_initial_value,
     verify_tpm_signature,
 )
@@ -61,11 +63,17 @@ if TYPE_CHECKING:
 AK_REQUIRED = FIXED_TPM | FIXED_PARENT | SENSITIVE_DATA_ORIGIN | RESTRICTED | SIGN_ENCRYPT
 STORAGE_KEY_REQUIRED = FIXED_TPM | FIXED_PARENT | SENSITIVE_DATA_ORIGIN | RESTRICTED | DECRYPT
 EK_REQUIRED = FIXED_TPM | FIXED_PARENT | SENSITIVE_DATA_ORIGIN | RESTRICTED | DECRYPT
+# the TRE's unseal authority: TPM-made (a random name), never leaves the TPM, used by its authValue
+AUTHORITY_REQUIRED = FIXED_TPM | FIXED_PARENT | SENSITIVE_DATA_ORIGIN | USER_WITH_AUTH
+TPM_RH_OWNER = 0x40000001   # TPM 2.0 Part 2, 7.4: a hierarchy's qualified name is its handle
+# PC Client PFP: PCRs 0-7 hold the platform firmware's boot measurements (SRTM). Their event log
+# (UEFI) is not part of the M2ME's: the quote binds them and the seal follows them, nothing replays them.
+PLATFORM_BOOT_PCRS = frozenset(range(8))
 
 CHECKS = ("ek_certificate_chain", "ek_public_matches_certificate", "ak_attributes", "ak_bound_to_ek",
           "nonce_fresh", "quote_signature", "quote_nonce", "pcr_selection", "pcr_digest",
           "event_log_replay", "reference_values", "clock", "pfc_signature", "pfc_binds_ak",
-          "pfc_names_platform", "pfc_status_ocsp", "storage_key_certified")
+          "pfc_names_platform", "pfc_status_ocsp", "storage_key_certified", "unseal_authority_certified")
 INTEGRITY_CHECKS = frozenset({"pcr_selection", "pcr_digest", "event_log_replay", "reference_values"})
 _AUTHENTICITY_CHECKS = tuple(name for name in CHECKS if name not in INTEGRITY_CHECKS)
 
@@ -94,6 +102,7 @@ class ValidationResult:
     integrity_checked: bool = True
     pcr_values: dict[int, bytes] = field(default_factory=dict)
     model: str | None = None
+    unseal_authority_name: bytes | None = None
 
     def check(self, name: str) -> Check:
         for check in self.checks:
@@ -117,7 +126,8 @@ class ValidationResult:
                 "storage_key_public": self.storage_key_public.hex() if self.storage_key_public is not None else None,
                 "integrity_checked": self.integrity_checked,
                 "pcr_values": {str(k): v.hex() for k, v in sorted(self.pcr_values.items())},
-                "model": self.model}
+                "model": self.model,
+                "unseal_authority_name": self.unseal_authority_name.hex() if self.unseal_authority_name else None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ValidationResult:
@@ -130,7 +140,7 @@ class ValidationResult:
                    storage_key_public=opt(data.get("storage_key_public")),
                    integrity_checked=bool(data.get("integrity_checked", True)),
                    pcr_values={int(k): bytes.fromhex(v) for k, v in data.get("pcr_values", {}).items()},
-                   model=data.get("model"))
+                   model=data.get("model"), unseal_authority_name=opt(data.get("unseal_authority_name")))
 
 
 _PASSED: dict[tuple[str, str], Check] = {}
@@ -227,7 +237,8 @@ class _Validation:
             storage_key_public=self.evidence.storage_key_public if self.passed("storage_key_certified") else None,
             integrity_checked=check_integrity,
             pcr_values=dict(self.evidence.pcr_values) if integrity_trusted else {},
-            model=self.identity.model if self.identity else None)
+            model=self.identity.model if self.identity else None,
+            unseal_authority_name=self.authority.name if self.passed("unseal_authority_certified") else None)
 
     # parsed structures
 
@@ -273,6 +284,15 @@ class _Validation:
         if value is not None and value.__class__ is not _Fail:
             return value
         return self._parse("quote", lambda: parse_attest(self.evidence.quote_attest))
+
+    @property
+    def storage_key(self) -> TpmPublic:
+        return self._parse("storage key public area", lambda: self.v._area(self.evidence.storage_key_public))
+
+    @property
+    def authority(self) -> TpmPublic:
+        # parsed each time, not kept in the validator's area cache: sized for EK, AK and storage key
+        return self._parse("unseal authority public area", lambda: parse_public(self.evidence.authority_public))
 
     @property
     def pfc(self) -> x509.Certificate:
@@ -418,10 +438,15 @@ class _Validation:
             if len(event.digest) != 32:
                 raise _Fail(f"{event.component!r} digest is not SHA-256")
             replayed[event.pcr] = extend(replayed[event.pcr], event.digest)
+        logged = {event.pcr for event in self.evidence.measurements}
+        bound = [pcr for pcr in self.v._selection if pcr in PLATFORM_BOOT_PCRS and pcr not in logged]
         for pcr in self.v._selection:
-            if replayed[pcr] != self.evidence.pcr_values.get(pcr):
+            if pcr not in bound and replayed[pcr] != self.evidence.pcr_values.get(pcr):
                 raise _Fail(f"replaying the event log does not give the reported PCR {pcr}")
-        return f"{len(self.evidence.measurements)} events replay to the reported PCR values"
+        detail = f"{len(self.evidence.measurements)} events replay to the reported PCR values"
+        if bound:  # quoted and sealed to as they are; the firmware's own log is not checked here
+            detail += f"; boot PCRs {','.join(map(str, bound))} bound as quoted"
+        return detail
 
     def reference_values(self) -> str:
         reference = self.reference
@@ -525,7 +550,7 @@ class _Validation:
         return f"{how} good"
 
     def storage_key_certified(self) -> str:
-        key = self._parse("storage key public area", lambda: self.v._area(self.evidence.storage_key_public))
+        key = self.storage_key
         certified = self.ak.name + key.name
         # an earlier certification by this AK still holds while the AK's binding does (fixedTPM key);
         # it stands in only for a certification the M2ME left out: one that is presented is checked
@@ -559,6 +584,59 @@ class _Validation:
                     self.v._certified.clear()
                 self.v._certified.add(certified)
         return "AK certified a fixedTPM restricted decryption key for this nonce"
+
+    def unseal_authority_certified(self) -> str:
+        """The object the MCIM's policy names in PolicySecret (issue 9): an ordinary object of this
+        TPM under the certified storage key, so its authValue is the TRE's and no one can make an
+        object of the same name with a value of their own (as anyone can a primary)."""
+        if not self.evidence.authority_public:
+            raise _Fail("no unseal authority: nothing would bind the unseal to the TRE agent")
+        authority = self.authority
+        # tagged apart from the storage keys' records (bytes keys of AK name + key name): a certified
+        # storage key (a primary) must never stand in for an authority that was not certified as one
+        certified = b"unseal authority" + self.ak.name + authority.name
+        presented = bool(self.evidence.authority_certify_attest or self.evidence.authority_certify_signature)
+        known = not presented and self.passed("ak_bound_to_ek", "storage_key_certified") \
+            and certified in self.v._certified
+        if not known:
+            if not presented:
+                raise _Fail("no certification of the unseal authority, and none by this AK is on record")
+            attest = self._parse("authority certification", lambda: parse_attest(self.evidence.authority_certify_attest))
+            if attest.magic != TPM_GENERATED_VALUE or attest.type != TPM_ST_ATTEST_CERTIFY:
+                raise _Fail("authority certification is not a TPM-generated TPM2_Certify attestation")
+            try:
+                verify_tpm_signature(self.ak, self.evidence.authority_certify_signature,
+                                     self.evidence.authority_certify_attest, self.ak_key)
+            except InvalidSignature as exc:
+                raise _Fail("authority certification signature does not verify with the AK") from exc
+            if attest.extra_data != self.nonce:
+                raise _Fail("authority certification extraData is not the nonce of this validation")
+            if attest.certified_name != authority.name:
+                raise _Fail("authority certification is about another object than the unseal authority")
+            # judged against a certified storage key only (a failed one fails the validation already)
+            if self.passed("storage_key_certified") \
+                    and attest.certified_qualified_name != child_qualified_name(self.storage_key, authority):
+                raise _Fail("the unseal authority is not a child of the certified storage key")
+        if not authority.has(AUTHORITY_REQUIRED):
+            raise _Fail("unseal authority is not a TPM-made fixedTPM object used by its authValue "
+                        f"(attributes {', '.join(authority.attribute_names())})")
+        if known:
+            return "AK certified this unseal authority before (its binding still holds)"
+        if self.passed("ak_bound_to_ek", "storage_key_certified") and self.v._bindings is not None:
+            with self.v._lock:
+                if len(self.v._certified) > 4_000_000:
+                    self.v._certified.clear()
+                self.v._certified.add(certified)
+        return "AK certified the TRE's unseal authority, a child of the storage key, for this nonce"
+
+
+def child_qualified_name(parent: TpmPublic, child: TpmPublic) -> bytes:
+    """TPM 2.0 Part 1, 16: QN(child) = nameAlg || H(QN(parent) || Name(child)); the parent is a
+    primary of the owner hierarchy, QN(parent) = nameAlg || H(TPM_RH_OWNER || Name(parent))."""
+    def qualified(outer: bytes, name: bytes, alg: int) -> bytes:
+        return alg.to_bytes(2, "big") + hashlib.new(_hash_name(alg), outer + name).digest()
+    return qualified(qualified(TPM_RH_OWNER.to_bytes(4, "big"), parent.name, parent.name_alg),
+                     child.name, child.name_alg)
 
 
 def _certificate_key(certificate: x509.Certificate) -> bytes:

@@ -467,7 +467,8 @@ class Measurement:
 
 
 _EVIDENCE_BYTES = ("ek_certificate", "ek_public", "ak_public", "activation_proof", "quote_attest",
-                   "quote_signature", "pfc", "storage_key_public", "certify_attest", "certify_signature")
+                   "quote_signature", "pfc", "storage_key_public", "certify_attest", "certify_signature",
+                   "authority_public", "authority_certify_attest", "authority_certify_signature")
 
 
 @dataclass
@@ -486,6 +487,11 @@ class Evidence:
     storage_key_public: bytes     # TPM2B_PUBLIC of the key the MCIM will be sealed to
     certify_attest: bytes         # TPMS_ATTEST of TPM2_Certify(storage key, AK)
     certify_signature: bytes      # TPMT_SIGNATURE
+    # the TRE's unseal authority (issue 9): the object whose authValue only the TRE agent holds;
+    # its name goes in the sealed MCIM's policy (PolicySecret). Certified by the AK like the storage key.
+    authority_public: bytes = b""             # TPM2B_PUBLIC
+    authority_certify_attest: bytes = b""     # TPMS_ATTEST of TPM2_Certify(authority, AK)
+    authority_certify_signature: bytes = b""  # TPMT_SIGNATURE
 
     def __repr__(self) -> str:
         return (f"Evidence(platform_id={self.platform_id!r}, pcrs={sorted(self.pcr_values)}, "
@@ -505,7 +511,8 @@ class Evidence:
             return cls(platform_id=str(data["platform_id"]),
                        pcr_values={int(k): bytes.fromhex(v) for k, v in data["pcr_values"].items()},
                        measurements=[Measurement.from_dict(m) for m in data["measurements"]],
-                       **{name: bytes.fromhex(data[name]) for name in _EVIDENCE_BYTES})
+                       **{name: bytes.fromhex(data.get(name, "") if name.startswith("authority_") else data[name])
+                          for name in _EVIDENCE_BYTES})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise AttestationError(f"evidence does not decode: {type(exc).__name__}: {exc}") from exc
 

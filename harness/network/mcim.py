@@ -10,15 +10,21 @@ envelope only opens with the key of the object it came with. The sealed object:
 - is a keyedhash data object (sign and decrypt clear) made from the secret in software;
 - has fixedTPM and fixedParent CLEAR, as TPM2_Import requires (facts/tpm.md);
 - has userWithAuth CLEAR and adminWithPolicy SET: every use needs the policy;
-- has authPolicy = PolicyPCR(selection, SHA-256 of the validated PCR values) then
-  PolicyCommandCode(TPM2_CC_Unseal), computed here in software. The policy admits Unseal
-  only, so TPM2_Duplicate (whose DUP role always needs a policy naming it) is impossible;
+- has authPolicy = PolicyPCR(selection, SHA-256 of the validated PCR values), then
+  PolicySecret(the TRE's unseal authority), then PolicyCommandCode(TPM2_CC_Unseal), computed
+  here in software. The PCRs are the ones the PVA validated (the bench's ``tpm.seal_pcrs``:
+  the platform's boot PCRs 0-7 and PCR 23 on a hardware TPM). PCR 23 alone could be reset and
+  replayed by any local process; PolicySecret names an ordinary object the TRE created under its
+  storage key, whose authValue only the TRE agent holds, and whose name the AK certified to the
+  PVA. The policy admits Unseal only, so TPM2_Duplicate (whose DUP role always needs a policy
+  naming it) is impossible;
 - is wrapped (tpm2_pytss.utils.wrap, TPM 2.0 Part 1 23.3 duplication) for the certified
   storage key: only that TPM can TPM2_Import it, with no inner wrapper (empty
   encryption key, symmetricAlg NULL at Import).
 
 The M2ME side: Import + Load under the storage key, then a policy session running
-PolicyPCR (current values) and PolicyCommandCode(Unseal), Unseal -> key, ``open_mcim``.
+PolicyPCR (current values), PolicySecret (the authority's authValue, in an HMAC session) and
+PolicyCommandCode(Unseal), Unseal -> key, ``open_mcim``.
 """
 
 from __future__ import annotations
@@ -45,7 +51,9 @@ SQN_MAX = (1 << 48) - 1             # TS 33.102 6.3.2: SQN is 48 bits
 
 TPM_CC_POLICY_COMMAND_CODE = 0x0000016C  # TPM 2.0 Part 2 6.5.2
 TPM_CC_POLICY_PCR = 0x0000017F
+TPM_CC_POLICY_SECRET = 0x00000151
 TPM_CC_UNSEAL = 0x0000015E
+NAME_BYTES = 34                          # TPM 2.0 Part 1, 16: nameAlg (2) || SHA-256 digest (32)
 
 # MCIM TLV tags (ours); each value is at most 255 bytes.
 _TAG_IMSI, _TAG_K, _TAG_OPC, _TAG_AMF, _TAG_R, _TAG_C, _TAG_SQN, _TAG_PLMN, _TAG_NOT_AFTER = range(1, 10)
@@ -228,9 +236,23 @@ def _pcr_selection_struct(pcr_selection: Sequence[int]):  # -> TPML_PCR_SELECTIO
     return TPML_PCR_SELECTION.parse("sha256:" + ",".join(map(str, pcrs)))
 
 
-def policy_digest(pcr_selection: Sequence[int], pcr_values: Mapping[int, bytes]) -> bytes:
-    """authPolicy = PolicyPCR(selection, SHA-256(values in selection order)) then
-    PolicyCommandCode(TPM2_CC_Unseal) (TPM 2.0 Part 3 23.7 and 23.11), from a zero digest."""
+def policy_secret_update(digest: bytes, authority_name: bytes) -> bytes:
+    """TPM2_PolicySecret(authority, no policyRef) on ``digest`` (TPM 2.0 Part 3, 23.4, PolicyUpdate:
+    the command code and the authorising entity's name, then a second hash over the empty policyRef)."""
+    # an object's SHA-256 name only: a hierarchy's (its 4-byte handle) would be the owner policy again
+    if len(authority_name) != NAME_BYTES or authority_name[:2] != b"\x00\x0b":
+        raise McimError("the unseal authority's name is not a SHA-256 TPM name")
+    digest = hashlib.sha256(digest + struct.pack(">I", TPM_CC_POLICY_SECRET) + authority_name).digest()
+    return hashlib.sha256(digest).digest()
+
+
+def policy_digest(pcr_selection: Sequence[int], pcr_values: Mapping[int, bytes], authority_name: bytes) -> bytes:
+    """authPolicy = PolicyPCR(selection, SHA-256(values in selection order)), then
+    PolicySecret(the TRE's unseal authority), then PolicyCommandCode(TPM2_CC_Unseal) (TPM 2.0 Part 3
+    23.7, 23.4 and 23.11), from a zero digest; the order the TPM driver's policy session runs.
+
+    PolicyPCR alone let any local process that can reset and replay the PCRs unseal (issue 9);
+    PolicySecret needs the authValue of an object only the TRE agent holds."""
     pcrs = sorted(set(pcr_selection))
     if set(pcr_values) != set(pcrs):
         raise McimError(f"PCR values for {sorted(pcr_values)} do not match the selection {pcrs}")
@@ -240,14 +262,17 @@ def policy_digest(pcr_selection: Sequence[int], pcr_values: Mapping[int, bytes])
     pcr_digest = hashlib.sha256(b"".join(pcr_values[p] for p in pcrs)).digest()
     digest = bytes(32)
     digest = hashlib.sha256(digest + struct.pack(">I", TPM_CC_POLICY_PCR) + selection + pcr_digest).digest()
+    digest = policy_secret_update(digest, authority_name)
     digest = hashlib.sha256(digest + struct.pack(">II", TPM_CC_POLICY_COMMAND_CODE, TPM_CC_UNSEAL)).digest()
     return digest
 
 
 def seal_for_tpm(secret: bytes, storage_key_public: bytes, pcr_selection: Sequence[int],
-                 pcr_values: Mapping[int, bytes]) -> SealedObject:
+                 pcr_values: Mapping[int, bytes], *, authority_name: bytes) -> SealedObject:
     """Seal ``secret`` (1..128 bytes) for the TPM holding ``storage_key_public`` (marshalled
-    TPM2B_PUBLIC of a restricted decryption key), unsealable only in the given PCR state."""
+    TPM2B_PUBLIC of a restricted decryption key), unsealable only in the given PCR state and only
+    by who holds the authValue of the object named ``authority_name`` (the TRE's, certified by the
+    AK the PVA validated)."""
     from tpm2_pytss.constants import TPMA_OBJECT
     from tpm2_pytss.types import TPM2B_PUBLIC, TPM2B_SENSITIVE
     from tpm2_pytss.utils import wrap
@@ -264,7 +289,7 @@ def seal_for_tpm(secret: bytes, storage_key_public: bytes, pcr_selection: Sequen
     if not attributes & TPMA_OBJECT.RESTRICTED or not attributes & TPMA_OBJECT.DECRYPT:
         raise McimError("storage key is not a restricted decryption key: it cannot be a parent")
     pcrs = tuple(sorted(set(pcr_selection)))
-    policy = policy_digest(pcrs, pcr_values)
+    policy = policy_digest(pcrs, pcr_values, authority_name)
     # fixedTPM / fixedParent clear (Import refuses them), no userWithAuth: the policy only
     attrs = TPMA_OBJECT.ADMINWITHPOLICY
     sensitive, public = TPM2B_SENSITIVE.keyedhash_from_secret(bytes(secret), objectAttributes=attrs)
@@ -279,9 +304,9 @@ def seal_for_tpm(secret: bytes, storage_key_public: bytes, pcr_selection: Sequen
 
 
 def seal_mcim(mcim: Mcim, storage_key_public: bytes, pcr_selection: Sequence[int],
-              pcr_values: Mapping[int, bytes]) -> tuple[SealedObject, bytes]:
+              pcr_values: Mapping[int, bytes], *, authority_name: bytes) -> tuple[SealedObject, bytes]:
     """Seal a fresh envelope key for the TPM and encrypt the MCIM under it.
     Returns (sealed key object, MCIM envelope)."""
     key = os.urandom(ENVELOPE_KEY_BYTES)
-    sealed = seal_for_tpm(key, storage_key_public, pcr_selection, pcr_values)
+    sealed = seal_for_tpm(key, storage_key_public, pcr_selection, pcr_values, authority_name=authority_name)
     return sealed, seal_mcim_envelope(mcim, key, sealed.name)

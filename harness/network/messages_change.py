@@ -55,10 +55,12 @@ class BootstrapCheckResult(Message):
 @dataclass(frozen=True, kw_only=True, repr=False)
 class AccessCredentialRenewalRequest(Message):
     """M2ME -> RO (DPF): my initial-access credential is about to expire; wrap a new one for
-    this storage key (the TRE's, certified by the AK at validation)."""
+    this storage key (the TRE's, certified by the AK at validation), under the policy of this
+    unseal authority (the TRE's, issue 9)."""
 
     pcid: str
     storage_key_public: bytes   # marshalled TPM2B_PUBLIC
+    authority_public: bytes = b""   # marshalled TPM2B_PUBLIC of the TRE's unseal authority
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -111,11 +113,13 @@ class AccessCredentialReplacementOffer(Message):
 
 @dataclass(frozen=True, kw_only=True, repr=False)
 class AccessCredentialReplacementAccept(Message):
-    """M2ME -> RO (DPF): accepted; wrap the new one for this storage key (or refused, why)."""
+    """M2ME -> RO (DPF): accepted; wrap the new one for this storage key and unseal authority
+    (or refused, why)."""
 
     pcid: str
     accepted: bool
     storage_key_public: bytes = b""
+    authority_public: bytes = b""
     reason: str | None = None
 
 

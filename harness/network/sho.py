@@ -136,7 +136,7 @@ class Sho(Entity):
                                      "ek_certificate": "BLOB", "ek_public": "BLOB", "ak_public": "BLOB"}, "pcid")
         self.db.define("validations", {"pcid": "TEXT", "passed": "INTEGER", "source": "TEXT", "result": "JSON",
                                        "storage_key_public": "BLOB", "pcr_values": "JSON",
-                                       "validated_at": "REAL"}, "pcid")
+                                       "unseal_authority_name": "BLOB", "validated_at": "REAL"}, "pcid")
         self.db.define("subscribers", {"imsi": "TEXT", "pcid": "TEXT", "k": "SECRET", "opc": "SECRET", "auc": "JSON",
                                        "state": "TEXT", "not_after": "REAL", "m2msimmobj": "BLOB",
                                        "updated_at": "REAL"}, "imsi")
@@ -274,6 +274,7 @@ class Sho(Entity):
     def _keep_validation(self, pcid: str, outcome: ValidationOutcome, pcr_values: dict[int, bytes]) -> None:
         self.db.put("validations", pcid=pcid, passed=outcome.passed, source=outcome.source,
                     result=outcome.result.to_dict(), storage_key_public=outcome.result.storage_key_public,
+                    unseal_authority_name=outcome.result.unseal_authority_name,
                     pcr_values={str(k): v.hex() for k, v in sorted(pcr_values.items())}, validated_at=time.time())
         self.db.update("contracts", {"pcid": pcid}, state=VALIDATED if outcome.passed else VALIDATION_FAILED,
                        updated_at=time.time())
@@ -312,14 +313,17 @@ class Sho(Entity):
             raise Refused(self.address, f"MCIM for {pcid}",
                           "the M2ME was not validated" if validation is None else "the validation failed")
         pcr_values = {int(k): bytes.fromhex(v) for k, v in validation["pcr_values"].items()}
-        if not pcr_values or validation["storage_key_public"] is None:
-            raise Refused(self.address, f"MCIM for {pcid}", "the validation gave no PCR state or storage key")
+        if not pcr_values or validation["storage_key_public"] is None or not validation["unseal_authority_name"]:
+            raise Refused(self.address, f"MCIM for {pcid}",
+                          "the validation gave no PCR state, storage key or unseal authority")
         imsi = self._next_imsi()
         k, opc = os.urandom(16), os.urandom(16)
         not_after = self.clock() + self.mcim_lifetime_s
         mcim = Mcim(imsi=imsi, k=k, opc=opc, home_plmn=self.home_plmn,
                     not_after=dt.datetime.fromtimestamp(not_after, dt.timezone.utc))
-        sealed, envelope = seal_mcim(mcim, validation["storage_key_public"], sorted(pcr_values), pcr_values)
+        # issue 9: the PCRs the PVA validated, and PolicySecret on the TRE's certified unseal authority
+        sealed, envelope = seal_mcim(mcim, validation["storage_key_public"], sorted(pcr_values), pcr_values,
+                                     authority_name=validation["unseal_authority_name"])
         contract = self.contract(pcid) or {}
         metadata = {"pcid": pcid, "sho": self.address, "home_plmn": self.home_plmn,
                     "platform_id": contract.get("platform_id") or "",

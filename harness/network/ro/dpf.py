@@ -177,7 +177,8 @@ class Dpf(Entity):
                                                               pcid=pcid), AccessCredentialReplacementAccept)
         if not reply.accepted:
             raise Refused(f"M2ME {pcid}", "access credential replacement", reply.reason, reply)
-        self._replacements[pcid] = {"storage_key_public": reply.storage_key_public}
+        self._replacements[pcid] = {"storage_key_public": reply.storage_key_public,
+                                    "authority_public": reply.authority_public}
         return reply
 
     def obtain_access_credential(self, pcid: str) -> float:
@@ -190,7 +191,7 @@ class Dpf(Entity):
         new = self.request(AccessCredentialRenewal(sender=self.address, recipient=self.ccif_address, pcid=pcid),
                            AccessCredentialRenewed)
         offer["sealed"] = seal_for_tre(AccessCredential(new.pcid, new.k, new.opc, new.amf, new.not_after),
-                                       offer["storage_key_public"])
+                                       offer["storage_key_public"], offer["authority_public"])
         offer["not_after"] = new.not_after
         return new.not_after
 
@@ -217,7 +218,7 @@ class Dpf(Entity):
         new = self.request(AccessCredentialRenewal(sender=self.address, recipient=self.ccif_address, pcid=msg.pcid),
                            AccessCredentialRenewed)
         sealed = seal_for_tre(AccessCredential(new.pcid, new.k, new.opc, new.amf, new.not_after),
-                              msg.storage_key_public)
+                              msg.storage_key_public, msg.authority_public)
         return AccessCredentialDelivery(sender=self.address, recipient=msg.sender, pcid=msg.pcid,
                                         public=sealed.public, duplicate=sealed.duplicate, seed=sealed.seed,
                                         encryption_key=sealed.encryption_key, not_after=new.not_after)
