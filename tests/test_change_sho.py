@@ -310,6 +310,29 @@ def test_a_retransmitted_instruction_gets_its_first_answer_at_step_2(m2me: Sessi
 
 
 @RELAYED
+@pytest.mark.parametrize("fault", ["lost", "delayed", "reordered"])
+def test_a_validation_result_lost_or_late_is_answered_again_not_refused_as_a_replay(m2me: Session,
+                                                                                  fault: str) -> None:
+    """Steps 3-5: the PVA's result never reaches the new SHO in time, so the SHO sends its
+    ValidationRequest again in the same exchange. Its nonce is spent: validating it anew would
+    refuse the M2ME (nonce_fresh). The PVA answers the retransmission with the result it gave,
+    validates once, and the change completes (found by the fault matrix at step 5)."""
+    s = m2me
+    seen: dict[str, int] = {}
+
+    def inject(s: Session) -> None:
+        seen.update(s.network.pva.counters())
+        s.network.bus.inject("ValidationResultMessage", fault)
+
+    run(s, CHANGE.after_step(2, inject))
+    requests = [e for e in s.record.messages() if e["kind"] == "ValidationRequest" and e["direction"] == "request"]
+    assert len(requests) >= 2                              # the SHO did send it again
+    after = s.network.pva.counters()
+    assert after["authenticity_checks"] - seen["authenticity_checks"] == 1   # validated once
+    check_changed(s)
+
+
+@RELAYED
 def test_the_dpf_opens_a_session_only_for_the_m2me_the_drf_bootstrapped(m2me: Session) -> None:
     s = m2me
     run(s)

@@ -24,7 +24,7 @@ from mcim_hil.drivers.uicc_files import MILENAGE_C_DEFAULT, MILENAGE_R_DEFAULT
 from mcim_hil.drivers.uicc import Uicc
 from mcim_hil.network import m2msimmobj
 from mcim_hil.network.attestation import CredentialChallenge, Evidence, Measurement, tpm_name
-from mcim_hil.network.bus import Bus, MessageLost, Refused
+from mcim_hil.network.bus import Bus, MessageLost, Refused, Retransmissions
 from mcim_hil.network.mcim import Mcim, McimError, open_mcim
 from mcim_hil.network.messages import (
     CAUSE_IMSI_UNKNOWN,
@@ -193,8 +193,7 @@ class M2me:
         self.sealing_parents: dict[bytes, str] = {}        # parent name -> the SHO it was certified for
         self.preprovisioned: Preprovisioned | None = None
         self._instruction_nonces: set[bytes] = set()
-        # the last instruction's bus exchange, the instruction and the answer given (retransmissions)
-        self._last_instruction: tuple[int, ReprovisioningInstruction, ReprovisioningAck] | None = None
+        self._retransmissions = Retransmissions(bus, keep=8)   # answers to the subscriber's instructions
         self.power_losses = 0        # TPM power losses the M2ME restarted after and went on
         self.updates = UpdateAgent(self)                   # remote SW/FW updates (5.1.3.6.8), update.py
 
@@ -486,13 +485,7 @@ class M2me:
         old MCIM (its connectivity) until the new one is downloaded whole (s7-s8). A retransmission
         of the last instruction (the same message in the same bus exchange: the subscriber never got
         the answer) gets the first answer again; the same instruction sent anew is a replay."""
-        exchange = self.bus.exchange()
-        last = self._last_instruction
-        if last is not None and exchange is not None and last[0] == exchange and last[1] == msg:
-            return last[2]   # the sender's retransmission (its answer was late or lost): the same answer
-        reply = self._answer_reprovisioning(msg)
-        self._last_instruction = (exchange, msg, reply) if exchange is not None else None
-        return reply
+        return self._retransmissions.answer(msg, self._answer_reprovisioning)
 
     def _answer_reprovisioning(self, msg: ReprovisioningInstruction) -> ReprovisioningAck:
         def answer(accepted: bool, reason: str | None = None) -> ReprovisioningAck:

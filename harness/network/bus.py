@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, TypeVar
 
@@ -294,6 +295,37 @@ class Bus:
         """Record a one-way message that needs no reply (an AUTHENTICATION REJECT over the air)."""
         if self.record is not None:
             self.record.message(message, "oneway", time.time(), None)
+
+
+M = TypeVar("M", bound=Message)
+
+
+class Retransmissions:
+    """A receiver's answers to its last requests, by bus exchange: a retransmission (the same
+    message in the same exchange: the sender's answer was late or lost) gets the first answer
+    again instead of being handled twice (a single-use nonce would call it a replay). The same
+    message in a new exchange is handled anew. Bounded: a sender retransmits within seconds."""
+
+    def __init__(self, bus: Bus, keep: int = 256) -> None:
+        self._bus = bus
+        self._keep = keep
+        self._answers: OrderedDict[int, tuple[Message, Message]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def answer(self, msg: M, handle: Callable[[M], Message]) -> Message:
+        exchange = self._bus.exchange()
+        if exchange is None:
+            return handle(msg)
+        with self._lock:
+            seen = self._answers.get(exchange)
+        if seen is not None and seen[0] == msg:
+            return seen[1]
+        reply = handle(msg)
+        with self._lock:
+            self._answers[exchange] = (msg, reply)
+            while len(self._answers) > self._keep:
+                self._answers.popitem(last=False)
+        return reply
 
 
 class _NoReply(Exception):

@@ -51,7 +51,7 @@ from mcim_hil.network.attestation import (
     ReferenceValues,
     ValidationResult,
 )
-from mcim_hil.network.bus import Bus, Entity
+from mcim_hil.network.bus import Bus, Entity, Retransmissions
 from mcim_hil.network.messages import (
     Challenge,
     ChallengeRequest,
@@ -146,7 +146,10 @@ class Pva(Entity):
         self._local = threading.local()  # CPU time spent in peers' handlers, per thread
         self._pfc_platforms: set[str] = set()   # platforms whose PfC this PVA obtained (pfcs table)
         self.on(ChallengeRequest, self._challenge)
-        self.on(ValidationRequest, self._validate)
+        # a ValidationRequest sent again because its result was lost or late gets that result: its
+        # nonce is spent, so validating it twice would refuse the M2ME as a replay
+        self._retransmissions = Retransmissions(bus)
+        self.on(ValidationRequest, lambda msg: self._retransmissions.answer(msg, self._validate))
         self.on(SupplierNotice, self._supplier_notice)
         self.on(PlatformCredentialNotice, self._pfc_notice)
 
