@@ -240,6 +240,9 @@ def test_a_proven_binding_spares_the_credential_challenge_until_the_pfc_is_revok
     assert not first.check("ak_bound_to_ek").passed and not validator.binding_known(ek, ak)
     assert validate(tre, log, pfc, "sim-bind-1", challenged=True).passed
     assert validator.binding_known(ek, ak)
+    # the PfC the validation will present: the one the binding was proven under, or another (an update's)
+    assert validator.binding_known(ek, ak, pfc)
+    assert not validator.binding_known(ek, ak, pfc[:-1] + bytes([pfc[-1] ^ 1]))
     for integrity in (False, True):  # authenticity only, and the full validation, without a challenge
         result = validate(tre, log, pfc, "sim-bind-1", challenged=False, check_integrity=integrity)
         assert result.passed, result.summary()

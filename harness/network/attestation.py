@@ -353,16 +353,20 @@ class PlatformValidator:
             return f"nonce expired {now - expiry:.1f} s ago"
         return None
 
-    def binding_known(self, ek_public: bytes, ak_public: bytes) -> bool:
+    def binding_known(self, ek_public: bytes, ak_public: bytes, pfc: bytes = b"") -> bool:
         """True when ActivateCredential already proved this AK in this EK's TPM and the PfC that
-        certified the AK is still verified (not expired, not revoked): no new challenge needed."""
+        certified the AK is still verified (not expired, not revoked): no new challenge needed.
+        With ``pfc`` (the one the validation will present), only a binding proven under that PfC:
+        a platform whose PfC changed (a SW/FW update) is challenged anew."""
         try:
             key = self._area(ek_public).name + self._area(ak_public).name
         except (ValueError, TypeError, TpmStructureError):
             return False
         with self._lock:
-            pfc = self._bindings.get(key) if self._bindings is not None else None
-        return pfc is not None and self._known_certificate("pfc", pfc, pki.utc_now(), count=False) is not None
+            bound = self._bindings.get(key) if self._bindings is not None else None
+        if bound is None or (pfc and hashlib.sha256(pfc).digest() != bound):
+            return False
+        return self._known_certificate("pfc", bound, pki.utc_now(), count=False) is not None
 
     def _bound_pfc(self, ek_name: bytes, ak_name: bytes) -> bytes | None:
         with self._lock:

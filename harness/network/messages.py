@@ -415,11 +415,14 @@ class PlatformCredentialResponse(Message):
 
 @dataclass(frozen=True, kw_only=True, repr=False)
 class ChallengeRequest(Message):
-    """SHO -> PVA: a fresh nonce and a credential challenge for this platform's EK and AK."""
+    """SHO -> PVA: a fresh nonce and a credential challenge for this platform's EK and AK.
+    ``pfc``: the PfC the SHO will present (DER); an AK binding the PVA proved under another PfC
+    (before a firmware update) does not spare the M2ME its ActivateCredential."""
 
     platform_id: str
     ek_public: bytes
     ak_public: bytes
+    pfc: bytes = b""
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)

@@ -206,7 +206,7 @@ class Pva(Entity):
         started = time.thread_time()
         nonce = self.validator.new_nonce()
         blob = b""  # the AK's binding to this EK already proven, its PfC still verified: no MakeCredential
-        if not self.validator.binding_known(msg.ek_public, msg.ak_public):
+        if not self.validator.binding_known(msg.ek_public, msg.ak_public, msg.pfc):
             challenge, secret = self.validator.credential_challenge(msg.ek_public, msg.ak_public)
             blob = challenge.to_bytes()
             with self._lock:

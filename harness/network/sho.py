@@ -257,7 +257,8 @@ class Sho(Entity):
                        issue_to_ivf: bool = False) -> tuple[Evidence, ValidationResult]:
         challenge = self.request(ChallengeRequest(sender=self.address, recipient=self.pva_address,
                                                   platform_id=platform["platform_id"],
-                                                  ek_public=platform["ek_public"], ak_public=platform["ak_public"]),
+                                                  ek_public=platform["ek_public"], ak_public=platform["ak_public"],
+                                                  pfc=platform["pfc"]),
                                  Challenge)
         evidence = self.request(EvidenceRequest(sender=self.address, recipient=self._m2me_address(pcid), pcid=pcid,
                                                 nonce=challenge.nonce, pcr_selection=challenge.pcr_selection,
