@@ -14,10 +14,10 @@ them is still loaded.
 Byte arguments standing for TPM2B structures (credential blob, encrypted secret, public,
 duplicate, seed) are their marshalled form (``.marshal()``: 2-byte size then contents).
 
-Its jobs live in three files: this one (the connection, hook events, object slots, PCRs,
-persistence), tpm_keys.py (EK, AK, storage keys, ActivateCredential, Quote, Certify) and
-tpm_seal.py (Import, Load, sealed objects, policy sessions, Unseal); tpm_types.py holds the
-results and constants. ``from mcim_hil.drivers.tpm import ...`` reaches all of them.
+Its jobs live in four files: this one (the connection, hook events, object slots, PCRs,
+persistence), tpm_keys.py (EK, AK, storage keys, ActivateCredential, Quote, Certify),
+tpm_seal.py (Import, Load, sealed objects, policy sessions, Unseal) and tpm_nv.py (owner NV
+indices: define, write, read, undefine); tpm_types.py holds the results and constants. ``from mcim_hil.drivers.tpm import ...`` reaches all of them.
 
 There is deliberately no TPM2_Clear here.
 """
@@ -37,6 +37,7 @@ from tpm2_pytss.types import TPM2B_PUBLIC, TPML_DIGEST_VALUES, TPMT_HA, TPMT_SYM
 from .errors import DeviceNotFound, SafetyRefused, TpmError, TpmPowerLost, TpmTimeout
 from .hook import CommandEvent, CommandHook
 from .tpm_keys import _KeysAndAttestation
+from .tpm_nv import NV_FIRST, NV_LAST, OWNER_NV_ATTRIBUTES, NvIndex, _NvStorage
 from .tpm_rc import _POWER_LOST, _describe, rc_name
 from .tpm_seal import _Sealing
 from .tpm_types import (  # re-exported: the driver's public names stay importable from here
@@ -82,12 +83,13 @@ from .tpm_watchdog import _Watchdog
 __all__ = ["Tpm", "TpmInfo", "Ek", "Ak", "StorageKey", "Quote", "Certification", "AuthObject", "Handle",
            "PublicKey", "object_name", "rc_name", "EK_PROFILES", "EK_DEFAULT_PROFILE", "EK_NV_FIRST", "EK_NV_LAST",
            "PERSISTENT_FIRST", "PERSISTENT_LAST", "OWNER_PERSISTENT_LAST", "EK_PERSISTENT_FIRST",
-           "EK_PERSISTENT_LAST", "PT_HR_TRANSIENT_AVAIL", "PT_NV_BUFFER_MAX", "DEFAULT_TIMEOUT_S"]
+           "EK_PERSISTENT_LAST", "PT_HR_TRANSIENT_AVAIL", "PT_NV_BUFFER_MAX", "DEFAULT_TIMEOUT_S",
+           "NvIndex", "NV_FIRST", "NV_LAST", "OWNER_NV_ATTRIBUTES"]
 
 
 # --- the driver ------------------------------------------------------------------------------
 
-class Tpm(_KeysAndAttestation, _Sealing):
+class Tpm(_KeysAndAttestation, _Sealing, _NvStorage):
     """A TPM 2.0 reached through a TCTI; use :meth:`open`."""
 
     def __init__(self, tcti: str, tcti_ctx: TCTILdr, esapi: ESAPI, hook: CommandHook,

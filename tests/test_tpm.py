@@ -420,6 +420,50 @@ def test_evicting_an_endorsement_key_is_refused(tpm: Tpm, ak: Ak) -> None:
         tpm.persist(ak, 0x01C00002)  # an NV index, not a persistent object handle
 
 
+# --- NV indices ------------------------------------------------------------------------------------
+
+def test_an_owner_nv_index_is_defined_written_read_resized_and_undefined(tpm: Tpm, events: list[CommandEvent]) -> None:
+    index = 0x01000123   # TCG handle registry: owner NV range
+    assert tpm.nv_read_public(index) is None
+    defined = tpm.nv_define(index, 24)
+    try:
+        assert tpm.nv_read_public(index) == defined and defined.size == 24 and not defined.written
+        with pytest.raises(TpmError, match="NV_UNINITIALIZED"):   # never written: nothing to read
+            tpm.nv_read(index)
+        data = os.urandom(24)
+        tpm.nv_write(index, data)
+        assert tpm.nv_read(index) == data and tpm.nv_read_public(index).written
+        assert tpm.nv_define(index, 24).written      # same size: left alone, data kept
+        assert tpm.nv_read(index) == data
+        big = os.urandom(1500)                        # more than one TPM_PT_NV_BUFFER_MAX chunk
+        assert tpm.nv_define(index, len(big)).size == len(big)
+        tpm.nv_write(index, big)
+        assert tpm.nv_read(index) == big
+    finally:
+        assert tpm.nv_undefine(index)
+    assert tpm.nv_read_public(index) is None and not tpm.nv_undefine(index)
+    writes = [e.command for e in events if "TPM2_NV_Write" in e.command]
+    assert writes and all(e.device == "tpm" for e in events)
+
+
+def test_the_endorsement_credential_nv_range_is_refused_to_define_write_and_undefine(tpm: Tpm) -> None:
+    certificate_index = 0x01C00002                    # swtpm_setup's RSA EK certificate
+    before = tpm.nv_read(certificate_index)
+    for index in (0x01C00000, certificate_index, 0x01C07FFF):
+        with pytest.raises(SafetyRefused, match="endorsement credential NV range") as refusal:
+            tpm.nv_define(index, 8)
+        assert refusal.value.command == "TPM2_NV_DefineSpace"
+        with pytest.raises(SafetyRefused) as refusal:
+            tpm.nv_write(index, b"x")
+        assert refusal.value.command == "TPM2_NV_Write"
+        with pytest.raises(SafetyRefused) as refusal:
+            tpm.nv_undefine(index)
+        assert refusal.value.command == "TPM2_NV_UndefineSpace"
+    assert tpm.nv_read(certificate_index) == before and tpm.nv_read_public(certificate_index) is not None
+    with pytest.raises(ValueError, match="not an NV index"):
+        tpm.nv_define(0x81000123, 8)
+
+
 # --- errors, slots, hook ---------------------------------------------------------------------------
 
 def test_a_failing_command_names_itself_the_tcti_and_the_response_code(
