@@ -15,7 +15,14 @@ from mcim_hil.cli import _describe
 from mcim_hil.drivers.errors import TpmError
 from mcim_hil.drivers.sja2 import Sja2
 from mcim_hil.drivers.tpm import object_name
-from mcim_hil.m2me.tre import ACCESS_CREDENTIAL_HANDLE, MCIM_HANDLE, UNSEAL_AUTHORITY_HANDLE, create_unseal_authority
+from mcim_hil.m2me.tre import (
+    ACCESS_CREDENTIAL_HANDLE,
+    ACCESS_METADATA_INDEX,
+    MCIM_HANDLE,
+    UNSEAL_AUTHORITY_HANDLE,
+    create_unseal_authority,
+    describe_access_credential,
+)
 from mcim_hil.network.access_credential import access_policy_digest
 from mcim_hil.network.messages import AccessCredentialReplacementOffer
 from mcim_hil.procedures import PROCEDURES, run_procedure
@@ -54,10 +61,28 @@ def test_bench_check_says_where_the_credential_lives(m2me: Session) -> None:
     rows = dict(_describe("tpm", m2me.devices, None))
     line = rows["initial-access credential"]
     # bench check holds no authority value: it says where the credential lives and to what it is
-    # sealed, and that only the TRE agent that manufactured it reads it (issue 9)
+    # sealed (issue 9), and its PCID and lifetime left from the TRE's NV copy (issue 7 §1), never its keys
     assert f"persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x}" in line
     assert f"sealed to the TRE's unseal authority 0x{UNSEAL_AUTHORITY_HANDLE:08x}" in line
-    assert credential.k.hex() not in line and credential.opc.hex() not in line and credential.pcid not in line
+    assert f"PCID {credential.pcid}, 730 days left" in line
+    assert credential.k.hex() not in line and credential.opc.hex() not in line
+    tpm = m2me.devices.tpm
+    expired = describe_access_credential(tpm, now=credential.not_after + 3 * DAY)
+    assert expired.endswith(f"PCID {credential.pcid}, EXPIRED 3 days ago")
+    # an index an older version never wrote, or in another format: one line, no traceback
+    record = tpm.nv_read(ACCESS_METADATA_INDEX)
+    try:
+        tpm.nv_write(ACCESS_METADATA_INDEX, b"\x09" + record[1:])
+        line = describe_access_credential(tpm)
+        assert "\n" not in line and f"0x{ACCESS_METADATA_INDEX:08x}" in line and "another version" in line
+        assert credential.pcid not in line
+        tpm.nv_undefine(ACCESS_METADATA_INDEX)
+        line = describe_access_credential(tpm)
+        assert f"persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x}" in line and "older version" in line
+        assert "days" not in line
+    finally:
+        tpm.nv_define(ACCESS_METADATA_INDEX, len(record))
+        tpm.nv_write(ACCESS_METADATA_INDEX, record)
 
 
 @RELAYED
@@ -101,6 +126,7 @@ def test_a_credential_about_to_expire_is_renewed_during_the_change(m2me: Session
     def ten_days_left(s: Session) -> None:
         seen["old"] = s.tre.access_credential()
         seen["object"] = s.devices.tpm.read_public(ACCESS_CREDENTIAL_HANDLE).marshal()
+        seen["checked"] = describe_access_credential(s.devices.tpm, now=later)
         move_clocks(s, later)
 
     def card_after_3(s: Session) -> None:
@@ -114,6 +140,9 @@ def test_a_credential_about_to_expire_is_renewed_during_the_change(m2me: Session
     assert new.pcid == old.pcid and new.k != old.k and new.opc != old.opc
     assert round(new.lifetime_left(later) / DAY) == 730
     assert s.devices.tpm.read_public(ACCESS_CREDENTIAL_HANDLE).marshal() != seen["object"]
+    # the NV copy a bench check reads was rewritten with the renewal
+    assert str(seen["checked"]).endswith(f"PCID {old.pcid}, 10 days left")
+    assert describe_access_credential(s.devices.tpm, now=later).endswith(f"PCID {new.pcid}, 730 days left")
     # step 3 wrote the renewed credential to the card, and steps 4-6 authenticated with it
     assert seen["card"].k == new.k and seen["card"].op_opc == new.opc
     two = [e for st in s.record.steps if st.number == 2 for e in st.events if e["type"] == "message"]

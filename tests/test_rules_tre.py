@@ -19,6 +19,7 @@ from mcim_hil.drivers.tpm import Tpm, object_name
 from mcim_hil.emulators.swtpm import Swtpm
 from mcim_hil.m2me.tre import (
     ACCESS_CREDENTIAL_HANDLE,
+    ACCESS_METADATA_INDEX,
     MCIM_HANDLE,
     PREPROVISIONED_HANDLE,
     MEASUREMENT_PCR,
@@ -26,6 +27,7 @@ from mcim_hil.m2me.tre import (
     TreError,
     TrustedEnvironment,
     create_unseal_authority,
+    describe_access_credential,
 )
 from mcim_hil.network.access_credential import AccessCredential
 from mcim_hil.network.mcim import SealedObject, seal_for_tpm
@@ -233,6 +235,32 @@ def test_manufacture_sends_the_access_credential_and_the_authority_value_encrypt
     wire = sniffer.requests + sniffer.responses
     assert value and value not in wire
     assert credential.k not in wire and credential.opc not in wire
+
+
+def test_re_manufacture_leaves_the_access_metadata_describing_the_new_credential_only() -> None:
+    """Issue 7 §1: the NV copy of the PCID and lifetime follows the sealed credential: rewritten by a
+    re-manufacture, gone with the credential a manufacture cut short evicted, and a copy that does
+    not name the sealed object is not shown as its PCID."""
+    first = AccessCredential("001020000000001", os.urandom(16), os.urandom(16), b"\x80\x00", 2e9)
+    second = AccessCredential("001020000000002", os.urandom(16), os.urandom(16), b"\x80\x00", 2e9 + 5 * 86400)
+    with Swtpm(shared_identity=True) as swtpm, Tpm.open(swtpm.tcti) as tpm:
+        tre = TrustedEnvironment(tpm)
+        tre.seal_access_credential(first)
+        tre.release()
+        assert describe_access_credential(tpm, now=2e9 - 100 * 86400).endswith(
+            "PCID 001020000000001, 100 days left")
+        stale = tpm.nv_read(ACCESS_METADATA_INDEX)
+        again = TrustedEnvironment(tpm)           # the next run manufactures the same TPM again
+        again.seal_access_credential(second)
+        again.release()
+        assert describe_access_credential(tpm, now=2e9).endswith("PCID 001020000000002, 5 days left")
+        tpm.nv_write(ACCESS_METADATA_INDEX, stale)   # a copy of another object (a renewal cut short)
+        line = describe_access_credential(tpm, now=2e9)
+        assert "describes another sealed object" in line and "0010200000000" not in line
+        TrustedEnvironment(tpm).make_unseal_authority()   # a manufacture cut short after its first part
+        assert tpm.nv_read_public(ACCESS_METADATA_INDEX) is None
+        assert ACCESS_CREDENTIAL_HANDLE not in tpm.list_persistent()
+        assert "none at persistent" in describe_access_credential(tpm)
 
 
 # --- the TPM driver's handle rules and the SHO's sealing rules ---------------------------------------

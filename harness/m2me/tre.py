@@ -12,18 +12,25 @@ whose authValue, 32 random bytes, lives in this object's memory only. Every seal
 policy holds PolicySecret(authority): a local process that resets and replays the PCRs still
 lacks the authValue. A new TrustedEnvironment (a new run on a bench whose TPM keeps its state)
 holds no authValue: manufacture makes a new authority and evicts what was sealed to the old one.
+
+The access credential's public metadata (PCID, end of lifetime, the sealed object's name) is
+also written to an owner NV index whenever it is sealed or renewed, for `bench check` (another
+process, no authority value) to show; the sealed object stays the authoritative copy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import struct
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 from mcim_hil.drivers.errors import TpmError
 from mcim_hil.drivers.tpm import Ak, AuthObject, Certification, StorageKey, Tpm, object_name
+from mcim_hil.drivers.tpm import OWNER_NV_ATTRIBUTES
 from mcim_hil.network.access_credential import AccessCredential, access_policy_digest
 from mcim_hil.network.evidence import tpm_name
 
@@ -41,6 +48,68 @@ PREPROVISIONED_HANDLE = 0x81000A12
 # the TRE's unseal authority: every sealed object above names it in PolicySecret
 UNSEAL_AUTHORITY_HANDLE = 0x81000A0F
 AUTHORITY_VALUE_BYTES = 32   # TPM 2.0 Part 1, 19.6.4: an authValue at most the nameAlg's digest size
+# TCG Registry of Reserved TPM 2.0 Handles 2.2.2: owner NV range 0x01000000-0x013FFFFF. The access
+# credential's public metadata, mirroring its persistent handle 0x81000A10. Owner write and read
+# (the bench TPM's empty owner auth): the sealed object stays the authoritative copy, this one is
+# what a bench check can show without the TRE's unseal authority.
+ACCESS_METADATA_INDEX = 0x01000A10
+# format byte, PCID (ASCII, space-padded), not_after (epoch seconds), the sealed object's TPM name
+# (nameAlg + SHA-256: the copy describes the object at 0x81000A10 only when they are equal)
+ACCESS_METADATA_FORMAT = ">B15sQ34s"
+ACCESS_METADATA_VERSION = 1
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class AccessMetadata:
+    """What anyone may know of the sealed access credential: never its keys."""
+
+    pcid: str
+    not_after: float         # epoch seconds (whole)
+    sealed_name: bytes       # TPM name of the sealed object it describes
+
+    def to_bytes(self) -> bytes:
+        return struct.pack(ACCESS_METADATA_FORMAT, ACCESS_METADATA_VERSION, self.pcid.ljust(15).encode("ascii"),
+                           int(self.not_after), self.sealed_name)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AccessMetadata:
+        if len(data) != struct.calcsize(ACCESS_METADATA_FORMAT) or data[0] != ACCESS_METADATA_VERSION:
+            raise ValueError("not an access-credential metadata record of this version")
+        _, pcid, not_after, name = struct.unpack(ACCESS_METADATA_FORMAT, data)
+        try:
+            return cls(pcid.decode("ascii").strip(), float(not_after), name)
+        except UnicodeDecodeError as exc:
+            raise ValueError("its PCID is not ASCII") from exc
+
+
+def write_access_metadata(tpm: Tpm, metadata: AccessMetadata) -> None:
+    """Define (or resize) ACCESS_METADATA_INDEX and write the record whole."""
+    record = metadata.to_bytes()
+    tpm.nv_define(ACCESS_METADATA_INDEX, len(record))
+    tpm.nv_write(ACCESS_METADATA_INDEX, record)
+
+
+def read_access_metadata(tpm: Tpm) -> AccessMetadata | str:
+    """The NV copy, or why there is none to trust (one line)."""
+    where = f"NV index 0x{ACCESS_METADATA_INDEX:08x}"
+    present = tpm.nv_read_public(ACCESS_METADATA_INDEX)
+    if present is None:
+        return f"no PCID and lifetime at {where} (manufactured by an older version: manufacture again)"
+    if not present.written or (present.attributes & int(OWNER_NV_ATTRIBUTES)) != int(OWNER_NV_ATTRIBUTES):
+        return f"{where} holds no PCID and lifetime record (never written, or not ours)"
+    try:
+        return AccessMetadata.from_bytes(tpm.nv_read(ACCESS_METADATA_INDEX))
+    except ValueError as exc:
+        return f"{where}: {exc} (written by another version: manufacture again)"
+
+
+def lifetime_text(not_after: float, now: float) -> str:
+    """"364 days left" or "EXPIRED 3 days ago" (whole days, rounded)."""
+    left = not_after - now
+    days = round(abs(left) / DAY_S)
+    unit = "day" if days == 1 else "days"
+    return f"{days} {unit} left" if left >= 0 else f"EXPIRED {days} {unit} ago"
 
 
 def create_unseal_authority(tpm: Tpm, storage_key: StorageKey,
@@ -194,6 +263,7 @@ class TrustedEnvironment:
             for stale in (MCIM_HANDLE, PREPROVISIONED_HANDLE, ACCESS_CREDENTIAL_HANDLE):
                 if stale in held:
                     self.tpm.evict(stale)
+            self.tpm.nv_undefine(ACCESS_METADATA_INDEX)   # it described the evicted credential
             authority = create_unseal_authority(self.tpm, srk)
         self._authority_public = self.tpm.read_public(UNSEAL_AUTHORITY_HANDLE).marshal()
         self._authority_value = authority.auth_value
@@ -264,11 +334,13 @@ class TrustedEnvironment:
         """Manufacture: a new unseal authority first (make_unseal_authority), then the TPM seals the
         credential under the storage key with the policy PolicySecret(authority) +
         PolicyCommandCode(Unseal): this TRE only, in any PCR state, so the M2ME can always go back
-        to it. Persisted at ACCESS_CREDENTIAL_HANDLE. Returns the handle."""
+        to it. Persisted at ACCESS_CREDENTIAL_HANDLE, its public metadata at ACCESS_METADATA_INDEX.
+        Returns the handle."""
         policy = access_policy_digest(self.make_unseal_authority())
         with self._storage_key_alone() as srk:
             private, public = self.tpm.create_sealed(srk, credential.to_bytes(), policy)
             self._persist_access_object(srk, private, public)
+        write_access_metadata(self.tpm, AccessMetadata(credential.pcid, credential.not_after, tpm_name(public)))
         return ACCESS_CREDENTIAL_HANDLE
 
     @contextmanager
@@ -307,11 +379,14 @@ class TrustedEnvironment:
     def install_access_credential(self, public: bytes, duplicate: bytes, seed: bytes,
                                   encryption_key: bytes) -> AccessCredential:
         """A renewed credential, wrapped by the network for this TPM's storage key: imported and
-        loaded (the TPM checks its integrity), persisted in place of the old one, read back."""
+        loaded (the TPM checks its integrity), persisted in place of the old one, read back; its
+        public metadata rewritten at ACCESS_METADATA_INDEX."""
         with self._storage_key_alone() as srk:
             private = self.tpm.import_sealed(srk, public, duplicate, seed, encryption_key)
             self._persist_access_object(srk, private.marshal(), public)
-        return self.access_credential()
+        credential = self.access_credential()
+        write_access_metadata(self.tpm, AccessMetadata(credential.pcid, credential.not_after, tpm_name(public)))
+        return credential
 
 
     # -- a sealing parent per SHO (pre-provisioned MCIMs, 5.1.3.8.4.2 variant) ----------------
@@ -366,9 +441,10 @@ class TrustedEnvironment:
             return self.tpm.unseal_persistent(handle, pcrs, salt=parent, secret=self._authority())
 
 
-def describe_access_credential(tpm: Tpm) -> str:
-    """Where the initial-access credential lives (bench check). Its PCID and lifetime are sealed
-    with its keys: only the TRE agent of the run that manufactured it can unseal them."""
+def describe_access_credential(tpm: Tpm, now: float | None = None) -> str:
+    """Where the initial-access credential lives (bench check), its PCID and lifetime left from
+    the NV copy of its public metadata when that copy describes the sealed object (never its keys:
+    those only the TRE agent of the run that manufactured it can unseal)."""
     held = tpm.list_persistent()
     if ACCESS_CREDENTIAL_HANDLE not in held:
         return f"none at persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x} (M2ME not manufactured)"
@@ -381,6 +457,12 @@ def describe_access_credential(tpm: Tpm) -> str:
     if policy != access_policy_digest(authority):
         return (f"persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x}, sealed to another unseal authority than "
                 f"0x{UNSEAL_AUTHORITY_HANDLE:08x}'s: it can never unseal (manufacture again)")
-    return (f"persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x}, sealed to the TRE's unseal authority "
-            f"0x{UNSEAL_AUTHORITY_HANDLE:08x} (PolicySecret, any PCR state); PCID and lifetime: "
-            "the TRE agent of the run that manufactured it reads them")
+    where = (f"persistent 0x{ACCESS_CREDENTIAL_HANDLE:08x}, sealed to the TRE's unseal authority "
+             f"0x{UNSEAL_AUTHORITY_HANDLE:08x} (PolicySecret, any PCR state)")
+    metadata = read_access_metadata(tpm)
+    if isinstance(metadata, str):
+        return f"{where}; {metadata}"
+    if metadata.sealed_name != object_name(sealed):
+        return (f"{where}; NV index 0x{ACCESS_METADATA_INDEX:08x} describes another sealed object (a renewal "
+                "cut short?): PCID and lifetime unknown")
+    return f"{where}, PCID {metadata.pcid}, {lifetime_text(metadata.not_after, time.time() if now is None else now)}"
