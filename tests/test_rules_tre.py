@@ -263,6 +263,33 @@ def test_re_manufacture_leaves_the_access_metadata_describing_the_new_credential
         assert "none at persistent" in describe_access_credential(tpm)
 
 
+def test_a_renewal_the_tpm_will_not_copy_to_nv_is_still_installed_and_bench_check_says_so() -> None:
+    """The sealed credential is the authoritative copy: a TPM refusing the NV write (here an index at
+    0x01000A10 the platform made, that the owner can neither write nor delete) does not turn an
+    installed renewal into a refused one; bench check says the NV copy is not the TRE's."""
+    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_NV
+    from tpm2_pytss.types import TPM2B_NV_PUBLIC, TPMS_NV_PUBLIC
+
+    from mcim_hil.network.access_credential import seal_for_tre
+    first = AccessCredential("001020000000001", os.urandom(16), os.urandom(16), b"\x80\x00", 2e9)
+    renewed = AccessCredential("001020000000001", os.urandom(16), os.urandom(16), b"\x80\x00", 2e9 + 9 * 86400)
+    with Swtpm(shared_identity=True) as swtpm, Tpm.open(swtpm.tcti) as tpm:
+        tre = TrustedEnvironment(tpm)
+        tre.seal_access_credential(first)
+        tpm.nv_undefine(ACCESS_METADATA_INDEX)
+        foreign = TPM2B_NV_PUBLIC(nvPublic=TPMS_NV_PUBLIC(
+            nvIndex=ACCESS_METADATA_INDEX, nameAlg=TPM2_ALG.SHA256, authPolicy=os.urandom(32), dataSize=8,
+            attributes=TPMA_NV.PPWRITE | TPMA_NV.PPREAD | TPMA_NV.OWNERREAD | TPMA_NV.PLATFORMCREATE
+            | TPMA_NV.POLICY_DELETE))
+        tpm._ctx.tr_close(tpm._ctx.nv_define_space(b"", foreign, ESYS_TR.PLATFORM))
+        wrapped = seal_for_tre(renewed, tre.keys().storage_key.public.marshal(), tre.unseal_authority_public())
+        assert tre.install_access_credential(wrapped.public, wrapped.duplicate, wrapped.seed,
+                                             wrapped.encryption_key) == renewed
+        tre.release()
+        line = describe_access_credential(tpm, now=2e9)
+        assert "\n" not in line and "0x01000a10 holds no PCID and lifetime record" in line and "days" not in line
+
+
 # --- the TPM driver's handle rules and the SHO's sealing rules ---------------------------------------
 
 def test_owner_persistent_handles_are_accepted_to_both_ends_and_the_ek_range_is_refused_to_both(
