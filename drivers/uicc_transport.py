@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 import re
 import threading
+import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -289,6 +290,8 @@ class PcscTransport(Transport):
             raise CardError(self.name, "transmit", "transport is closed")
         hresult, response = self._bounded("SCardTransmit", scard.SCardTransmit, self._card,
                                           self._pci(), list(apdu))
+        if hresult in _PCSCD_GONE:
+            self._after_pcscd_restart("SCardTransmit", hresult)
         if hresult != scard.SCARD_S_SUCCESS:
             if hresult in _GONE:
                 raise CardRemoved(self.name, "SCardTransmit",
@@ -305,6 +308,8 @@ class PcscTransport(Transport):
             yield
             return
         hresult = self._bounded("SCardBeginTransaction", scard.SCardBeginTransaction, self._card)
+        if hresult in _PCSCD_GONE:
+            self._after_pcscd_restart("SCardBeginTransaction", hresult)
         if hresult in _GONE:
             raise CardRemoved(self.name, "SCardBeginTransaction",
                               f"{_pcsc_message(hresult)}: the card left the reader")
@@ -330,10 +335,50 @@ class PcscTransport(Transport):
                                             self._share, proto, scard.SCARD_RESET_CARD)
             if hresult != scard.SCARD_E_PROTO_MISMATCH:
                 break
+        if hresult in _PCSCD_GONE:   # pcscd restarted since: the old handle means nothing now
+            self._renew_session("SCardReconnect", hresult)
+            return
         if hresult != scard.SCARD_S_SUCCESS:
             raise CardError(self.name, "SCardReconnect", _pcsc_message(hresult))
         self.protocol = _PROTOCOL_NAMES.get(active, f"protocol {active}")
         self._read_status()
+
+    def _renew_session(self, command: str, hresult: int) -> None:
+        """pcscd went away (restarted, or stopped): its contexts and handles died with it. Open a
+        new context and connect again, polling until pcscd shows the reader again, within
+        ``timeout``; else CardRemoved naming pcscd and the connection is given up."""
+        old_card, old_context = self._card, self._context
+        self._card, self._context = None, None  # type: ignore[assignment]
+        self._worker.submit(_release, old_card, old_context)   # best effort: they are dead
+        deadline = time.monotonic() + self.timeout
+        last = _pcsc_message(hresult)
+        while True:
+            try:
+                self._connect()
+                return
+            except (DeviceNotFound, CardError) as exc:
+                if isinstance(exc, CardTimeout):
+                    raise
+                last = exc.message if hasattr(exc, "message") else str(exc)
+                if self._context is not None:
+                    self._worker.submit(_release, None, self._context)
+                    self._context = None  # type: ignore[assignment]
+            if time.monotonic() >= deadline:
+                self._given_up = f"pcscd went away at {command}"
+                raise CardRemoved(self.name, command,
+                                  f"pcscd went away ({_pcsc_message(hresult)}) and no card session came back "
+                                  f"within {self.timeout:g} s ({last}); is pcscd running?")
+            time.sleep(_PCSCD_POLL_S)
+
+    def _after_pcscd_restart(self, command: str, hresult: int) -> None:
+        """The command died with pcscd. A new context and card session are opened (bounded);
+        the command is not sent again: pcscd's restart reset the card (no selection, no
+        verified PIN), so the caller must start its card work over. Raises CardRemoved."""
+        self._renew_session(command, hresult)
+        raise CardRemoved(self.name, command,
+                          f"pcscd restarted ({_pcsc_message(hresult)}): a new PC/SC context and card "
+                          "session are open, the card was reset (selection and verified PINs lost); "
+                          "the command was not sent again")
 
     def close(self) -> None:
         card, context = self._card, self._context
@@ -354,6 +399,14 @@ class PcscTransport(Transport):
 # PC/SC answers meaning the card (or its reader) is gone
 _GONE = {scard.SCARD_W_REMOVED_CARD, scard.SCARD_E_NO_SMARTCARD, scard.SCARD_E_READER_UNAVAILABLE,
          scard.SCARD_E_UNKNOWN_READER}
+
+
+# PC/SC answers meaning pcscd itself went away (stopped or restarted): every context and handle
+# it gave is dead. (pcsc-lite: a lost daemon socket is SCARD_E_NO_SERVICE; a restarted daemon
+# does not know the old handles, SCARD_E_INVALID_HANDLE.)
+_PCSCD_GONE = {scard.SCARD_E_NO_SERVICE, scard.SCARD_E_SERVICE_STOPPED, scard.SCARD_E_INVALID_HANDLE,
+               scard.SCARD_F_COMM_ERROR}
+_PCSCD_POLL_S = 0.1   # how often a lost pcscd is looked for again
 
 
 def _release(card: int | None, context: int | None) -> None:
