@@ -70,7 +70,7 @@ def test_fault_points_are_aimed_at_what_each_step_really_sends(probe: Any) -> No
     assert by_step[(12, "tpm")] == "TPM2_Import"
     assert by_step[(8, "tpm")] == "TPM2_EvictControl"
     assert (8, "bus") not in by_step          # the discard on the M2ME sends nothing
-    assert {p.fault for p in points if p.kind == "uicc"} == {"error-sw", "silent", "removed"}
+    assert {p.fault for p in points if p.kind == "uicc"} == {"error-sw", "silent", "removed", "pcscd-restart"}
     assert {p.fault for p in points if p.kind == "bus"} == {"lost", "duplicated", "delayed", "reordered",
                                                             "unreachable"}
     assert points_for(CHANGE, probe, [9], ["uicc"]) == []   # step 9 never reaches the card

@@ -4,15 +4,24 @@ namespace of its own (emulators/pcscd.py PrivatePcscd): the system pcscd is neve
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from mcim_hil.bench import load_bench
 from mcim_hil.emulators.pcscd import namespace_command, namespace_unsupported
+from mcim_hil.faults.command import table
+from mcim_hil.faults.matrix import FAILED_CLEANLY, RECOVERED, SKIPPED, CaseRunner, MatrixResult
+from mcim_hil.faults.points import points_for
+from mcim_hil.procedures import PROCEDURES
 
-pytestmark = pytest.mark.skipif(namespace_unsupported() is not None, reason=str(namespace_unsupported()))
+
+needs_namespace = pytest.mark.skipif(namespace_unsupported() is not None, reason=str(namespace_unsupported()))
 
 # Runs inside the namespace: a card session on the private pcscd, pcscd restarted, then the
 # same transport used again.
@@ -69,6 +78,7 @@ def _system_pcscd() -> str:
     return Path("/run/pcscd/pcscd.pid").read_text().strip()
 
 
+@needs_namespace
 def test_transport_opens_a_new_context_after_pcscd_restarts(tmp_path: Path) -> None:
     system_before = _system_pcscd()
     out = _in_namespace(tmp_path, TRANSPORT_CHILD)
@@ -84,3 +94,58 @@ def test_transport_opens_a_new_context_after_pcscd_restarts(tmp_path: Path) -> N
     # the private vpcd is not on the system pcscd's ports, and the system pcscd is the same one
     assert not 35963 <= out["port"] <= 35978
     assert _system_pcscd() == system_before
+
+
+# ---- the fault matrix's pcscd-restart cases (change of SHO)
+
+CHANGE = PROCEDURES["change-sho"]
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaseRunner]:
+    case_runner = CaseRunner(load_bench(), CHANGE, tmp_path_factory.mktemp("faults-pcscd"))
+    case_runner.prepare()
+    try:
+        yield case_runner
+    finally:
+        case_runner.close()
+
+
+@pytest.fixture(scope="module")
+def probe(runner: CaseRunner) -> Any:
+    result, record = runner.run(None)
+    assert result.outcome == RECOVERED, result.detail
+    return record
+
+
+@needs_namespace
+@pytest.mark.parametrize("step", [8, 12])
+def test_pcscd_restarted_at_the_steps_card_write_leaves_usable_devices(runner: CaseRunner, probe: Any,
+                                                                       step: int) -> None:
+    system_before = _system_pcscd()
+    point = next(p for p in points_for(CHANGE, probe, [step], ["uicc"]) if p.fault == "pcscd-restart")
+    assert point.target.startswith("UPDATE")     # aimed at the step's card write
+    case, record = runner.run(point)
+    assert record is None                        # run by a child in its own namespace
+    assert case.outcome in (RECOVERED, FAILED_CLEANLY), f"{case.summary}: {case.detail}"
+    if case.outcome == FAILED_CLEANLY:
+        assert case.failed_step == step and "pcscd restarted" in case.detail
+    # the end-state checks ran (inside the namespace) and every one passed
+    names = {c.name for c in case.checks}
+    assert case.checks and all(c.passed for c in case.checks), case.checks
+    assert {"a real attach with it", "retry counters not lower", "no transient TPM object leaked"} <= names
+    assert case.credential in ("old MCIM", "new MCIM", "initial-access"), case.credential
+    assert _system_pcscd() == system_before      # the shared pcscd never restarted
+
+
+def test_without_a_mount_namespace_the_case_is_listed_as_skipped_with_the_reason(
+        runner: CaseRunner, probe: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a machine where we are not root: namespace_unsupported() says so (the real check reads geteuid)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    point = next(p for p in points_for(CHANGE, probe, [12], ["uicc"]) if p.fault == "pcscd-restart")
+    case, _ = runner.run(point)
+    assert case.outcome == SKIPPED
+    assert case.summary == "skipped: a private pcscd needs root (its own mount namespace over /run/pcscd)"
+    result = MatrixResult(CHANGE.name, [case], 0.0, 0.0)
+    assert result.totals()[SKIPPED] == 1 and not result.unusable
+    assert table(result)[1].split() == ["12", "skip"]

@@ -85,8 +85,11 @@ def ensure_pcscd(timeout: float = 5.0) -> None:
     raise PcscdUnavailable(f"pcscd started but did not answer within {timeout:.0f} s")
 
 
-def vpcd_slots(conf_dir: Path = READER_CONF_DIR) -> list[VpcdSlot]:
-    """Every vpcd slot that reader.conf.d declares, in file order."""
+def vpcd_slots(conf_dir: Path | None = None) -> list[VpcdSlot]:
+    """Every vpcd slot that reader.conf.d declares, in file order (default: $MCIM_HIL_READER_CONF_DIR
+    as it is now, else /etc/reader.conf.d)."""
+    if conf_dir is None:
+        conf_dir = Path(os.environ.get(READER_CONF_ENV, "/etc/reader.conf.d"))
     slots: list[VpcdSlot] = []
     if not conf_dir.is_dir():
         return slots

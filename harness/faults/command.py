@@ -12,10 +12,10 @@ from pathlib import Path
 from mcim_hil.bench import load_bench
 from mcim_hil.procedures import PROCEDURES
 
-from .matrix import RECOVERED, UNUSABLE, CaseResult, MatrixResult, run_matrix
+from .matrix import RECOVERED, SKIPPED, UNUSABLE, CaseResult, MatrixResult, run_matrix
 from .points import FAULTS, KINDS
 
-_SHORT = {RECOVERED: "ok", UNUSABLE: "UNUSABLE"}
+_SHORT = {RECOVERED: "ok", UNUSABLE: "UNUSABLE", SKIPPED: "skip"}
 
 
 def _cell(case: CaseResult) -> str:
@@ -105,6 +105,8 @@ def faults_command(bench_path: str | None, procedure: str, steps: str | None, ki
     (out_dir / "faults.json").write_text(json.dumps(result.to_dict(), indent=1), encoding="utf-8")
     write_html(result, out_dir / "faults.html")
     print(f"written: {out_dir / 'faults.json'}, {out_dir / 'faults.html'}")
+    for reason in sorted({c.detail for c in result.cases if c.outcome == SKIPPED}):
+        print(f"skipped: {sum(c.detail == reason for c in result.cases)} cases: {reason}")
     for case in result.unusable:
         assert case.point is not None
         print(f"UNUSABLE end state: {case.point.name}: {case.detail}", file=sys.stderr)

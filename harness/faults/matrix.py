@@ -20,11 +20,13 @@ from mcim_hil.procedures.base import Procedure, run_procedure
 from mcim_hil.session import Session, SessionOptions
 
 from .bench_state import BenchState
+from .pcscd_case import run_in_namespace
 from .checks import Baseline, Check, credential_checks, tpm_checks, transient_free
-from .points import DEVICE_KINDS_WITH_MODEM, KINDS, Armed, FaultPoint, points_for, with_fault
+from .points import DEVICE_KINDS_WITH_MODEM, KINDS, PCSCD_RESTART, Armed, FaultPoint, points_for, with_fault
 
 SLOT_WAIT_S = 60.0
 RECOVERED, FAILED_CLEANLY, UNUSABLE = "passed after recovery", "failed cleanly", "UNUSABLE"
+SKIPPED = "skipped"   # the case cannot run here (pcscd-restart without a mount namespace); detail says why
 
 
 @dataclass
@@ -44,6 +46,8 @@ class CaseResult:
             return f"failed cleanly at step {self.failed_step}"
         if self.outcome == UNUSABLE:
             return f"UNUSABLE (step {self.failed_step})" if self.failed_step is not None else "UNUSABLE"
+        if self.outcome == SKIPPED:
+            return f"skipped: {self.detail}"
         return self.outcome
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,6 +72,8 @@ class MatrixResult:
 
     def totals(self) -> dict[str, int]:
         out = {RECOVERED: 0, FAILED_CLEANLY: 0, UNUSABLE: 0}
+        if any(c.outcome == SKIPPED for c in self.cases):
+            out[SKIPPED] = 0
         for case in self.cases:
             out[case.outcome] += 1
         return out
@@ -90,13 +96,16 @@ class CaseRunner:
         self.air = air
         self._n = 0
         self._stopping: list[threading.Thread] = []
+        self.pcscd: Any = None   # a PrivatePcscd, in a pcscd-restart case's child (pcscd_case.py)
 
     def prepare(self) -> None:
         self.state.prepare()
 
     def run(self, point: FaultPoint | None) -> tuple[CaseResult, Any]:
-        """The case's result and its record."""
+        """The case's result and its record (None for a case run in a child process)."""
         self._n += 1
+        if point is not None and point.fault == PCSCD_RESTART and self.pcscd is None:
+            return run_in_namespace(self, point, self.workdir / f"case-{self._n}"), None
         t0 = time.perf_counter()
         case_dir = self.workdir / f"case-{self._n}"
         bench = self.state.restore(case_dir, modem=self.air == "module")
@@ -158,7 +167,7 @@ class CaseRunner:
             procedure = self.procedure
             if point is not None:
                 armed = Armed(s.network.bus, emulated.uicc_emulator, emulated.tpm_emulator, s.devices.uicc.reconnect,
-                              emulated.modem_emulator)
+                              emulated.modem_emulator, uicc=s.devices.uicc, pcscd=self.pcscd)
                 procedure = with_fault(procedure, point, armed)
             outcome = run_procedure(procedure, s, s.record)
             row = outcome.failed_step

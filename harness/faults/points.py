@@ -19,7 +19,10 @@ DEVICE_KINDS_WITH_MODEM = ("modem",)   # cases of these kinds run with the modem
 # sender's retries (RetryPolicy.attempts = 3): the step must fail cleanly.
 BUS_FAULTS = (("lost", "lost", 1), ("duplicated", "duplicated", 1), ("delayed", "delayed", 1),
               ("reordered", "reordered", 1), ("unreachable", "lost", 3))
-UICC_FAULTS = ("error-sw", "silent", "removed")
+# pcscd-restart: pcscd killed and started again just before the step's card write reaches it;
+# such a case runs in a child process with a pcscd of its own (pcscd_case.py)
+UICC_FAULTS = ("error-sw", "silent", "removed", "pcscd-restart")
+PCSCD_RESTART = "pcscd-restart"
 TPM_FAULTS = ("power-before", "power-after")
 # modem faults: (name, the emulated module's fault, +CME ERROR code). Each hits one command line;
 # the driver sends a safe command again, so silence, noise and a restart can be recovered from.
@@ -142,10 +145,13 @@ class Armed:
     """The devices' and the bus's fault controls for one case (what ``arm`` needs)."""
 
     def __init__(self, bus: Any, uicc_emulator: Any, tpm_emulator: Any, reconnect_card: Callable[[], None],
-                 modem_emulator: Any = None) -> None:
+                 modem_emulator: Any = None, *, uicc: Any = None, pcscd: Any = None) -> None:
+        """``uicc`` (the session's card driver) and ``pcscd`` (a PrivatePcscd): for pcscd-restart."""
         self.bus, self.card, self.tpm, self.modem = bus, uicc_emulator, tpm_emulator, modem_emulator
         self.reconnect_card = reconnect_card
         self.removed = False
+        self.uicc, self.pcscd = uicc, pcscd
+        self._transport: Any = None
 
     def arm(self, point: FaultPoint) -> None:
         if point.kind == "bus":
@@ -156,6 +162,11 @@ class Armed:
         elif point.kind == "uicc" and point.fault == "silent":
             self.card.stay_silent(point.code)   # the host's transmit times out (uicc.timeout)
             self.removed = True                 # only a power cycle brings such a card back
+        elif point.kind == "uicc" and point.fault == PCSCD_RESTART:
+            if self.pcscd is None or self.uicc is None:
+                raise ValueError(f"{point.name}: needs a private pcscd (a case in its own mount namespace)")
+            self._transport = self.uicc.transport
+            self.uicc.transport = _PcscdRestartBefore(self._transport, point.code, self.pcscd.restart)
         elif point.kind == "uicc" and point.fault == "removed":
             self.card.remove()     # pulled out as the step starts
             self.removed = True
@@ -172,6 +183,9 @@ class Armed:
             self.bus.clear_faults()
         elif point.kind == "modem" and self.modem is not None:
             self.modem.clear_faults()
+        elif point.kind == "uicc" and point.fault == PCSCD_RESTART:
+            if self._transport is not None:
+                self.uicc.transport, self._transport = self._transport, None
         elif point.kind == "uicc":
             self.card.clear_faults()
             if self.removed:       # the engineer puts it back; the host opens a new card session
@@ -180,6 +194,24 @@ class Armed:
                 self.card.insert()
                 self.removed = False
                 self.reconnect_card()
+
+
+class _PcscdRestartBefore:
+    """The card driver's transport, with pcscd restarted once just before the first APDU with
+    this INS goes out: that APDU then meets what a restart leaves (a dead context and handle)."""
+
+    def __init__(self, inner: Any, ins: int, restart: Callable[[], None]) -> None:
+        self._inner, self._ins, self._restart = inner, ins, restart
+        self.fired = False
+
+    def transmit(self, apdu: bytes, *, secret: bool = False) -> tuple[bytes, int]:
+        if not self.fired and len(apdu) >= 2 and apdu[1] == self._ins:
+            self.fired = True
+            self._restart()
+        return self._inner.transmit(apdu, secret=secret)
+
+    def __getattr__(self, name: str) -> Any:   # name, atr, transaction(), reconnect() ...
+        return getattr(self._inner, name)
 
 
 def with_fault(procedure: Procedure, point: FaultPoint, armed: Armed) -> Procedure:
