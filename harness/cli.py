@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     faults.add_argument("--bench", metavar="FILE", help="bench file (default: $MCIM_HIL_BENCH or lab_config/emulated.yaml)")
     faults.add_argument("--procedure", default="change-sho", choices=["initial", "initial-ivf", "change-sho", "pristine"])
     faults.add_argument("--steps", metavar="LIST", help="seed steps, e.g. 3,8-12 (default: all)")
-    faults.add_argument("--kinds", metavar="LIST", help="fault kinds: bus,uicc,tpm (default: all)")
+    faults.add_argument("--kinds", metavar="LIST", help="fault kinds: bus,uicc,tpm,modem (default: all)")
     faults.add_argument("--out", metavar="DIR", help="where faults.json and faults.html go (default: runs/faults-<procedure>-<time>)")
     args = parser.parse_args(argv)
     if args.command == "run" and args.variant is not None:

@@ -73,3 +73,24 @@ def test_the_cli_run_refuses_the_last_adm1_try(last_try_bench: Path, tmp_path: P
                           capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert _adm1_tries(card) == 1, "the last ADM1 try was spent"
+
+
+def test_bench_check_does_not_spend_the_last_adm1_try(last_try_bench: Path) -> None:
+    card = last_try_bench.parent / "card.json"
+    cli = Path(sys.executable).parent / "mcim-hil"
+    done = subprocess.run([str(cli), "bench", "check", "--bench", str(last_try_bench)],
+                          capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in done.stderr
+    assert _adm1_tries(card) == 1, "the last ADM1 try was spent"
+
+
+def test_the_fault_matrix_does_not_spend_the_last_adm1_try(last_try_bench: Path, tmp_path: Path) -> None:
+    """The matrix's cases run on factory card images made from the bench's keys, never on the kept
+    card; whatever it does, the card's last ADM1 try stays."""
+    card = last_try_bench.parent / "card.json"
+    cli = Path(sys.executable).parent / "mcim-hil"
+    done = subprocess.run([str(cli), "faults", "--bench", str(last_try_bench), "--procedure", "initial",
+                           "--steps", "19", "--kinds", "uicc", "--out", str(tmp_path / "faults")],
+                          capture_output=True, text=True, timeout=600)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert _adm1_tries(card) == 1, "the last ADM1 try was spent"
