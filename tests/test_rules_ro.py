@@ -25,6 +25,7 @@ from mcim_hil.network.messages import (
     DiscardConfirmation,
     DiscardConfirmationAck,
     DownloadReceipt,
+    DrfAuthorisationRequest,
     M2MSIMMobjDownload,
     ManagementSessionOpen,
     Message,
@@ -506,6 +507,26 @@ def test_sho_keeps_its_state_when_the_dpf_refuses_the_authorisation(sho: Sho) ->
         sho.authorise_provisioning(PCID)
     assert (refused.value.entity, refused.value.reason) == (DPF, "empty M2MSIMMobj")
     assert sho.contract(PCID)["state"] == "contracted"
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_sho_authorising_via_the_drf_asks_the_drf_and_never_the_dpf(sho: Sho, accepted: bool) -> None:
+    """004 c4p s12: the SHO authorises the RO's DRF (which authorises its DPF); the DPF hears
+    nothing from the SHO itself, and a refusal names the DRF."""
+    drf = Scripted(sho.bus, DRF, {DrfAuthorisationRequest: (ProvisioningAuthorisationAck, {
+        "accepted": accepted, "reason": None if accepted else "not the SHO registered"})})
+    dpf = Scripted(sho.bus, DPF, {ProvisioningAuthorisation: (ProvisioningAuthorisationAck, {"accepted": True})})
+    sho.add_contract(PCID)
+    subscriber(sho, state=PENDING)
+    if accepted:
+        assert sho.authorise_provisioning(PCID, via_drf=True).accepted
+    else:
+        with pytest.raises(Refused) as refused:
+            sho.authorise_provisioning(PCID, via_drf=True)
+        assert (refused.value.entity, refused.value.reason) == (DRF, "not the SHO registered")
+    assert [(type(m), m.m2msimmobj) for m in drf.received] == [(DrfAuthorisationRequest, OBJECT)]
+    assert dpf.received == []
+    assert sho.contract(PCID)["state"] == ("authorised" if accepted else "contracted")
 
 
 def test_an_ivf_result_is_not_second_guessed_when_authenticity_already_failed() -> None:
