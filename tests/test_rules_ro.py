@@ -149,6 +149,18 @@ def test_a_session_is_refused_while_the_registry_names_another_dpf(ro: Ro) -> No
     assert ro.authorise(sho=SHO).reason == f"{PCID} is served by DPF dpf.old-ro.example"
 
 
+def test_the_sho_the_m2me_named_stands_on_its_session_whatever_dpf_the_registry_names_later(ro: Ro) -> None:
+    """The DPF-in-the-registry rule is the registered SHO's: an SHO the M2ME named (004 c4 s2) is
+    taken on the session, which the DRF confirmed for this DPF when it opened."""
+    ro.register()
+    ro.open_session(sho=OTHER_SHO)
+    ro.register(dpf="dpf.other-ro.example")     # the registered SHO points the M2ME elsewhere since
+    assert ro.authorise(sho=SHO).reason == f"{PCID} is served by DPF dpf.other-ro.example"
+    ack = ro.authorise(sho=OTHER_SHO)
+    assert (ack.accepted, ack.reason) == (True, None)
+    assert ro.dpf.authorisation_state(PCID) == AUTHORISED
+
+
 def test_dpf_refuses_an_empty_m2msimmobj(ro: Ro) -> None:
     ro.register()
     ack = ro.authorise(m2msimmobj=b"")
