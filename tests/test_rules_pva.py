@@ -572,3 +572,71 @@ def test_an_rsa_certificate_with_the_same_modulus_but_another_exponent_is_over_a
     other = rsa.RSAPublicNumbers(3, key.public_numbers().n).public_key()
     cert = pki.CertificateAuthority.create("EK CA").issue(other, "key")
     assert _certifies(cert, parse_public(public.marshal())) is False
+
+
+def test_no_challenge_and_no_earlier_binding_is_no_proof(attested: Attested, m2mes: M2mes) -> None:
+    """An empty secret means no credential challenge was made: only a binding proven before may
+    stand in, and a validator that never saw this AK has none (an empty proof equals no secret)."""
+    validator = m2mes.validator(ek_roots_of(attested.swtpm))
+    nonce = validator.new_nonce()
+    evidence = dataclasses.replace(attested.agent.requote(attested.evidence, nonce), activation_proof=b"")
+    check = validator.validate(evidence, nonce, b"").check("ak_bound_to_ek")
+    assert (check.passed, check.detail) == (
+        False, "no credential challenge answered and no earlier ActivateCredential for this EK and AK")
+
+
+def test_a_verified_ek_certificate_and_pfc_are_kept_for_the_next_validation(attested: Attested) -> None:
+    before = attested.validator.certificate_cache_hits
+    evidence, nonce, secret = attested.fresh()
+    result = attested.validator.validate(evidence, nonce, secret)
+    assert result.passed and result.check("ek_certificate_chain").detail.startswith("EK certificate chains to ")
+    assert attested.validator.certificate_cache_hits == before + 2  # the EK certificate's path and the PfC's
+
+
+# --- a certification the M2ME leaves out: only a recorded one by a still-bound AK stands in ---------
+
+def _without_certification(evidence: Evidence, **kept: bytes) -> Evidence:
+    return dataclasses.replace(evidence, **{"certify_attest": b"", "certify_signature": b"", **kept})
+
+
+def test_a_left_out_certification_stands_on_the_one_this_ak_made_before(attested: Attested) -> None:
+    a = attested
+    nonce = a.validator.new_nonce()
+    check = a.validator.validate(_without_certification(a.agent.requote(a.evidence, nonce)), nonce, a.secret) \
+        .check("storage_key_certified")
+    assert (check.passed, check.detail) == (
+        True, "AK certified this fixedTPM restricted decryption key before (its binding still holds)")
+
+
+def test_a_left_out_certification_with_none_on_record_is_refused(attested: Attested, m2mes: M2mes) -> None:
+    validator = m2mes.validator(ek_roots_of(attested.swtpm))  # has seen no certification by this AK
+    challenge, secret = validator.credential_challenge(attested.agent.ek_public, attested.agent.ak_public)
+    nonce = validator.new_nonce()
+    evidence = _without_certification(attested.agent.evidence(challenge, nonce))
+    result = validator.validate(evidence, nonce, secret)
+    assert result.check("ak_bound_to_ek").passed
+    assert [(c.name, c.detail) for c in result.failed] == [
+        ("storage_key_certified", "no certification of the storage key, and none by this AK is on record")]
+
+
+def test_a_left_out_certification_does_not_stand_on_the_record_when_the_ak_binding_fails(attested: Attested) -> None:
+    a = attested
+    nonce = a.validator.new_nonce()
+    evidence = _without_certification(a.agent.requote(a.evidence, nonce), activation_proof=b"\x00" * 32)
+    result = a.validator.validate(evidence, nonce, a.secret)
+    assert [c.name for c in result.failed] == ["ak_bound_to_ek", "storage_key_certified"]
+    assert result.check("storage_key_certified").detail == \
+        "no certification of the storage key, and none by this AK is on record"
+
+
+@pytest.mark.parametrize(("kept", "why"), [
+    ("certify_attest", "TpmStructureError: TPMT_SIGNATURE: truncated"),        # the attestation without its signature
+    ("certify_signature", "certification does not parse: TPMS_ATTEST: truncated"),  # a signature over nothing
+])
+def test_half_a_certification_is_checked_not_taken_for_left_out(attested: Attested, kept: str, why: str) -> None:
+    a = attested
+    nonce = a.validator.new_nonce()
+    fresh = a.agent.requote(a.evidence, nonce)
+    half = _without_certification(fresh, **{kept: getattr(fresh, kept)})
+    check = a.validator.validate(half, nonce, a.secret).check("storage_key_certified")
+    assert (check.passed, check.detail.startswith(why)) == (False, True), check.detail
