@@ -640,3 +640,31 @@ def test_half_a_certification_is_checked_not_taken_for_left_out(attested: Attest
     half = _without_certification(fresh, **{kept: getattr(fresh, kept)})
     check = a.validator.validate(half, nonce, a.secret).check("storage_key_certified")
     assert (check.passed, check.detail.startswith(why)) == (False, True), check.detail
+
+
+def _challenged(validator: PlatformValidator, agent: M2meAgent, *, proof: bytes | None = None,
+                certified: bool = True) -> ValidationResult:
+    challenge, secret = validator.credential_challenge(agent.ek_public, agent.ak_public)
+    nonce = validator.new_nonce()
+    evidence = agent.evidence(challenge, nonce)
+    if proof is not None:
+        evidence = dataclasses.replace(evidence, activation_proof=proof)
+    return validator.validate(evidence if certified else _without_certification(evidence), nonce, secret)
+
+
+def test_a_certification_checked_while_the_ak_binding_failed_is_not_recorded(attested: Attested,
+                                                                             m2mes: M2mes) -> None:
+    validator = m2mes.validator(ek_roots_of(attested.swtpm))
+    first = _challenged(validator, attested.agent, proof=b"\x00" * 32)
+    assert [c.name for c in first.failed] == ["ak_bound_to_ek"]      # the certification itself verified
+    second = _challenged(validator, attested.agent, certified=False)
+    assert [(c.name, c.detail) for c in second.failed] == [
+        ("storage_key_certified", "no certification of the storage key, and none by this AK is on record")]
+
+
+def test_a_validator_that_keeps_no_bindings_records_no_certification(attested: Attested, m2mes: M2mes) -> None:
+    validator = m2mes.validator(ek_roots_of(attested.swtpm), signature_memo=False)
+    assert _challenged(validator, attested.agent).passed
+    second = _challenged(validator, attested.agent, certified=False)
+    assert [(c.name, c.detail) for c in second.failed] == [
+        ("storage_key_certified", "no certification of the storage key, and none by this AK is on record")]
