@@ -668,3 +668,27 @@ def test_a_validator_that_keeps_no_bindings_records_no_certification(attested: A
     second = _challenged(validator, attested.agent, certified=False)
     assert [(c.name, c.detail) for c in second.failed] == [
         ("storage_key_certified", "no certification of the storage key, and none by this AK is on record")]
+
+
+class _SizedRecord(set):
+    """The validator's record of certifications, reporting a size it would take millions of
+    platforms to reach here: the bound that keeps its memory finite is what is checked."""
+
+    def __init__(self, items: set, size: int) -> None:
+        super().__init__(items)
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+
+@pytest.mark.parametrize(("size", "forgotten"), [(4_000_000, False), (4_000_001, True)])
+def test_the_record_of_certifications_is_emptied_once_past_four_million(attested: Attested, size: int,
+                                                                        forgotten: bool) -> None:
+    a = attested
+    other = (b"another AK", b"another storage key")
+    a.validator._certified = _SizedRecord({other}, size)
+    evidence, nonce, secret = a.fresh()
+    assert a.validator.validate(evidence, nonce, secret).passed
+    assert (other not in a.validator._certified) is forgotten
+    assert len(set(a.validator._certified)) == (1 if forgotten else 2)  # this AK's certification recorded
