@@ -692,3 +692,45 @@ def test_the_record_of_certifications_is_emptied_once_past_four_million(attested
     assert a.validator.validate(evidence, nonce, secret).passed
     assert (other not in a.validator._certified) is forgotten
     assert len(set(a.validator._certified)) == (1 if forgotten else 2)  # this AK's certification recorded
+
+
+# --- the AK's binding is kept only when this validation proved it and every authenticity check held ---
+
+def _unchallenged(validator: PlatformValidator, a: Attested, evidence: Evidence) -> tuple[bool, str]:
+    """ak_bound_to_ek of the same evidence with no credential challenge (an empty secret and proof)."""
+    nonce = validator.new_nonce()
+    check = validator.validate(dataclasses.replace(a.agent.requote(evidence, nonce), activation_proof=b""),
+                               nonce, b"").check("ak_bound_to_ek")
+    return check.passed, check.detail
+
+
+NO_BINDING = (False, "no credential challenge answered and no earlier ActivateCredential for this EK and AK")
+
+
+def test_a_binding_proven_with_every_authenticity_check_is_kept(attested: Attested, m2mes: M2mes) -> None:
+    validator = m2mes.validator(ek_roots_of(attested.swtpm))
+    challenge, secret = validator.credential_challenge(attested.agent.ek_public, attested.agent.ak_public)
+    nonce = validator.new_nonce()
+    evidence = attested.agent.evidence(challenge, nonce)
+    assert validator.validate(evidence, nonce, secret).passed
+    assert _unchallenged(validator, attested, evidence) == (
+        True, "AK bound to this EK by an earlier ActivateCredential, its PfC still verified")
+
+
+def test_a_secret_this_validator_did_not_issue_proves_no_binding_to_keep(attested: Attested, m2mes: M2mes) -> None:
+    validator = m2mes.validator(ek_roots_of(attested.swtpm))   # the fixture's challenge came from another
+    nonce = validator.new_nonce()
+    result = validator.validate(attested.agent.requote(attested.evidence, nonce), nonce, attested.secret)
+    assert result.check("ak_bound_to_ek").detail == "ActivateCredential recovered the secret"
+    assert _unchallenged(validator, attested, attested.evidence) == NO_BINDING
+
+
+def test_a_binding_proven_under_a_pfc_of_another_key_is_not_kept(attested: Attested, m2mes: M2mes) -> None:
+    validator = m2mes.validator(ek_roots_of(attested.swtpm))
+    challenge, secret = validator.credential_challenge(attested.agent.ek_public, attested.agent.ak_public)
+    nonce = validator.new_nonce()
+    wrong_pfc = der(m2mes.platform_credential(attested.agent.ek_public, PLATFORM))  # certifies the EK, not the AK
+    evidence = dataclasses.replace(attested.agent.evidence(challenge, nonce), pfc=wrong_pfc)
+    result = validator.validate(evidence, nonce, secret)
+    assert result.check("ak_bound_to_ek").passed and [c.name for c in result.failed] == ["pfc_binds_ak"]
+    assert _unchallenged(validator, attested, evidence) == NO_BINDING
