@@ -734,3 +734,19 @@ def test_a_binding_proven_under_a_pfc_of_another_key_is_not_kept(attested: Attes
     result = validator.validate(evidence, nonce, secret)
     assert result.check("ak_bound_to_ek").passed and [c.name for c in result.failed] == ["pfc_binds_ak"]
     assert _unchallenged(validator, attested, evidence) == NO_BINDING
+
+
+def test_reference_values_given_for_one_validation_are_the_ones_it_uses(attested: Attested, m2mes: M2mes) -> None:
+    """A PVA keeps reference values per model and hands the PfC's model's to the validator,
+    whatever values the validator itself was made with."""
+    a = attested
+    other = ReferenceValues({name: b"\x00" * 32 for name in m2mes.reference.components}, model=MODEL)
+    validator = PlatformValidator(ek_roots_of(a.swtpm), m2mes.ca.certificate, m2mes.responder.respond,
+                                  list(a.validator.pcr_selection), other)
+    challenge, secret = validator.credential_challenge(a.agent.ek_public, a.agent.ak_public)
+    nonce = validator.new_nonce()
+    evidence = a.agent.evidence(challenge, nonce)
+    assert validator.validate(evidence, nonce, secret, reference_values=m2mes.reference).passed
+    nonce = validator.new_nonce()
+    check = validator.validate(a.agent.requote(evidence, nonce), nonce, b"").check("reference_values")
+    assert (check.passed, check.detail) == (False, "component 'bootloader' digest differs from its reference value")
