@@ -750,3 +750,15 @@ def test_reference_values_given_for_one_validation_are_the_ones_it_uses(attested
     nonce = validator.new_nonce()
     check = validator.validate(a.agent.requote(evidence, nonce), nonce, b"").check("reference_values")
     assert (check.passed, check.detail) == (False, "component 'bootloader' digest differs from its reference value")
+
+
+def test_a_kept_ocsp_status_is_used_though_the_pfc_path_is_walked_again(attested: Attested, m2mes: M2mes) -> None:
+    validator = m2mes.validator(ek_roots_of(attested.swtpm), signature_memo=False)  # no path kept; statuses are
+    details = []
+    for _ in range(2):
+        challenge, secret = validator.credential_challenge(attested.agent.ek_public, attested.agent.ak_public)
+        nonce = validator.new_nonce()
+        result = validator.validate(attested.agent.evidence(challenge, nonce), nonce, secret)
+        details.append(result.check("pfc_status_ocsp").detail)
+    assert details == ["OCSP says good", "OCSP said (response kept until its nextUpdate) good"]
+    assert (validator.ocsp_requests, validator.ocsp_cache_hits) == (1, 1)
