@@ -27,6 +27,7 @@ from mcim_hil.emulators.swtpm import Swtpm
 from mcim_hil.network import pki
 from mcim_hil.network.attestation import (
     AttestationError, CredentialChallenge, Evidence, Measurement, PlatformValidator, ReferenceValues, ValidationResult,
+    tpm_public_key,
 )
 
 PLATFORM = "m2me-rules-0001"
@@ -752,13 +753,32 @@ def test_reference_values_given_for_one_validation_are_the_ones_it_uses(attested
     assert (check.passed, check.detail) == (False, "component 'bootloader' digest differs from its reference value")
 
 
-def test_a_kept_ocsp_status_is_used_though_the_pfc_path_is_walked_again(attested: Attested, m2mes: M2mes) -> None:
-    validator = m2mes.validator(ek_roots_of(attested.swtpm), signature_memo=False)  # no path kept; statuses are
+def test_a_kept_ocsp_status_is_used_for_a_pfc_the_validation_did_not_keep(attested: Attested, m2mes: M2mes) -> None:
+    """A PfC that names no platform is not kept (pfc_names_platform fails it), so each validation
+    reads its status by its own serial: the kept OCSP answer is used, not asked anew."""
+    validator = m2mes.validator(ek_roots_of(attested.swtpm))
+    nameless = der(m2mes.ca.issue(tpm_public_key(attested.agent.ak_public), PLATFORM,
+                                  extended_key_usage=[pki.OID_AK_CERTIFICATE]))
     details = []
     for _ in range(2):
         challenge, secret = validator.credential_challenge(attested.agent.ek_public, attested.agent.ak_public)
         nonce = validator.new_nonce()
-        result = validator.validate(attested.agent.evidence(challenge, nonce), nonce, secret)
-        details.append(result.check("pfc_status_ocsp").detail)
+        evidence = dataclasses.replace(attested.agent.evidence(challenge, nonce), pfc=nameless)
+        details.append(validator.validate(evidence, nonce, secret).check("pfc_status_ocsp").detail)
     assert details == ["OCSP says good", "OCSP said (response kept until its nextUpdate) good"]
     assert (validator.ocsp_requests, validator.ocsp_cache_hits) == (1, 1)
+
+
+def test_a_binding_proven_under_a_pfc_that_names_no_platform_is_not_kept(attested: Attested, m2mes: M2mes) -> None:
+    """Such a PfC verifies but is not kept (only a PfC that names its platform is): no binding may
+    rest on it, though pfc_names_platform is not among the checks a binding needs."""
+    validator = m2mes.validator(ek_roots_of(attested.swtpm))
+    challenge, secret = validator.credential_challenge(attested.agent.ek_public, attested.agent.ak_public)
+    nonce = validator.new_nonce()
+    nameless = der(m2mes.ca.issue(tpm_public_key(attested.agent.ak_public), PLATFORM,
+                                  extended_key_usage=[pki.OID_AK_CERTIFICATE]))
+    evidence = dataclasses.replace(attested.agent.evidence(challenge, nonce), pfc=nameless)
+    result = validator.validate(evidence, nonce, secret)
+    assert result.check("ak_bound_to_ek").passed and result.check("pfc_signature").passed
+    assert "pfc_names_platform" in [c.name for c in result.failed]
+    assert _unchallenged(validator, attested, evidence) == NO_BINDING
