@@ -183,3 +183,12 @@ def test_a_leaf_declared_interior_is_refused_by_its_format() -> None:
     xml = _version_properties(document(), b"<RTProperties><Format><node /></Format></RTProperties>")
     with pytest.raises(M2MSIMMobjError, match=f"^node {ROOT}/Version has format node, expected chr$"):
         parse(xml)
+
+
+def test_the_text_of_an_element_inside_a_name_or_value_is_not_part_of_it() -> None:
+    # markup where the TNDS DTD has text only: the name and the value are their own text, so the
+    # signed content reads the same and the object still verifies
+    xml = document().replace(b"<NodeName>Version</NodeName>", b"<NodeName><Title>Old</Title>Version</NodeName>", 1)
+    xml = re.sub(rb"(<NodeName>PCRBank</NodeName>.*?<Value>)", rb"\1<Title>sha1</Title>", xml, count=1, flags=re.S)
+    assert b"<Value><Title>sha1</Title>sha256</Value>" in xml
+    assert parse(xml).sealed.pcr_selection == (8, 9, 10)

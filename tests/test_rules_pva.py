@@ -27,6 +27,7 @@ from mcim_hil.emulators.swtpm import Swtpm
 from mcim_hil.network import pki
 from mcim_hil.network.attestation import (
     AttestationError, CredentialChallenge, Evidence, Measurement, PlatformValidator, ReferenceValues, ValidationResult,
+    tpm_public_key,
 )
 
 PLATFORM = "m2me-rules-0001"
@@ -766,3 +767,213 @@ def test_an_rsa_certificate_with_the_same_modulus_but_another_exponent_is_over_a
     other = rsa.RSAPublicNumbers(3, key.public_numbers().n).public_key()
     cert = pki.CertificateAuthority.create("EK CA").issue(other, "key")
     assert _certifies(cert, parse_public(public.marshal())) is False
+
+
+def test_no_challenge_and_no_earlier_binding_is_no_proof(attested: Attested, m2mes: M2mes) -> None:
+    """An empty secret means no credential challenge was made: only a binding proven before may
+    stand in, and a validator that never saw this AK has none (an empty proof equals no secret)."""
+    validator = m2mes.validator(ek_roots_of(attested.swtpm))
+    nonce = validator.new_nonce()
+    evidence = dataclasses.replace(attested.agent.requote(attested.evidence, nonce), activation_proof=b"")
+    check = validator.validate(evidence, nonce, b"").check("ak_bound_to_ek")
+    assert (check.passed, check.detail) == (
+        False, "no credential challenge answered and no earlier ActivateCredential for this EK and AK")
+
+
+def test_a_verified_ek_certificate_and_pfc_are_kept_for_the_next_validation(attested: Attested) -> None:
+    before = attested.validator.certificate_cache_hits
+    evidence, nonce, secret = attested.fresh()
+    result = attested.validator.validate(evidence, nonce, secret)
+    assert result.passed and result.check("ek_certificate_chain").detail.startswith("EK certificate chains to ")
+    assert attested.validator.certificate_cache_hits == before + 2  # the EK certificate's path and the PfC's
+
+
+# --- a certification the M2ME leaves out: only a recorded one by a still-bound AK stands in ---------
+
+def _without_certification(evidence: Evidence, **kept: bytes) -> Evidence:
+    return dataclasses.replace(evidence, **{"certify_attest": b"", "certify_signature": b"", **kept})
+
+
+def test_a_left_out_certification_stands_on_the_one_this_ak_made_before(attested: Attested) -> None:
+    a = attested
+    nonce = a.validator.new_nonce()
+    check = a.validator.validate(_without_certification(a.agent.requote(a.evidence, nonce)), nonce, a.secret) \
+        .check("storage_key_certified")
+    assert (check.passed, check.detail) == (
+        True, "AK certified this fixedTPM restricted decryption key before (its binding still holds)")
+
+
+def test_a_left_out_certification_with_none_on_record_is_refused(attested: Attested, m2mes: M2mes) -> None:
+    validator = m2mes.validator(ek_roots_of(attested.swtpm))  # has seen no certification by this AK
+    challenge, secret = validator.credential_challenge(attested.agent.ek_public, attested.agent.ak_public)
+    nonce = validator.new_nonce()
+    evidence = _without_certification(attested.agent.evidence(challenge, nonce))
+    result = validator.validate(evidence, nonce, secret)
+    assert result.check("ak_bound_to_ek").passed
+    assert [(c.name, c.detail) for c in result.failed] == [
+        ("storage_key_certified", "no certification of the storage key, and none by this AK is on record")]
+
+
+def test_a_left_out_certification_does_not_stand_on_the_record_when_the_ak_binding_fails(attested: Attested) -> None:
+    a = attested
+    nonce = a.validator.new_nonce()
+    evidence = _without_certification(a.agent.requote(a.evidence, nonce), activation_proof=b"\x00" * 32)
+    result = a.validator.validate(evidence, nonce, a.secret)
+    assert [c.name for c in result.failed] == ["ak_bound_to_ek", "storage_key_certified"]
+    assert result.check("storage_key_certified").detail == \
+        "no certification of the storage key, and none by this AK is on record"
+
+
+@pytest.mark.parametrize(("kept", "why"), [
+    ("certify_attest", "TpmStructureError: TPMT_SIGNATURE: truncated"),        # the attestation without its signature
+    ("certify_signature", "certification does not parse: TPMS_ATTEST: truncated"),  # a signature over nothing
+])
+def test_half_a_certification_is_checked_not_taken_for_left_out(attested: Attested, kept: str, why: str) -> None:
+    a = attested
+    nonce = a.validator.new_nonce()
+    fresh = a.agent.requote(a.evidence, nonce)
+    half = _without_certification(fresh, **{kept: getattr(fresh, kept)})
+    check = a.validator.validate(half, nonce, a.secret).check("storage_key_certified")
+    assert (check.passed, check.detail.startswith(why)) == (False, True), check.detail
+
+
+def _challenged(validator: PlatformValidator, agent: M2meAgent, *, proof: bytes | None = None,
+                certified: bool = True) -> ValidationResult:
+    challenge, secret = validator.credential_challenge(agent.ek_public, agent.ak_public)
+    nonce = validator.new_nonce()
+    evidence = agent.evidence(challenge, nonce)
+    if proof is not None:
+        evidence = dataclasses.replace(evidence, activation_proof=proof)
+    return validator.validate(evidence if certified else _without_certification(evidence), nonce, secret)
+
+
+def test_a_certification_checked_while_the_ak_binding_failed_is_not_recorded(attested: Attested,
+                                                                             m2mes: M2mes) -> None:
+    validator = m2mes.validator(ek_roots_of(attested.swtpm))
+    first = _challenged(validator, attested.agent, proof=b"\x00" * 32)
+    assert [c.name for c in first.failed] == ["ak_bound_to_ek"]      # the certification itself verified
+    second = _challenged(validator, attested.agent, certified=False)
+    assert [(c.name, c.detail) for c in second.failed] == [
+        ("storage_key_certified", "no certification of the storage key, and none by this AK is on record")]
+
+
+def test_a_validator_that_keeps_no_bindings_records_no_certification(attested: Attested, m2mes: M2mes) -> None:
+    validator = m2mes.validator(ek_roots_of(attested.swtpm), signature_memo=False)
+    assert _challenged(validator, attested.agent).passed
+    second = _challenged(validator, attested.agent, certified=False)
+    assert [(c.name, c.detail) for c in second.failed] == [
+        ("storage_key_certified", "no certification of the storage key, and none by this AK is on record")]
+
+
+class _SizedRecord(set):
+    """The validator's record of certifications, reporting a size it would take millions of
+    platforms to reach here: the bound that keeps its memory finite is what is checked."""
+
+    def __init__(self, items: set, size: int) -> None:
+        super().__init__(items)
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+
+@pytest.mark.parametrize(("size", "forgotten"), [(4_000_000, False), (4_000_001, True)])
+def test_the_record_of_certifications_is_emptied_once_past_four_million(attested: Attested, size: int,
+                                                                        forgotten: bool) -> None:
+    a = attested
+    other = (b"another AK", b"another storage key")
+    a.validator._certified = _SizedRecord({other}, size)
+    evidence, nonce, secret = a.fresh()
+    assert a.validator.validate(evidence, nonce, secret).passed
+    assert (other not in a.validator._certified) is forgotten
+    # this AK's certifications recorded: the storage key's and the unseal authority's
+    assert len(set(a.validator._certified)) == (2 if forgotten else 3)
+
+
+# --- the AK's binding is kept only when this validation proved it and every authenticity check held ---
+
+def _unchallenged(validator: PlatformValidator, a: Attested, evidence: Evidence) -> tuple[bool, str]:
+    """ak_bound_to_ek of the same evidence with no credential challenge (an empty secret and proof)."""
+    nonce = validator.new_nonce()
+    check = validator.validate(dataclasses.replace(a.agent.requote(evidence, nonce), activation_proof=b""),
+                               nonce, b"").check("ak_bound_to_ek")
+    return check.passed, check.detail
+
+
+NO_BINDING = (False, "no credential challenge answered and no earlier ActivateCredential for this EK and AK")
+
+
+def test_a_binding_proven_with_every_authenticity_check_is_kept(attested: Attested, m2mes: M2mes) -> None:
+    validator = m2mes.validator(ek_roots_of(attested.swtpm))
+    challenge, secret = validator.credential_challenge(attested.agent.ek_public, attested.agent.ak_public)
+    nonce = validator.new_nonce()
+    evidence = attested.agent.evidence(challenge, nonce)
+    assert validator.validate(evidence, nonce, secret).passed
+    assert _unchallenged(validator, attested, evidence) == (
+        True, "AK bound to this EK by an earlier ActivateCredential, its PfC still verified")
+
+
+def test_a_secret_this_validator_did_not_issue_proves_no_binding_to_keep(attested: Attested, m2mes: M2mes) -> None:
+    validator = m2mes.validator(ek_roots_of(attested.swtpm))   # the fixture's challenge came from another
+    nonce = validator.new_nonce()
+    result = validator.validate(attested.agent.requote(attested.evidence, nonce), nonce, attested.secret)
+    assert result.check("ak_bound_to_ek").detail == "ActivateCredential recovered the secret"
+    assert _unchallenged(validator, attested, attested.evidence) == NO_BINDING
+
+
+def test_a_binding_proven_under_a_pfc_of_another_key_is_not_kept(attested: Attested, m2mes: M2mes) -> None:
+    validator = m2mes.validator(ek_roots_of(attested.swtpm))
+    challenge, secret = validator.credential_challenge(attested.agent.ek_public, attested.agent.ak_public)
+    nonce = validator.new_nonce()
+    wrong_pfc = der(m2mes.platform_credential(attested.agent.ek_public, PLATFORM))  # certifies the EK, not the AK
+    evidence = dataclasses.replace(attested.agent.evidence(challenge, nonce), pfc=wrong_pfc)
+    result = validator.validate(evidence, nonce, secret)
+    assert result.check("ak_bound_to_ek").passed and [c.name for c in result.failed] == ["pfc_binds_ak"]
+    assert _unchallenged(validator, attested, evidence) == NO_BINDING
+
+
+def test_reference_values_given_for_one_validation_are_the_ones_it_uses(attested: Attested, m2mes: M2mes) -> None:
+    """A PVA keeps reference values per model and hands the PfC's model's to the validator,
+    whatever values the validator itself was made with."""
+    a = attested
+    other = ReferenceValues({name: b"\x00" * 32 for name in m2mes.reference.components}, model=MODEL)
+    validator = PlatformValidator(ek_roots_of(a.swtpm), m2mes.ca.certificate, m2mes.responder.respond,
+                                  list(a.validator.pcr_selection), other)
+    challenge, secret = validator.credential_challenge(a.agent.ek_public, a.agent.ak_public)
+    nonce = validator.new_nonce()
+    evidence = a.agent.evidence(challenge, nonce)
+    assert validator.validate(evidence, nonce, secret, reference_values=m2mes.reference).passed
+    nonce = validator.new_nonce()
+    check = validator.validate(a.agent.requote(evidence, nonce), nonce, b"").check("reference_values")
+    assert (check.passed, check.detail) == (False, "component 'bootloader' digest differs from its reference value")
+
+
+def test_a_kept_ocsp_status_is_used_for_a_pfc_the_validation_did_not_keep(attested: Attested, m2mes: M2mes) -> None:
+    """A PfC that names no platform is not kept (pfc_names_platform fails it), so each validation
+    reads its status by its own serial: the kept OCSP answer is used, not asked anew."""
+    validator = m2mes.validator(ek_roots_of(attested.swtpm))
+    nameless = der(m2mes.ca.issue(tpm_public_key(attested.agent.ak_public), PLATFORM,
+                                  extended_key_usage=[pki.OID_AK_CERTIFICATE]))
+    details = []
+    for _ in range(2):
+        challenge, secret = validator.credential_challenge(attested.agent.ek_public, attested.agent.ak_public)
+        nonce = validator.new_nonce()
+        evidence = dataclasses.replace(attested.agent.evidence(challenge, nonce), pfc=nameless)
+        details.append(validator.validate(evidence, nonce, secret).check("pfc_status_ocsp").detail)
+    assert details == ["OCSP says good", "OCSP said (response kept until its nextUpdate) good"]
+    assert (validator.ocsp_requests, validator.ocsp_cache_hits) == (1, 1)
+
+
+def test_a_binding_proven_under_a_pfc_that_names_no_platform_is_not_kept(attested: Attested, m2mes: M2mes) -> None:
+    """Such a PfC verifies but is not kept (only a PfC that names its platform is): no binding may
+    rest on it, though pfc_names_platform is not among the checks a binding needs."""
+    validator = m2mes.validator(ek_roots_of(attested.swtpm))
+    challenge, secret = validator.credential_challenge(attested.agent.ek_public, attested.agent.ak_public)
+    nonce = validator.new_nonce()
+    nameless = der(m2mes.ca.issue(tpm_public_key(attested.agent.ak_public), PLATFORM,
+                                  extended_key_usage=[pki.OID_AK_CERTIFICATE]))
+    evidence = dataclasses.replace(attested.agent.evidence(challenge, nonce), pfc=nameless)
+    result = validator.validate(evidence, nonce, secret)
+    assert result.check("ak_bound_to_ek").passed and result.check("pfc_signature").passed
+    assert "pfc_names_platform" in [c.name for c in result.failed]
+    assert _unchallenged(validator, attested, evidence) == NO_BINDING

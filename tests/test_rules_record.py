@@ -12,6 +12,7 @@ import json
 import pytest
 
 from mcim_hil.drivers.hook import CommandEvent
+from mcim_hil.network.messages import AuthenticationResponse
 from mcim_hil.record import REDACTED, Record
 
 ADM = b"53253116"  # printable ASCII bytes: shows up in a trace as itself, not only as hex
@@ -141,3 +142,81 @@ def test_a_uicc_command_that_is_not_secret_keeps_its_bytes_and_no_outline() -> N
     record.device(_event("uicc", bytes.fromhex("00a40004023f00"), b"\x90\x00", secret=False))
     (entry,) = written(record)[1]["outside"]
     assert entry["request"] == "00a40004023f00" and "request_header" not in entry
+
+
+# -- session keys: the card's AUTHENTICATE answer and the RES on the network (TS 31.102 7.1.2.1) --
+
+RAND = bytes.fromhex("23553cbe9637a89d218ae64dae47bf35")
+RES, CK, IK = bytes.fromhex("a54211d5e3ba50bf"), bytes.fromhex("b40ba9a3c58b2a05bbf0d987b21bf8cb"), \
+    bytes.fromhex("f769bcd751044604127672711c6d3441")
+AUTHENTICATE = bytes.fromhex("008800812210") + RAND + bytes.fromhex("10") + bytes(16)  # 3G context, RAND, AUTN
+ANSWER = b"\xdb\x08" + RES + b"\x10" + CK + b"\x10" + IK + b"\x90\x00"
+
+
+def _authenticate(record: Record, request: bytes = AUTHENTICATE, answer: bytes = ANSWER) -> dict:
+    record.device(_event("uicc", request, answer, secret=False))  # the driver does not flag it
+    return written(record)[1]["outside"][-1]
+
+
+def test_an_authenticate_answer_is_hidden_and_its_keys_are_scrubbed_elsewhere() -> None:
+    record = Record(meta={"seen elsewhere": f"ck={CK.hex()} ik={IK.hex().upper()} res={RES.hex()}"})
+    entry = _authenticate(record)
+    assert entry["request"] == AUTHENTICATE.hex()          # RAND and AUTN may show
+    assert entry["response"] == REDACTED and entry["secret"] is True and "session_keys" not in entry
+    assert (entry["request_header"], entry["response_length"], entry["sw"]) == ("0088008122", 44, "9000")
+    text, data = written(record)
+    assert data["meta"]["seen elsewhere"] == f"ck={REDACTED} ik={REDACTED} res={REDACTED}"
+    assert not any(key.hex() in text.lower() for key in (RES, CK, IK))
+
+
+def test_an_authenticate_answer_shows_whole_when_the_keys_are_revealed() -> None:
+    record = Record(meta={"seen elsewhere": CK.hex()}, reveal_session_keys=True)
+    entry = _authenticate(record)
+    assert entry["response"] == ANSWER.hex() and entry["secret"] is False
+    assert entry["session_keys"] == "revealed" and "request_header" not in entry
+    assert written(record)[1]["meta"] == {"seen elsewhere": CK.hex(), "session_keys": "revealed"}
+
+
+def test_a_truncated_authenticate_still_hides_its_answer() -> None:
+    # two bytes are enough to name the instruction: the answer is the card's, whatever came before
+    assert _authenticate(Record(), bytes.fromhex("0088"))["response"] == REDACTED
+
+
+@pytest.mark.parametrize("request_bytes", [b"", b"\x00"])
+def test_a_command_too_short_to_name_its_instruction_is_recorded_as_it_is(request_bytes: bytes) -> None:
+    entry = _authenticate(Record(), request_bytes, b"\x6d\x00")
+    assert (entry["request"], entry["response"], entry["secret"]) == (request_bytes.hex(), "6d00", False)
+
+
+@pytest.mark.parametrize("reveal", [False, True])
+def test_an_answer_that_only_looks_like_authenticate_keeps_its_bytes_and_no_mark(reveal: bool) -> None:
+    # READ BINARY whose data starts 'DB' like a 3G answer: no session key there, nothing registered,
+    # and no "revealed" mark on a command that carried none
+    entry = _authenticate(Record(reveal_session_keys=reveal), bytes.fromhex("00b0000012"), ANSWER)
+    assert entry["response"] == ANSWER.hex() and entry["secret"] is False
+    assert "request_header" not in entry and "session_keys" not in entry
+
+
+def test_another_devices_bytes_are_never_taken_for_an_authenticate() -> None:
+    record = Record()
+    record.device(_event("modem", b"\x00\x88raw", ANSWER, secret=False))  # INS position holds 0x88 by chance
+    (entry,) = written(record)[1]["outside"]
+    assert entry["response"] == ANSWER.hex() and entry["secret"] is False
+
+
+def test_a_res_on_the_network_is_redacted_and_scrubbed_elsewhere() -> None:
+    record = Record(meta={"card said": RES.hex()})
+    record.message(AuthenticationResponse(sender="m2me", recipient="vno", imsi="001010000000001", res=RES),
+                   "request", 0.0, 0.001)
+    text, data = written(record)
+    (msg,) = data["outside"]
+    assert msg["fields"] == {"imsi": "001010000000001", "res": REDACTED}
+    assert data["meta"]["card said"] == REDACTED and RES.hex() not in text
+
+
+def test_a_res_on_the_network_shows_when_the_keys_are_revealed() -> None:
+    record = Record(meta={"card said": RES.hex()}, reveal_session_keys=True)
+    record.message(AuthenticationResponse(sender="m2me", recipient="vno", imsi="001010000000001", res=RES),
+                   "request", 0.0, 0.001)
+    data = written(record)[1]
+    assert data["outside"][0]["fields"]["res"] == RES.hex() and data["meta"]["card said"] == RES.hex()

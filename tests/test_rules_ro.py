@@ -25,6 +25,7 @@ from mcim_hil.network.messages import (
     DiscardConfirmation,
     DiscardConfirmationAck,
     DownloadReceipt,
+    DrfAuthorisationRequest,
     M2MSIMMobjDownload,
     ManagementSessionOpen,
     Message,
@@ -146,6 +147,18 @@ def test_a_session_is_refused_while_the_registry_names_another_dpf(ro: Ro) -> No
         ro.open_session(sho=OTHER_SHO)
     assert refused.value.reason == f"{DPF} is not the DPF registered for {PCID}"
     assert ro.authorise(sho=SHO).reason == f"{PCID} is served by DPF dpf.old-ro.example"
+
+
+def test_the_sho_the_m2me_named_stands_on_its_session_whatever_dpf_the_registry_names_later(ro: Ro) -> None:
+    """The DPF-in-the-registry rule is the registered SHO's: an SHO the M2ME named (004 c4 s2) is
+    taken on the session, which the DRF confirmed for this DPF when it opened."""
+    ro.register()
+    ro.open_session(sho=OTHER_SHO)
+    ro.register(dpf="dpf.other-ro.example")     # the registered SHO points the M2ME elsewhere since
+    assert ro.authorise(sho=SHO).reason == f"{PCID} is served by DPF dpf.other-ro.example"
+    ack = ro.authorise(sho=OTHER_SHO)
+    assert (ack.accepted, ack.reason) == (True, None)
+    assert ro.dpf.authorisation_state(PCID) == AUTHORISED
 
 
 def test_dpf_refuses_an_empty_m2msimmobj(ro: Ro) -> None:
@@ -506,6 +519,26 @@ def test_sho_keeps_its_state_when_the_dpf_refuses_the_authorisation(sho: Sho) ->
         sho.authorise_provisioning(PCID)
     assert (refused.value.entity, refused.value.reason) == (DPF, "empty M2MSIMMobj")
     assert sho.contract(PCID)["state"] == "contracted"
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_sho_authorising_via_the_drf_asks_the_drf_and_never_the_dpf(sho: Sho, accepted: bool) -> None:
+    """004 c4p s12: the SHO authorises the RO's DRF (which authorises its DPF); the DPF hears
+    nothing from the SHO itself, and a refusal names the DRF."""
+    drf = Scripted(sho.bus, DRF, {DrfAuthorisationRequest: (ProvisioningAuthorisationAck, {
+        "accepted": accepted, "reason": None if accepted else "not the SHO registered"})})
+    dpf = Scripted(sho.bus, DPF, {ProvisioningAuthorisation: (ProvisioningAuthorisationAck, {"accepted": True})})
+    sho.add_contract(PCID)
+    subscriber(sho, state=PENDING)
+    if accepted:
+        assert sho.authorise_provisioning(PCID, via_drf=True).accepted
+    else:
+        with pytest.raises(Refused) as refused:
+            sho.authorise_provisioning(PCID, via_drf=True)
+        assert (refused.value.entity, refused.value.reason) == (DRF, "not the SHO registered")
+    assert [(type(m), m.m2msimmobj) for m in drf.received] == [(DrfAuthorisationRequest, OBJECT)]
+    assert dpf.received == []
+    assert sho.contract(PCID)["state"] == ("authorised" if accepted else "contracted")
 
 
 def test_an_ivf_result_is_not_second_guessed_when_authenticity_already_failed() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from mcim_hil.drivers.errors import SafetyRefused
 from mcim_hil.drivers.uicc import ADM1, PIN1, Uicc
+from mcim_hil.drivers.uicc_files import EF_ICCID, EF_SIM_AUTH_KEY
 from mcim_hil.drivers.uicc_transport import ScriptedTransport
 
 ADM_KEY = b"53253116"
@@ -101,3 +102,24 @@ def test_guard_names_the_key_reference() -> None:
     uicc, _ = card(tries(ADM_TRIES, 1))
     with pytest.raises(SafetyRefused, match="VERIFY ADM1"):
         uicc.verify_adm(ADM_KEY, ref=ADM1)
+
+
+# -- factory data: the ICCID is never rewritten (TS 102 221 13.2) ---------------------------------
+
+def test_iccid_update_is_refused_and_nothing_is_sent() -> None:
+    uicc, stub = card()  # not even the SELECT may go out
+    with pytest.raises(SafetyRefused) as refused:
+        uicc.update_ef_raw(EF_ICCID, bytes(10))
+    assert str(refused.value) == "scripted SJA2: UPDATE BINARY MF/EF.ICCID: factory data is never rewritten"
+    assert stub.sent == []
+
+
+def test_a_writable_file_is_selected_then_updated_with_its_secret_flag() -> None:
+    """The other side of the factory rule: a file that is not factory data is written, where it
+    lives (SELECT by path from the MF, TS 102 221 11.1.1), and a key file's data goes out flagged."""
+    key = bytes(range(33))
+    fcp = "620c" "82024121" "83026f20" "80020021"  # transparent EF 6F20, 33 bytes
+    uicc, stub = card(("00a4080404a5156f20", fcp + "9000"), ("00d6000021" + key.hex(), "9000"))
+    uicc.update_ef_raw(EF_SIM_AUTH_KEY, key)
+    stub.assert_done()
+    assert stub.sent_secret == [False, True]

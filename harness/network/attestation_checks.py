@@ -623,9 +623,7 @@ class _Validation:
         if known:
             return "AK certified this unseal authority before (its binding still holds)"
         if self.passed("ak_bound_to_ek", "storage_key_certified") and self.v._bindings is not None:
-            with self.v._lock:
-                if len(self.v._certified) > 4_000_000:
-                    self.v._certified.clear()
+            with self.v._lock:   # the record's cap is kept by storage_key_certified, just before
                 self.v._certified.add(certified)
         return "AK certified the TRE's unseal authority, a child of the storage key, for this nonce"
 
