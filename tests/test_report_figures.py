@@ -70,7 +70,7 @@ def test_run_json_and_report_name_the_units_the_run_was_on(module_run: Path) -> 
     assert units["imei"] == "356938035643809"
     assert (units["module_model"], units["module_firmware"]) == ("EMU-LTE", "EMU-LTE_1.0.0")
     assert units["tpm_manufacturer"] == "IBM" and units["tpm_firmware"]
-    assert units["ek_certificate_issuer"] == "CN=swtpm-localca" and int(units["ek_certificate_serial"], 16) >= 0
+    assert units["ek_certificate_issuer"] == "CN=swtpm-localca" and int(units["ek_certificate_serial"], 16) > 0  # RFC 5280 4.1.2.2: positive
     page = (module_run / "report.html").read_text()
     assert fact(page, "ICCID") == units["iccid"]
     assert fact(page, "IMSI before → after") == f"{units['imsi_before']} → {units['imsi_after']}"
