@@ -314,6 +314,18 @@ def test_the_platforms_boot_pcrs_are_bound_as_quoted_and_other_pcrs_must_replay(
         replay = validator.validate(agent.evidence(challenge, nonce, pcrs=(0, 8, 9, 10, 11)), nonce,
                                     secret).check("event_log_replay")
         assert (replay.passed, replay.detail) == (False, "replaying the event log does not give the reported PCR 11")
+        # a boot PCR the M2ME's own log names is replayed like any other: an event claimed for PCR 0
+        # that the quoted value does not come from is refused, not passed as "bound as quoted"
+        from mcim_hil.network.evidence import Measurement
+        validator = PlatformValidator(ek_roots_of(swtpm), m2mes.ca.certificate, m2mes.responder.respond,
+                                      (0, 8, 9, 10), m2mes.reference)
+        challenge, secret = validator.credential_challenge(agent.ek_public, agent.ak_public)
+        nonce = validator.new_nonce()
+        evidence = agent.evidence(challenge, nonce, pcrs=(0, 8, 9, 10))
+        claimed = dataclasses.replace(evidence, measurements=[
+            *evidence.measurements, Measurement("boot loader", 0, hashlib.sha256(b"not what ran").digest())])
+        replay = validator.validate(claimed, nonce, secret).check("event_log_replay")
+        assert (replay.passed, replay.detail) == (False, "replaying the event log does not give the reported PCR 0")
 
 
 # --- the EK and AK public areas (what the TPM says the keys are) ------------------------------
