@@ -106,3 +106,16 @@ def test_the_counters_in_run_json_follow_each_challenge_and_validation(lab: Lab)
     assert lab.validate().passed  # no IVF issue: only the validation's own accounting publishes
     assert lab.record.meta["pva"] == lab.net.pva.counters()
     assert lab.record.meta["pva"]["authenticity_checks"] == 1
+
+
+def test_a_full_validation_naming_a_pfc_that_does_not_parse_is_answered_with_its_reasons(lab: Lab) -> None:  # noqa: F811
+    """The PVA fetches reference values by the PfC's model: a PfC that is no certificate has none,
+    and the validation is still answered (failed, saying why), never an error of the PVA."""
+    sho = lab.net.sho
+    sho.retrieve_platform_credential(lab.m2me.pcid)
+    platform = dict(sho.db.get("platforms", pcid=lab.m2me.pcid))
+    platform["pfc"] = b"not a certificate"
+    _, result = sho._validate_once(lab.m2me.pcid, platform, check_integrity=True)
+    assert not result.passed
+    assert result.check("request_matches_evidence").detail == \
+        "the PfC in the request differs from the one in the evidence"
