@@ -462,6 +462,13 @@ def test_the_endorsement_credential_nv_range_is_refused_to_define_write_and_unde
     assert tpm.nv_read(certificate_index) == before and tpm.nv_read_public(certificate_index) is not None
     with pytest.raises(ValueError, match="not an NV index"):
         tpm.nv_define(0x81000123, 8)
+    # the NV index range's own ends are NV indices (TPM 2.0 Part 2, 7.2: TPM_HT_NV_INDEX 01xxxxxx);
+    # nothing is defined there, so undefining them finds nothing
+    for index in (0x01000000, 0x01FFFFFF):
+        assert tpm.nv_undefine(index) is False
+    for index in (0x00FFFFFF, 0x02000000):
+        with pytest.raises(ValueError, match="not an NV index"):
+            tpm.nv_undefine(index)
 
 
 # --- errors, slots, hook ---------------------------------------------------------------------------
