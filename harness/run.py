@@ -174,7 +174,7 @@ def run_command(bench_file: str | None, procedure_name: str, air: str | None, ou
                     close_error = exc
         except KeyboardInterrupt as exc:
             interrupted = exc
-            where = f"at step {_running_step(progress)}" if bench_up else "while bringing up the bench"
+            where = _running_step(progress) if bench_up else "while bringing up the bench"
         finally:
             progress.status("writing the artifacts")
             written = write_artifacts(record, out_dir)
@@ -195,8 +195,8 @@ def run_command(bench_file: str | None, procedure_name: str, air: str | None, ou
 
 def _running_step(progress: StepProgress) -> str:
     if progress.done < len(progress.steps):
-        return str(progress.steps[progress.done].number)
-    return "the end (after the last step)"
+        return f"at step {progress.steps[progress.done].number}"
+    return "after the last step"
 
 
 def _first_line(exc: BaseException) -> str:
